@@ -1,0 +1,142 @@
+//! The one table of error codes: each code's HTTP status and whether a client
+//! may retry the request unchanged.
+
+use serde::{Deserialize, Serialize};
+
+/// A machine-readable error code, sent as `error_code` in every error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed: bad JSON, bad query, bad field value.
+    InvalidRequest,
+    /// The body's content type is not one this endpoint accepts.
+    InvalidContentType,
+    /// A topic name breaks Kafka's rule.
+    InvalidTopicName,
+    /// An offset parameter is neither a number nor `earliest`/`latest`.
+    InvalidOffset,
+    /// A key or value is not valid in the requested encoding.
+    InvalidEncoding,
+    /// No such route.
+    NotFound,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+    TopicNotFound,
+    PartitionNotFound,
+    TopicExists,
+    /// A single record exceeds the record size limit.
+    RecordTooLarge,
+    /// The request body exceeds the request size limit.
+    RequestTooLarge,
+    /// The asked offset is outside `[log_start_offset, high_watermark]`.
+    OffsetOutOfRange,
+    /// A stored record cannot be shown in the requested encoding.
+    NotRepresentable,
+    /// The gateway's buffer is full; retry after the `Retry-After` delay.
+    Overloaded,
+    /// The object store failed after retries; nothing was committed.
+    StorageUnavailable,
+    /// The controller could not be reached or has no leader; nothing was committed.
+    ControllerUnavailable,
+    /// The commit may or may not have happened. Retrying may write twice.
+    OutcomeUnknown,
+    /// Stored data failed its checksum or could not be decoded.
+    CorruptData,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The table: HTTP status and retryability of every code.
+    pub const fn spec(self) -> (u16, bool) {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest | InvalidContentType | InvalidTopicName | InvalidOffset
+            | InvalidEncoding => (400, false),
+            NotFound | TopicNotFound | PartitionNotFound => (404, false),
+            MethodNotAllowed => (405, false),
+            TopicExists => (409, false),
+            RecordTooLarge | RequestTooLarge => (413, false),
+            OffsetOutOfRange => (416, false),
+            NotRepresentable => (422, false),
+            Overloaded => (429, true),
+            Internal | CorruptData => (500, false),
+            StorageUnavailable | ControllerUnavailable => (503, true),
+            OutcomeUnknown => (504, false),
+        }
+    }
+
+    pub const fn status(self) -> u16 {
+        self.spec().0
+    }
+
+    pub const fn retryable(self) -> bool {
+        self.spec().1
+    }
+
+    /// The wire name, as serialized in `error_code`.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => "invalid_request",
+            InvalidContentType => "invalid_content_type",
+            InvalidTopicName => "invalid_topic_name",
+            InvalidOffset => "invalid_offset",
+            InvalidEncoding => "invalid_encoding",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            TopicNotFound => "topic_not_found",
+            PartitionNotFound => "partition_not_found",
+            TopicExists => "topic_exists",
+            RecordTooLarge => "record_too_large",
+            RequestTooLarge => "request_too_large",
+            OffsetOutOfRange => "offset_out_of_range",
+            NotRepresentable => "not_representable",
+            Overloaded => "overloaded",
+            StorageUnavailable => "storage_unavailable",
+            ControllerUnavailable => "controller_unavailable",
+            OutcomeUnknown => "outcome_unknown",
+            CorruptData => "corrupt_data",
+            Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_name_matches_serde() {
+        for code in [
+            ErrorCode::InvalidTopicName,
+            ErrorCode::OffsetOutOfRange,
+            ErrorCode::OutcomeUnknown,
+            ErrorCode::Overloaded,
+        ] {
+            let json = serde_json_like(code);
+            assert_eq!(json, code.as_str());
+        }
+    }
+
+    fn serde_json_like(code: ErrorCode) -> String {
+        // serde's snake_case rename of the variant name
+        let debug = format!("{code:?}");
+        let mut out = String::new();
+        for (i, c) in debug.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    #[test]
+    fn only_transient_codes_are_retryable() {
+        assert!(ErrorCode::Overloaded.retryable());
+        assert!(ErrorCode::StorageUnavailable.retryable());
+        assert!(!ErrorCode::OutcomeUnknown.retryable());
+        assert!(!ErrorCode::TopicExists.retryable());
+        assert_eq!(ErrorCode::OffsetOutOfRange.status(), 416);
+    }
+}
