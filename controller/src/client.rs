@@ -1,0 +1,84 @@
+//! The controller API the gateway uses. Today it is served in process by
+//! [`crate::ControllerNode`]; a networked client implements the same trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shale_core::{Offset, PartitionId, TopicName};
+
+use crate::model::{ChunkRef, MetaError, TopicConfig, TopicInfo};
+use crate::types::CommitSegment;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Nothing was committed; the request may be retried.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+    /// The command was proposed but its fate is not known.
+    #[error("controller outcome unknown: {0}")]
+    OutcomeUnknown(String),
+}
+
+/// A committed chunk and the offset of its first record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSpan {
+    pub base_offset: Offset,
+    pub chunk: ChunkRef,
+}
+
+impl ChunkSpan {
+    /// One past the offset of the chunk's last record.
+    pub fn end_offset(&self) -> Offset {
+        self.base_offset + u64::from(self.chunk.record_count)
+    }
+}
+
+/// What a reader needs to serve a fetch from one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRead {
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+    /// The chunk holding the asked offset, then the ones after it.
+    pub chunks: Vec<ChunkSpan>,
+}
+
+#[async_trait]
+pub trait Controller: Send + Sync + 'static {
+    async fn create_topic(
+        &self,
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    ) -> Result<TopicInfo, ControllerError>;
+
+    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError>;
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError>;
+
+    async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError>;
+
+    /// Commits a segment already in the store: per chunk, its base offset or
+    /// why it was refused.
+    async fn commit_segment(
+        &self,
+        commit: CommitSegment,
+    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError>;
+
+    /// The chunks holding `from` and after (at most `max_chunks`). When `from`
+    /// is at the high watermark, waits up to `wait` for a commit to pass it.
+    async fn read_partition(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        from: Offset,
+        max_chunks: usize,
+        wait: Duration,
+    ) -> Result<PartitionRead, ControllerError>;
+
+    /// Whether the controller can take writes now (it knows a leader).
+    async fn is_ready(&self) -> bool;
+}

@@ -1,0 +1,212 @@
+//! A running controller node: openraft with our stores, and the
+//! [`Controller`] API served from it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use shale_core::{Offset, PartitionId, TopicName};
+use tokio::time::Instant;
+
+use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead};
+use crate::model::{MetaError, TopicConfig, TopicInfo};
+use crate::network::SingleNodeNetwork;
+use crate::store::{LogStore, SharedState, StateMachineStore};
+use crate::types::{Command, CommandReply, CommitSegment, NodeId, Raft};
+
+/// How long a write may wait for its entry to be applied before its outcome
+/// is reported as unknown.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Where the Raft log and the state machine's snapshot live.
+    pub data_dir: PathBuf,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot (for slow followers).
+    pub keep_behind_snapshot: u64,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, data_dir: PathBuf) -> Self {
+        Self { id, data_dir, snapshot_every: 1000, keep_behind_snapshot: 100 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Storage(#[from] crate::types::StorageError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// One controller node.
+#[derive(Clone)]
+pub struct ControllerNode {
+    id: NodeId,
+    raft: Raft,
+    shared: Arc<SharedState>,
+}
+
+impl ControllerNode {
+    /// Starts a single-node controller, initializing the cluster on first run,
+    /// and waits until it leads.
+    pub async fn start_single(config: NodeConfig) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
+        let sm = StateMachineStore::open(&config.data_dir.join("state"))?;
+        let shared = sm.shared();
+        let raft_config = openraft::Config {
+            cluster_name: "shale".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
+            purge_batch_size: 16,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(config.id, Arc::new(raft_config), SingleNodeNetwork, log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            let members = BTreeMap::from([(config.id, BasicNode::default())]);
+            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+        }
+        raft.wait(Some(Duration::from_secs(30)))
+            .current_leader(config.id, "single node elects itself")
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        Ok(Self { id: config.id, raft, shared })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Stops Raft; state on disk stays.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    async fn write(&self, command: Command) -> Result<CommandReply, ControllerError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
+            Err(_) => Err(ControllerError::OutcomeUnknown("timed out waiting for the commit".into())),
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(
+                ControllerError::Unavailable(format!("not the leader (leader: {:?})", f.leader_id)),
+            ),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ControllerError::Unavailable(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ControllerError::OutcomeUnknown(e.to_string())),
+        }
+    }
+}
+
+fn unexpected(reply: CommandReply) -> ControllerError {
+    ControllerError::OutcomeUnknown(format!("unexpected reply {reply:?}"))
+}
+
+#[async_trait]
+impl Controller for ControllerNode {
+    async fn create_topic(
+        &self,
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    ) -> Result<TopicInfo, ControllerError> {
+        match self.write(Command::CreateTopic { name, partitions, config, created_ms }).await? {
+            CommandReply::TopicCreated(info) => Ok(info),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
+        match self.write(Command::DeleteTopic { name }).await? {
+            CommandReply::TopicDeleted => Ok(()),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {
+        let state = self.shared.read();
+        let m = &state.metadata;
+        Ok(m.topics.keys().filter_map(|name| m.topic_info(name).ok()).collect())
+    }
+
+    async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError> {
+        Ok(self.shared.read().metadata.topic_info(name)?)
+    }
+
+    async fn commit_segment(
+        &self,
+        commit: CommitSegment,
+    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
+        match self.write(Command::CommitSegment(commit)).await? {
+            CommandReply::Committed(outcomes) => Ok(outcomes),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn read_partition(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        from: Offset,
+        max_chunks: usize,
+        wait: Duration,
+    ) -> Result<PartitionRead, ControllerError> {
+        let deadline = Instant::now() + wait;
+        let mut applied = self.shared.subscribe();
+        loop {
+            {
+                let state = self.shared.read();
+                let p = state.metadata.partition(topic, partition)?;
+                if from < p.high_watermark || Instant::now() >= deadline {
+                    return Ok(PartitionRead {
+                        log_start_offset: p.log_start_offset,
+                        high_watermark: p.high_watermark,
+                        chunks: p
+                            .chunks_from(from, max_chunks)
+                            .into_iter()
+                            .map(|(base_offset, chunk)| ChunkSpan { base_offset, chunk })
+                            .collect(),
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) | Err(_) => continue,
+                Ok(Err(_)) => return Err(ControllerError::Unavailable("controller stopped".into())),
+            }
+        }
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.raft.metrics().borrow().current_leader.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests;

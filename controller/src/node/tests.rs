@@ -1,0 +1,99 @@
+//! A real single-node openraft controller on a temporary directory.
+
+use std::time::Duration;
+
+use shale_core::TopicName;
+
+use super::*;
+use crate::types::ChunkCommit;
+
+fn topic() -> TopicName {
+    TopicName::new("orders").expect("valid")
+}
+
+fn commit(topic_id: u64, partition: u32, count: u32) -> CommitSegment {
+    CommitSegment {
+        object: format!("segments/00/{partition}-{count}.seg"),
+        committed_ms: 5,
+        chunks: vec![ChunkCommit {
+            topic: topic(),
+            topic_id,
+            partition,
+            position: 9,
+            len: 100,
+            record_count: count,
+            max_timestamp_ms: 5,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn state_survives_restart_through_snapshot_and_purged_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeConfig::new(1, dir.path().to_owned());
+    config.snapshot_every = 20;
+    config.keep_behind_snapshot = 5;
+
+    let node = ControllerNode::start_single(config.clone()).await.expect("start");
+    let info = node.create_topic(topic(), 2, TopicConfig::default(), 1).await.expect("create");
+    let mut expected = 0;
+    for i in 0..60 {
+        let outcome = node.commit_segment(commit(info.id, 0, 3)).await.expect("commit");
+        assert_eq!(outcome, vec![Ok(expected)], "commit {i}");
+        expected += 3;
+    }
+    // snapshots were built and the log was purged behind them
+    node.raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 40), "snapshot built")
+        .await
+        .expect("snapshot");
+    node.raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some(), "log purged")
+        .await
+        .expect("purged");
+    node.shutdown().await;
+    drop(node);
+
+    let node = ControllerNode::start_single(config).await.expect("restart");
+    let described = node.describe_topic(&topic()).await.expect("describe");
+    assert_eq!(described.partitions[0].high_watermark, 180);
+    assert_eq!(described.partitions[1].high_watermark, 0);
+    let read = node
+        .read_partition(&topic(), 0, 100, 3, Duration::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(read.chunks[0].base_offset, 99);
+    assert_eq!(read.chunks.len(), 3);
+    let outcome = node.commit_segment(commit(info.id, 0, 1)).await.expect("commit after restart");
+    assert_eq!(outcome, vec![Ok(180)], "offsets continue, never reused");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_partition_long_polls_until_a_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = ControllerNode::start_single(NodeConfig::new(1, dir.path().to_owned())).await.expect("start");
+    let info = node.create_topic(topic(), 1, TopicConfig::default(), 1).await.expect("create");
+
+    let started = Instant::now();
+    let empty = node.read_partition(&topic(), 0, 0, 1, Duration::from_millis(200)).await.expect("read");
+    assert!(empty.chunks.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(190), "waited for wait_ms");
+
+    let reader = node.clone();
+    let waiting = tokio::spawn(async move {
+        reader.read_partition(&topic(), 0, 0, 1, Duration::from_secs(10)).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    node.commit_segment(commit(info.id, 0, 2)).await.expect("commit");
+    let read = waiting.await.expect("join").expect("read");
+    assert_eq!(read.high_watermark, 2);
+    assert!(started.elapsed() < Duration::from_secs(2), "woke on commit");
+
+    let err = node.read_partition(&topic(), 7, 0, 1, Duration::ZERO).await;
+    assert!(matches!(err, Err(ControllerError::Meta(MetaError::PartitionNotFound { .. }))));
+    node.shutdown().await;
+}

@@ -1,0 +1,23 @@
+//! Durable storage for one controller node: the Raft log in redb
+//! ([`LogStore`]) and the state machine with its snapshots ([`StateMachineStore`]).
+
+mod log_store;
+mod state_machine;
+
+pub use log_store::LogStore;
+pub use state_machine::{SharedState, StateMachineStore};
+
+use crate::types::StorageError;
+use openraft::{ErrorSubject, ErrorVerb};
+
+/// Wraps any error as an openraft storage error on the given subject.
+pub(crate) fn storage_error(
+    subject: ErrorSubject<crate::types::NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! The state machine store: the [`Metadata`] model behind a lock that readers
+//! share, plus snapshots. The latest snapshot is kept in one file
+//! (`snapshot.bin`, written atomically and fsync'd) and loaded at start, so
+//! the log can be purged behind it and state survives restarts.
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::storage_error;
+use crate::model::Metadata;
+use crate::types::{
+    CommandReply, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Everything the state machine holds; a snapshot is this, serialized.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateMachineData {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub metadata: Metadata,
+}
+
+/// State shared between the state machine (writer) and readers (the API).
+#[derive(Debug)]
+pub struct SharedState {
+    data: RwLock<StateMachineData>,
+    /// Bumped after every applied batch, so long-polls wake up.
+    applied: watch::Sender<u64>,
+}
+
+impl SharedState {
+    /// Reads the current state. Hold the guard briefly.
+    pub fn read(&self) -> RwLockReadGuard<'_, StateMachineData> {
+        self.data.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A receiver that changes whenever entries are applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn replace(&self, data: StateMachineData) {
+        *self.data.write().unwrap_or_else(std::sync::PoisonError::into_inner) = data;
+        self.applied.send_modify(|n| *n += 1);
+    }
+}
+
+/// The openraft state machine of one controller node.
+pub struct StateMachineStore {
+    shared: Arc<SharedState>,
+    dir: PathBuf,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    storage_error(ErrorSubject::StateMachine, verb, e)
+}
+
+impl StateMachineStore {
+    /// Opens the state machine in `dir`, starting from the snapshot there if any.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let data = match read_snapshot_file(dir)? {
+            Some((_, bytes)) => decode_data(&bytes)?,
+            None => StateMachineData::default(),
+        };
+        let (applied, _) = watch::channel(0);
+        let shared = Arc::new(SharedState { data: RwLock::new(data), applied });
+        Ok(Self { shared, dir: dir.to_owned() })
+    }
+
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+}
+
+fn decode_data(bytes: &[u8]) -> Result<StateMachineData, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| sm_err(ErrorVerb::Read, e))
+}
+
+/// `snapshot.bin` = meta_len:u32 meta(json) data(json), written atomically.
+fn write_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    let err = |e: std::io::Error| storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e);
+    let meta_json = serde_json::to_vec(meta).map_err(|e| err(std::io::Error::other(e)))?;
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(err)?;
+    file.write_all(&(meta_json.len() as u32).to_le_bytes()).map_err(err)?;
+    file.write_all(&meta_json).map_err(err)?;
+    file.write_all(data).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(err)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+}
+
+fn read_snapshot_file(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(sm_err(ErrorVerb::Read, e)),
+    };
+    let corrupt = || sm_err(ErrorVerb::Read, std::io::Error::other("snapshot file is truncated"));
+    let len_bytes: [u8; 4] = bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    let meta_end = 4 + u32::from_le_bytes(len_bytes) as usize;
+    let meta_json = bytes.get(4..meta_end).ok_or_else(corrupt)?;
+    let meta: SnapshotMeta = serde_json::from_slice(meta_json).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    Ok(Some((meta, bytes[meta_end..].to_vec())))
+}
+
+/// Builds snapshots from the shared state.
+pub struct SnapshotBuilder {
+    shared: Arc<SharedState>,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (meta, data) = {
+            let state = self.shared.read();
+            let data = serde_json::to_vec(&*state).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let snapshot_id = match state.last_applied {
+                Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+                None => "0-0".to_owned(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+                snapshot_id,
+            };
+            (meta, data)
+        };
+        let dir = self.dir.clone();
+        let (meta2, data2) = (meta.clone(), data.clone());
+        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &meta2, &data2))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.shared.read();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandReply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        {
+            let mut state = self.shared.data.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for entry in entries {
+                state.last_applied = Some(entry.log_id);
+                let reply = match entry.payload {
+                    EntryPayload::Blank => CommandReply::None,
+                    EntryPayload::Normal(command) => state.metadata.apply(&command),
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id), m);
+                        CommandReply::None
+                    }
+                };
+                replies.push(reply);
+            }
+        }
+        self.shared.applied.send_modify(|n| *n += 1);
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone(), dir: self.dir.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let mut data = decode_data(&bytes)?;
+        data.last_applied = meta.last_log_id;
+        data.membership = meta.last_membership.clone();
+        let dir = self.dir.clone();
+        let meta2 = meta.clone();
+        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &meta2, &bytes))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+        self.shared.replace(data);
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Read, e))??;
+        Ok(found.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}

@@ -1,0 +1,75 @@
+//! The Raft type config and the commands replicated through the log.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use shale_core::{Offset, PartitionId, TopicName};
+
+use crate::model::{MetaError, TopicConfig, TopicInfo};
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Shale's Raft types.
+    pub TypeConfig:
+        D = Command,
+        R = CommandReply,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+
+/// A change to the metadata. Every command carries the timestamps it needs, so
+/// applying it never reads a clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateTopic { name: TopicName, partitions: u32, config: TopicConfig, created_ms: i64 },
+    DeleteTopic { name: TopicName },
+    CommitSegment(CommitSegment),
+}
+
+/// A segment object already written to the store, to be committed: each chunk
+/// gets the next offsets of its partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitSegment {
+    /// The object's key in the bucket.
+    pub object: String,
+    pub committed_ms: i64,
+    pub chunks: Vec<ChunkCommit>,
+}
+
+/// One chunk of a segment being committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkCommit {
+    pub topic: TopicName,
+    /// The topic incarnation the gateway saw, so a chunk for a deleted and
+    /// re-created topic is refused rather than mixed into the new one.
+    pub topic_id: u64,
+    pub partition: PartitionId,
+    pub position: u64,
+    pub len: u32,
+    pub record_count: u32,
+    pub max_timestamp_ms: i64,
+}
+
+/// What applying a command returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// Blank and membership entries.
+    None,
+    TopicCreated(TopicInfo),
+    TopicDeleted,
+    /// Per chunk, in order: the base offset assigned, or why it was refused.
+    Committed(Vec<Result<Offset, MetaError>>),
+    Failed(MetaError),
+}
