@@ -1,1 +1,19 @@
-pub fn x(){}
+//! Shale gateway: the public `/v1` HTTP API.
+//!
+//! - [`api`]: the axum handlers and the JSON error shape.
+//! - [`batcher`]: the write path — gather records of all partitions, flush
+//!   one segment object per batch, commit it, then answer producers.
+//! - [`reader`]: the read path — index lookup, ranged GET of one chunk,
+//!   CRC check, decode, with a bounded cache of chunks.
+//!
+//! The gateway keeps no durable state: offsets come from the controller.
+
+pub mod api;
+pub mod batcher;
+pub mod config;
+pub mod metrics;
+pub mod reader;
+
+pub use api::{AppState, router};
+pub use config::GatewayConfig;
+pub use metrics::GatewayMetrics;

@@ -1,0 +1,142 @@
+//! The one error type of the HTTP API: every failure, including malformed
+//! paths, queries and bodies, answers `{"error_code","message","retryable"}`
+//! with the status from [`ErrorCode`]'s table.
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use shale_controller::{ControllerError, MetaError};
+use shale_core::ErrorCode;
+use shale_core::names::InvalidTopicName;
+
+use crate::batcher::ProduceError;
+use crate::reader::ReadError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Extra fields merged into the body, e.g. the high watermark.
+    pub details: Map<String, Value>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), details: Map::new(), retry_after_secs: None }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = json!({
+            "error_code": self.code,
+            "message": self.message,
+            "retryable": self.code.retryable(),
+        });
+        if let Value::Object(fields) = &mut body {
+            fields.extend(self.details);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<InvalidTopicName> for ApiError {
+    fn from(e: InvalidTopicName) -> Self {
+        ApiError::new(ErrorCode::InvalidTopicName, e.to_string())
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        let code = match &e {
+            MetaError::TopicExists(_) => ErrorCode::TopicExists,
+            MetaError::TopicNotFound(_) => ErrorCode::TopicNotFound,
+            MetaError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
+            MetaError::Invalid(_) => ErrorCode::InvalidRequest,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<ControllerError> for ApiError {
+    fn from(e: ControllerError) -> Self {
+        match e {
+            ControllerError::Meta(m) => m.into(),
+            ControllerError::Unavailable(m) => ApiError::new(ErrorCode::ControllerUnavailable, m),
+            ControllerError::OutcomeUnknown(m) => ApiError::new(ErrorCode::OutcomeUnknown, m),
+        }
+    }
+}
+
+impl From<ProduceError> for ApiError {
+    fn from(e: ProduceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProduceError::Overloaded { .. } => {
+                let mut err = ApiError::new(ErrorCode::Overloaded, message);
+                err.retry_after_secs = Some(1);
+                err
+            }
+            ProduceError::Storage(_) => ApiError::new(ErrorCode::StorageUnavailable, message),
+            ProduceError::Controller(c) => c.into(),
+            ProduceError::Refused(m) => m.into(),
+            ProduceError::Encode(_) | ProduceError::Stopped => ApiError::new(ErrorCode::Internal, message),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        let message = e.to_string();
+        match e {
+            ReadError::OutOfRange { log_start_offset, high_watermark, .. } => {
+                ApiError::new(ErrorCode::OffsetOutOfRange, message)
+                    .with("log_start_offset", log_start_offset)
+                    .with("high_watermark", high_watermark)
+            }
+            ReadError::Controller(c) => c.into(),
+            ReadError::Storage(_) => ApiError::new(ErrorCode::StorageUnavailable, message),
+            ReadError::Corrupt { .. } => ApiError::new(ErrorCode::CorruptData, message),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::invalid(format!("bad path: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::invalid(format!("bad query: {}", r.body_text()))
+    }
+}
+
+/// Maps a failure to read the body; `limit` is the configured body limit.
+pub fn body_error(r: BytesRejection, limit: usize) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            ErrorCode::RequestTooLarge,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+        .with("limit_bytes", limit);
+    }
+    ApiError::invalid(format!("cannot read body: {}", r.body_text()))
+}

@@ -1,0 +1,129 @@
+//! Fetch records of one partition from an offset, with long-poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shale_core::{ErrorCode, Offset, TopicName};
+
+use super::encoding::Encoding;
+use super::extract::{ApiPath, ApiQuery};
+use super::produce::parse_partition;
+use super::{ApiError, AppState};
+use crate::reader::FetchRequest;
+
+const DEFAULT_MAX_RECORDS: usize = 1000;
+const LIMIT_MAX_RECORDS: usize = 10_000;
+const DEFAULT_MAX_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchQuery {
+    /// A number, `earliest` (the default) or `latest`.
+    offset: Option<String>,
+    max_records: Option<usize>,
+    max_bytes: Option<usize>,
+    wait_ms: Option<u64>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FetchedHeader {
+    key: String,
+    value: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FetchedRecord {
+    offset: Offset,
+    timestamp_ms: i64,
+    key: Option<Value>,
+    value: Value,
+    headers: Vec<FetchedHeader>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FetchResponse {
+    records: Vec<FetchedRecord>,
+    /// The offset to fetch next.
+    next_offset: Offset,
+    high_watermark: Offset,
+    log_start_offset: Offset,
+}
+
+enum Start {
+    Earliest,
+    Latest,
+    At(Offset),
+}
+
+fn parse_offset(s: Option<&str>) -> Result<Start, ApiError> {
+    match s {
+        None | Some("earliest") => Ok(Start::Earliest),
+        Some("latest") => Ok(Start::Latest),
+        Some(n) => n.parse().map(Start::At).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidOffset,
+                format!("offset must be a non-negative integer, 'earliest' or 'latest', got {n:?}"),
+            )
+        }),
+    }
+}
+
+pub async fn fetch(
+    State(state): State<Arc<AppState>>,
+    ApiPath((topic, partition)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<FetchQuery>,
+) -> Result<Json<FetchResponse>, ApiError> {
+    let topic = TopicName::new(topic)?;
+    let partition = parse_partition(&partition)?;
+    let start = parse_offset(q.offset.as_deref())?;
+    let max_records = q.max_records.unwrap_or(DEFAULT_MAX_RECORDS);
+    if max_records == 0 || max_records > LIMIT_MAX_RECORDS {
+        return Err(ApiError::invalid(format!("max_records must be between 1 and {LIMIT_MAX_RECORDS}")));
+    }
+    let max_bytes = q.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).clamp(1, state.config.max_request_bytes);
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_wait);
+    let from = match start {
+        Start::At(n) => n,
+        Start::Earliest | Start::Latest => {
+            let now = state.controller.read_partition(&topic, partition, 0, 0, Duration::ZERO).await?;
+            match start {
+                Start::Earliest => now.log_start_offset,
+                _ => now.high_watermark,
+            }
+        }
+    };
+    let request = FetchRequest { topic, partition, from, max_records, max_bytes, wait };
+    let fetched = state.reader.fetch(&request).await?;
+    let enc = q.encoding;
+    let mut records = Vec::with_capacity(fetched.records.len());
+    let mut bytes = 0;
+    for (offset, r) in &fetched.records {
+        bytes += r.size();
+        let what = |part: &'static str| move || format!("the {part} of the record at offset {offset}");
+        records.push(FetchedRecord {
+            offset: *offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key.as_ref().map(|k| enc.encode(k, what("key"))).transpose()?,
+            value: enc.encode(&r.value, what("value"))?,
+            headers: r
+                .headers
+                .iter()
+                .map(|h| Ok(FetchedHeader { key: h.key.clone(), value: enc.encode(&h.value, what("header"))? }))
+                .collect::<Result<_, ApiError>>()?,
+        });
+    }
+    state.metrics.records_out.inc_by(records.len() as u64);
+    state.metrics.bytes_out.inc_by(bytes as u64);
+    Ok(Json(FetchResponse {
+        records,
+        next_offset: fetched.next_offset,
+        high_watermark: fetched.high_watermark,
+        log_start_offset: fetched.log_start_offset,
+    }))
+}

@@ -1,0 +1,110 @@
+//! The public HTTP API (`/v1`), health and metrics.
+
+mod encoding;
+pub mod error;
+mod extract;
+mod fetch;
+mod health;
+mod produce;
+mod topics;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use object_store::ObjectStore;
+use shale_controller::Controller;
+use shale_core::{Clock, ErrorCode};
+
+pub use error::ApiError;
+
+use crate::batcher::{Batcher, BatcherParts};
+use crate::config::GatewayConfig;
+use crate::metrics::{GatewayMetrics, RouteLabels, RouteOnly};
+use crate::reader::{Reader, new_cache};
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub controller: Arc<dyn Controller>,
+    pub batcher: Batcher,
+    pub reader: Reader,
+    pub config: GatewayConfig,
+    pub metrics: Arc<GatewayMetrics>,
+    pub clock: Arc<dyn Clock>,
+    /// Round-robin counter for records with neither key nor partition.
+    sticky: AtomicU32,
+}
+
+impl AppState {
+    /// Builds the state and starts the batcher. Call inside a Tokio runtime.
+    pub fn new(
+        config: GatewayConfig,
+        controller: Arc<dyn Controller>,
+        store: Arc<dyn ObjectStore>,
+        metrics: Arc<GatewayMetrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let cache = new_cache(config.cache_bytes);
+        let batcher = Batcher::start(
+            &config,
+            BatcherParts {
+                store: store.clone(),
+                controller: controller.clone(),
+                cache: cache.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+            },
+        );
+        let reader = Reader::new(store, controller.clone(), cache, metrics.clone());
+        Arc::new(Self { controller, batcher, reader, config, metrics, clock, sticky: AtomicU32::new(0) })
+    }
+}
+
+/// The gateway's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/topics", post(topics::create).get(topics::list))
+        .route("/v1/topics/{topic}", get(topics::describe).delete(topics::delete))
+        .route("/v1/topics/{topic}/records", post(produce::produce))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            post(produce::produce_to_partition).get(fetch::fetch),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
+        .with_state(state)
+}
+
+/// Counts and times every request by route and status.
+async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&RouteOnly { method: method.clone(), route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.requests.get_or_create(&RouteLabels { method, route, status }).inc();
+    response
+}
+
+#[cfg(test)]
+mod tests;

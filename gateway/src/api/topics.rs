@@ -1,0 +1,67 @@
+//! Create, list, describe and delete topics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use shale_controller::{TopicConfig, TopicInfo};
+use shale_core::TopicName;
+
+use super::extract::{ApiPath, Body, json_body};
+use super::{ApiError, AppState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTopic {
+    name: String,
+    #[serde(default = "one")]
+    partitions: u32,
+    #[serde(default)]
+    config: TopicConfig,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopicList {
+    topics: Vec<TopicInfo>,
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<TopicInfo>), ApiError> {
+    let req: CreateTopic = json_body(&headers, &body)?;
+    let name = TopicName::new(req.name)?;
+    let created = state.clock.now_ms();
+    let info = state.controller.create_topic(name, req.partitions, req.config, created).await?;
+    tracing::info!(topic = %info.name, partitions = info.partitions.len(), "topic created");
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<TopicList>, ApiError> {
+    Ok(Json(TopicList { topics: state.controller.list_topics().await? }))
+}
+
+pub async fn describe(
+    State(state): State<Arc<AppState>>,
+    ApiPath(topic): ApiPath<String>,
+) -> Result<Json<TopicInfo>, ApiError> {
+    let name = TopicName::new(topic)?;
+    Ok(Json(state.controller.describe_topic(&name).await?))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    ApiPath(topic): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = TopicName::new(topic)?;
+    state.controller.delete_topic(name.clone()).await?;
+    tracing::info!(topic = %name, "topic deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

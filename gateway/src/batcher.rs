@@ -1,0 +1,341 @@
+//! The write path. Producers' records for all partitions gather in one batch;
+//! a batch is flushed when it holds `flush_bytes` or is `flush_interval` old.
+//! One flush is one PUT of one segment object. Segments are written
+//! concurrently (up to `max_flushes_in_flight`) but committed strictly in
+//! flush order, and a producer is answered only after its commit is applied.
+//! Memory is bounded: every byte is counted against `buffer_bytes` from
+//! arrival until its producer is answered; beyond it appends are refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use shale_controller::{ChunkCommit, CommitSegment, Controller, ControllerError, MetaError};
+use shale_core::keys::segment_key;
+use shale_core::segment::{ChunkEntry, Compression, SegmentWriter};
+use shale_core::{Clock, Offset, PartitionId, Record, TopicName};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use ulid::Ulid;
+
+use crate::config::GatewayConfig;
+use crate::metrics::GatewayMetrics;
+use crate::reader::{ChunkCache, ChunkId};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProduceError {
+    #[error("the gateway buffer of {limit} bytes is full; retry after a moment")]
+    Overloaded { limit: usize },
+    #[error("writing the segment failed: {0}")]
+    Storage(String),
+    #[error(transparent)]
+    Controller(ControllerError),
+    #[error(transparent)]
+    Refused(MetaError),
+    #[error("encoding the segment failed: {0}")]
+    Encode(String),
+    #[error("the gateway is shutting down")]
+    Stopped,
+}
+
+/// A record with its partition chosen.
+#[derive(Debug, Clone)]
+pub struct PartitionedRecord {
+    pub partition: PartitionId,
+    pub record: Record,
+}
+
+/// Per record, in request order: where it was written.
+pub type Acked = Vec<(PartitionId, Offset)>;
+
+type Reply = oneshot::Sender<Result<Acked, ProduceError>>;
+
+/// Bytes held against the buffer until the producer is answered.
+struct BufferPermit {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl Drop for BufferPermit {
+    fn drop(&mut self) {
+        self.metrics.buffer_bytes.dec_by(self.bytes);
+    }
+}
+
+struct Append {
+    topic: TopicName,
+    topic_id: u64,
+    records: Vec<PartitionedRecord>,
+    permit: BufferPermit,
+    reply: Reply,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ChunkKey {
+    topic: TopicName,
+    topic_id: u64,
+    partition: PartitionId,
+}
+
+struct Waiter {
+    reply: Reply,
+    _permit: BufferPermit,
+    /// Per record: (chunk index in the batch, index within the chunk).
+    slots: Vec<(usize, usize)>,
+}
+
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<(ChunkKey, Vec<Record>)>,
+    chunk_of: HashMap<ChunkKey, usize>,
+    waiters: Vec<Waiter>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn add(&mut self, append: Append) {
+        let mut slots = Vec::with_capacity(append.records.len());
+        for PartitionedRecord { partition, record } in append.records {
+            let key = ChunkKey { topic: append.topic.clone(), topic_id: append.topic_id, partition };
+            let chunks = &mut self.chunks;
+            let index = *self.chunk_of.entry(key.clone()).or_insert_with(|| {
+                chunks.push((key, Vec::new()));
+                chunks.len() - 1
+            });
+            self.bytes += record.size();
+            slots.push((index, self.chunks[index].1.len()));
+            self.chunks[index].1.push(record);
+        }
+        self.waiters.push(Waiter { reply: append.reply, _permit: append.permit, slots });
+    }
+}
+
+/// A segment on its way: the PUT runs in `write`; the committer awaits it in order.
+struct Flight {
+    write: JoinHandle<Result<Written, ProduceError>>,
+    keys: Vec<ChunkKey>,
+    waiters: Vec<Waiter>,
+    sealed: Instant,
+}
+
+struct Written {
+    object: String,
+    entries: Vec<ChunkEntry>,
+    records: Vec<Vec<Record>>,
+}
+
+/// Handle to the batcher tasks.
+pub struct Batcher {
+    tx: mpsc::Sender<Append>,
+    budget: Arc<Semaphore>,
+    limit: usize,
+    metrics: Arc<GatewayMetrics>,
+}
+
+/// What the batcher's tasks need.
+pub struct BatcherParts {
+    pub store: Arc<dyn ObjectStore>,
+    pub controller: Arc<dyn Controller>,
+    pub cache: Arc<ChunkCache>,
+    pub metrics: Arc<GatewayMetrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Batcher {
+    /// Starts the batching and committing tasks.
+    pub fn start(config: &GatewayConfig, parts: BatcherParts) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        let (flights_tx, flights_rx) = mpsc::channel(config.max_flushes_in_flight);
+        let committer = Committer {
+            controller: parts.controller,
+            cache: parts.cache,
+            metrics: parts.metrics.clone(),
+            clock: parts.clock,
+        };
+        tokio::spawn(committer.run(flights_rx));
+        let flusher = Flusher {
+            store: parts.store,
+            compression: config.compression,
+            flights: flights_tx,
+        };
+        tokio::spawn(run_batches(rx, config.clone(), flusher));
+        Self {
+            tx,
+            budget: Arc::new(Semaphore::new(config.buffer_bytes)),
+            limit: config.buffer_bytes,
+            metrics: parts.metrics,
+        }
+    }
+
+    /// Appends records of one topic; resolves once they are committed.
+    pub async fn append(
+        &self,
+        topic: TopicName,
+        topic_id: u64,
+        records: Vec<PartitionedRecord>,
+    ) -> Result<Acked, ProduceError> {
+        let bytes = records.iter().map(|r| r.record.size()).sum::<usize>().max(1);
+        let overloaded = || ProduceError::Overloaded { limit: self.limit };
+        let count = u32::try_from(bytes).map_err(|_| overloaded())?;
+        let permit = self.budget.clone().try_acquire_many_owned(count).map_err(|_| overloaded())?;
+        self.metrics.buffer_bytes.inc_by(bytes as i64);
+        let permit = BufferPermit { _permit: permit, bytes: bytes as i64, metrics: self.metrics.clone() };
+        let (reply, answer) = oneshot::channel();
+        let append = Append { topic, topic_id, records, permit, reply };
+        self.tx.send(append).await.map_err(|_| ProduceError::Stopped)?;
+        answer.await.map_err(|_| ProduceError::Stopped)?
+    }
+}
+
+struct Flusher {
+    store: Arc<dyn ObjectStore>,
+    compression: Compression,
+    flights: mpsc::Sender<Flight>,
+}
+
+impl Flusher {
+    /// Seals the batch and starts its PUT; waits only if too many are in flight.
+    async fn flush(&self, batch: Batch) {
+        let keys: Vec<ChunkKey> = batch.chunks.iter().map(|(k, _)| k.clone()).collect();
+        let write = tokio::spawn(write_segment(self.store.clone(), self.compression, batch.chunks));
+        let flight = Flight { write, keys, waiters: batch.waiters, sealed: Instant::now() };
+        if let Err(mpsc::error::SendError(flight)) = self.flights.send(flight).await {
+            flight.write.abort();
+            answer_all(flight.waiters, &ProduceError::Stopped);
+        }
+    }
+}
+
+async fn run_batches(mut rx: mpsc::Receiver<Append>, config: GatewayConfig, flusher: Flusher) {
+    let mut batch = Batch::default();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            None => rx.recv().await,
+            Some(at) => tokio::select! {
+                append = rx.recv() => append,
+                () = tokio::time::sleep_until(at) => {
+                    flusher.flush(std::mem::take(&mut batch)).await;
+                    deadline = None;
+                    continue;
+                }
+            },
+        };
+        let Some(append) = next else { break };
+        batch.add(append);
+        if batch.bytes >= config.flush_bytes || config.flush_interval.is_zero() {
+            flusher.flush(std::mem::take(&mut batch)).await;
+            deadline = None;
+        } else if deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + config.flush_interval);
+        }
+    }
+    if !batch.waiters.is_empty() {
+        flusher.flush(batch).await;
+    }
+}
+
+async fn write_segment(
+    store: Arc<dyn ObjectStore>,
+    compression: Compression,
+    chunks: Vec<(ChunkKey, Vec<Record>)>,
+) -> Result<Written, ProduceError> {
+    let (segment, records) = tokio::task::spawn_blocking(move || {
+        let mut writer = SegmentWriter::new(compression);
+        for (key, records) in &chunks {
+            writer.add_chunk(key.topic.as_str(), key.partition, records)?;
+        }
+        let records: Vec<Vec<Record>> = chunks.into_iter().map(|(_, r)| r).collect();
+        Ok((writer.finish(), records))
+    })
+    .await
+    .map_err(|e| ProduceError::Encode(e.to_string()))?
+    .map_err(|e: shale_core::segment::SegmentError| ProduceError::Encode(e.to_string()))?;
+    let key = segment_key(Ulid::new());
+    store
+        .put(&key, PutPayload::from(segment.bytes))
+        .await
+        .map_err(|e| ProduceError::Storage(e.to_string()))?;
+    Ok(Written { object: key.to_string(), entries: segment.chunks, records })
+}
+
+fn answer_all(waiters: Vec<Waiter>, error: &ProduceError) {
+    for w in waiters {
+        let _ = w.reply.send(Err(error.clone()));
+    }
+}
+
+struct Committer {
+    controller: Arc<dyn Controller>,
+    cache: Arc<ChunkCache>,
+    metrics: Arc<GatewayMetrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Committer {
+    /// Commits flights one at a time, in the order they were flushed.
+    async fn run(self, mut flights: mpsc::Receiver<Flight>) {
+        while let Some(flight) = flights.recv().await {
+            let written = match flight.write.await {
+                Ok(Ok(written)) => written,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "segment write failed");
+                    answer_all(flight.waiters, &e);
+                    continue;
+                }
+                Err(e) => {
+                    answer_all(flight.waiters, &ProduceError::Encode(e.to_string()));
+                    continue;
+                }
+            };
+            self.commit(written, flight.keys, flight.waiters, flight.sealed).await;
+        }
+    }
+
+    async fn commit(&self, written: Written, keys: Vec<ChunkKey>, waiters: Vec<Waiter>, sealed: Instant) {
+        let chunks = keys
+            .iter()
+            .zip(&written.entries)
+            .map(|(key, entry)| ChunkCommit {
+                topic: key.topic.clone(),
+                topic_id: key.topic_id,
+                partition: key.partition,
+                position: entry.position,
+                len: entry.len,
+                record_count: entry.record_count,
+                max_timestamp_ms: entry.max_timestamp_ms,
+            })
+            .collect();
+        let commit = CommitSegment { object: written.object.clone(), committed_ms: self.clock.now_ms(), chunks };
+        let outcomes = match self.controller.commit_segment(commit).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::warn!(object = %written.object, error = %e, "segment commit failed");
+                answer_all(waiters, &ProduceError::Controller(e));
+                return;
+            }
+        };
+        self.metrics.segments_flushed.inc();
+        self.metrics.flush_seconds.observe(sealed.elapsed().as_secs_f64());
+        for ((entry, records), outcome) in written.entries.iter().zip(written.records).zip(&outcomes) {
+            if outcome.is_ok() {
+                let id = ChunkId { object: written.object.clone(), position: entry.position };
+                self.cache.insert(id, Arc::new(records));
+            }
+        }
+        for waiter in waiters {
+            let answer = waiter
+                .slots
+                .iter()
+                .map(|&(chunk, index)| match outcomes.get(chunk) {
+                    Some(Ok(base)) => Ok((keys[chunk].partition, base + index as Offset)),
+                    Some(Err(e)) => Err(ProduceError::Refused(e.clone())),
+                    None => Err(ProduceError::Encode("commit reply is missing a chunk".into())),
+                })
+                .collect();
+            let _ = waiter.reply.send(answer);
+        }
+    }
+}

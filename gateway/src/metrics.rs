@@ -1,0 +1,98 @@
+//! The gateway's Prometheus metrics, rendered in the text format at `/metrics`.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use shale_core::store::StoreMetrics;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub method: String,
+    pub route: String,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
+}
+
+/// Every metric the gateway exports; cloned handles share their values.
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    registry: Mutex<Registry>,
+    pub requests: Family<RouteLabels, Counter>,
+    pub request_seconds: Family<RouteOnly, Histogram, fn() -> Histogram>,
+    pub records_in: Counter,
+    pub bytes_in: Counter,
+    pub records_out: Counter,
+    pub bytes_out: Counter,
+    pub buffer_bytes: Gauge,
+    pub segments_flushed: Counter,
+    pub flush_seconds: Histogram,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub store: StoreMetrics,
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let store = StoreMetrics::register(&mut registry);
+        let m = Self {
+            registry: Mutex::new(Registry::default()),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency),
+            records_in: Counter::default(),
+            bytes_in: Counter::default(),
+            records_out: Counter::default(),
+            bytes_out: Counter::default(),
+            buffer_bytes: Gauge::default(),
+            segments_flushed: Counter::default(),
+            flush_seconds: latency(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            store,
+        };
+        let r = registry.sub_registry_with_prefix("shale");
+        r.register("http_requests", "HTTP requests by route and status", m.requests.clone());
+        r.register("http_request_seconds", "HTTP request latency", m.request_seconds.clone());
+        r.register("produced_records", "Records acknowledged to producers", m.records_in.clone());
+        r.register("produced_bytes", "Record bytes acknowledged to producers", m.bytes_in.clone());
+        r.register("fetched_records", "Records returned to consumers", m.records_out.clone());
+        r.register("fetched_bytes", "Record bytes returned to consumers", m.bytes_out.clone());
+        r.register("buffer_bytes", "Bytes buffered or in flight, not yet acknowledged", m.buffer_bytes.clone());
+        r.register("segments_flushed", "Segment objects written and committed", m.segments_flushed.clone());
+        r.register("flush_seconds", "From batch seal to commit applied", m.flush_seconds.clone());
+        r.register("cache_hits", "Chunk reads served from the cache", m.cache_hits.clone());
+        r.register("cache_misses", "Chunk reads that needed a GET", m.cache_misses.clone());
+        *m.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = registry;
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
