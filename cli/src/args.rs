@@ -1,0 +1,91 @@
+//! Flags shared by the server commands. Every flag also reads a `SHALE_…`
+//! environment variable, so a laptop, a container and Lambda configure the
+//! binary the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use object_store::ObjectStore;
+use shale_core::segment::Compression;
+use shale_core::store::{self, RetryPolicy, S3Options, StoreMetrics};
+use shale_gateway::GatewayConfig;
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Object store URL: file://DIR, memory:// or s3://BUCKET/PREFIX
+    /// (default: file://DATA_DIR/objects).
+    #[arg(long, env = "SHALE_STORE")]
+    pub store: Option<String>,
+    /// S3 endpoint, e.g. http://127.0.0.1:3900 (default: AWS_ENDPOINT or AWS).
+    #[arg(long, env = "SHALE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION).
+    #[arg(long, env = "SHALE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id (default: AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "SHALE_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (default: AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "SHALE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Allow plain-HTTP S3 endpoints (local stores such as Garage or MinIO).
+    #[arg(long, env = "SHALE_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+}
+
+impl StoreArgs {
+    pub fn open(&self, default_url: &str, metrics: StoreMetrics) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        let url = self.store.as_deref().unwrap_or(default_url);
+        let s3 = S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            allow_http: self.s3_allow_http,
+        };
+        Ok(store::open(url, &s3, RetryPolicy::default(), metrics)?)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Flush a batch once it holds this many bytes.
+    #[arg(long, env = "SHALE_FLUSH_BYTES", default_value_t = 4 << 20)]
+    pub flush_bytes: usize,
+    /// Flush a batch once it is this many milliseconds old; 0 = one segment per request.
+    #[arg(long, env = "SHALE_FLUSH_INTERVAL_MS", default_value_t = 50)]
+    pub flush_interval_ms: u64,
+    /// Bytes buffered or in flight before producers get 429.
+    #[arg(long, env = "SHALE_BUFFER_BYTES", default_value_t = 64 << 20)]
+    pub buffer_bytes: usize,
+    /// Largest record (key + value + headers) in bytes.
+    #[arg(long, env = "SHALE_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
+    pub max_record_bytes: usize,
+    /// Largest request body in bytes.
+    #[arg(long, env = "SHALE_MAX_REQUEST_BYTES", default_value_t = 8 << 20)]
+    pub max_request_bytes: usize,
+    /// Chunk compression: zstd or none.
+    #[arg(long, env = "SHALE_COMPRESSION", default_value = "zstd")]
+    pub compression: Compression,
+    /// Bytes of decoded chunks cached for readers.
+    #[arg(long, env = "SHALE_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub cache_bytes: u64,
+}
+
+impl GatewayArgs {
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let config = GatewayConfig {
+            flush_bytes: self.flush_bytes,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            buffer_bytes: self.buffer_bytes,
+            max_record_bytes: self.max_record_bytes,
+            max_request_bytes: self.max_request_bytes,
+            compression: self.compression,
+            cache_bytes: self.cache_bytes,
+            ..GatewayConfig::default()
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,207 @@
+//! Client commands against a running Shale (`--url`).
+
+use std::io::{BufRead, Write};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+const DEFAULT_URL: &str = "http://127.0.0.1:7070";
+
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Shale gateway URL.
+    #[arg(long, env = "SHALE_URL", default_value = DEFAULT_URL, global = true)]
+    url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    command: TopicCommand,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, short, env = "SHALE_PARTITIONS", default_value_t = 1)]
+        partitions: u32,
+        /// Delete records older than this many milliseconds.
+        #[arg(long, env = "SHALE_RETENTION_MS")]
+        retention_ms: Option<u64>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions and offsets as JSON.
+    Describe { name: String },
+    /// Delete a topic.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    topic: String,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long, env = "SHALE_KEY_SEPARATOR")]
+    key_separator: Option<String>,
+    /// Send every record to this partition.
+    #[arg(long, env = "SHALE_PARTITION")]
+    partition: Option<u32>,
+    /// Records per request.
+    #[arg(long, env = "SHALE_BATCH", default_value_t = 500)]
+    batch: usize,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    topic: String,
+    #[arg(long, short, env = "SHALE_PARTITION", default_value_t = 0)]
+    partition: u32,
+    /// earliest, latest, or an offset.
+    #[arg(long, env = "SHALE_FROM", default_value = "earliest")]
+    from: String,
+    /// Keep waiting for new records instead of stopping at the end.
+    #[arg(long, env = "SHALE_FOLLOW")]
+    follow: bool,
+    /// Print KEY SEP VALUE instead of only the value.
+    #[arg(long, env = "SHALE_KEY_SEPARATOR")]
+    key_separator: Option<String>,
+    /// Print offsets before each record.
+    #[arg(long)]
+    print_offsets: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Sends a request; returns the JSON body, or the API error as an error.
+async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request.send().await.context("cannot reach shale")?;
+    let status = response.status();
+    let body = response.text().await?;
+    let value: Value = if body.is_empty() { Value::Null } else { serde_json::from_str(&body).unwrap_or(Value::String(body)) };
+    if !status.is_success() {
+        let code = value["error_code"].as_str().unwrap_or("error");
+        let message = value["message"].as_str().unwrap_or("");
+        bail!("{status}: {code}: {message}");
+    }
+    Ok(value)
+}
+
+pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let base = args.target.url.trim_end_matches('/');
+    match args.command {
+        TopicCommand::Create { name, partitions, retention_ms } => {
+            let mut config = json!({});
+            if let Some(ms) = retention_ms {
+                config["retention_ms"] = json!(ms);
+            }
+            let body = json!({"name": name, "partitions": partitions, "config": config});
+            send(http.post(format!("{base}/v1/topics")).json(&body)).await?;
+            eprintln!("created topic {name} with {partitions} partition(s)");
+        }
+        TopicCommand::List => {
+            let list = send(http.get(format!("{base}/v1/topics"))).await?;
+            for t in list["topics"].as_array().into_iter().flatten() {
+                let partitions = t["partitions"].as_array().map_or(0, Vec::len);
+                println!("{}\t{partitions}", t["name"].as_str().unwrap_or("?"));
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let info = send(http.get(format!("{base}/v1/topics/{name}"))).await?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        TopicCommand::Delete { name } => {
+            send(http.delete(format!("{base}/v1/topics/{name}"))).await?;
+            eprintln!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let base = args.target.url.trim_end_matches('/');
+    let url = match args.partition {
+        Some(p) => format!("{base}/v1/topics/{}/partitions/{p}/records", args.topic),
+        None => format!("{base}/v1/topics/{}/records", args.topic),
+    };
+    let mut batch = Vec::new();
+    let mut total = 0usize;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let record = match args.key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
+            Some((key, value)) => json!({"key": STANDARD.encode(key), "value": STANDARD.encode(value)}),
+            None => json!({"value": STANDARD.encode(&line)}),
+        };
+        batch.push(record);
+        if batch.len() >= args.batch.max(1) {
+            total += flush(&http, &url, &mut batch).await?;
+        }
+    }
+    total += flush(&http, &url, &mut batch).await?;
+    eprintln!("produced {total} record(s)");
+    Ok(())
+}
+
+async fn flush(http: &reqwest::Client, url: &str, batch: &mut Vec<Value>) -> anyhow::Result<usize> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let body = json!({"encoding": "base64", "records": std::mem::take(batch)});
+    let answer = send(http.post(url).json(&body)).await?;
+    Ok(answer["offsets"].as_array().map_or(0, Vec::len))
+}
+
+fn decode_field(v: &Value) -> anyhow::Result<Vec<u8>> {
+    Ok(STANDARD.decode(v.as_str().unwrap_or_default())?)
+}
+
+pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let base = args.target.url.trim_end_matches('/');
+    let url = format!("{base}/v1/topics/{}/partitions/{}/records", args.topic, args.partition);
+    let mut offset = args.from.clone();
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let wait = if args.follow { "10000" } else { "0" };
+        let query = [("offset", offset.as_str()), ("encoding", "base64"), ("wait_ms", wait)];
+        let page = send(http.get(&url).query(&query)).await?;
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        for r in &records {
+            if args.print_offsets {
+                write!(out, "{}\t", r["offset"])?;
+            }
+            if let Some(sep) = &args.key_separator {
+                if !r["key"].is_null() {
+                    out.write_all(&decode_field(&r["key"])?)?;
+                }
+                out.write_all(sep.as_bytes())?;
+            }
+            out.write_all(&decode_field(&r["value"])?)?;
+            out.write_all(b"\n")?;
+            printed += 1;
+            if args.max_records.is_some_and(|max| printed >= max) {
+                return Ok(());
+            }
+        }
+        out.flush()?;
+        offset = page["next_offset"].to_string();
+        let at_end = page["next_offset"] == page["high_watermark"];
+        if records.is_empty() && at_end && !args.follow {
+            return Ok(());
+        }
+    }
+}

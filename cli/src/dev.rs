@@ -1,0 +1,73 @@
+//! `shale dev`: controller and gateway in one process on a local directory.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use shale_controller::{ControllerNode, NodeConfig};
+use shale_core::SystemClock;
+use shale_gateway::{AppState, GatewayMetrics, router};
+
+use crate::args::{GatewayArgs, StoreArgs};
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where controller state and (by default) objects live.
+    #[arg(long, env = "SHALE_DATA_DIR", default_value = "./shale-data")]
+    data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "SHALE_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let config = args.gateway.config()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = std::path::absolute(&args.data_dir)?;
+    let metrics = Arc::new(GatewayMetrics::new());
+    let default_store = format!("file://{}", data_dir.join("objects").display());
+    let store = args.store.open(&default_store, metrics.store.clone())?;
+    let controller = ControllerNode::start_single(NodeConfig::new(1, data_dir.join("controller")))
+        .await
+        .context("starting the controller")?;
+    let state = AppState::new(config, Arc::new(controller.clone()), store.clone(), metrics, Arc::new(SystemClock));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
+    println!("shale dev listening on http://{addr}");
+    std::io::stdout().flush()?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    controller.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
