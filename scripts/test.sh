@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: starts Garage (installing it if missing), builds the
+# shale binary the end-to-end tests run, runs every test, stops Garage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+garage_dir=$(mktemp -d)
+trap 'scripts/garage.sh stop "$garage_dir"; rm -rf "$garage_dir"' EXIT
+scripts/garage.sh start "$garage_dir"
+# shellcheck disable=SC1091
+source "$garage_dir/env"
+
+cargo build --bin shale
+cargo test --workspace "$@"

@@ -1,0 +1,211 @@
+//! Starting, killing and talking to a real `shale dev` process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Where objects live for a test run.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `file://` under the test's data directory.
+    Local,
+    /// A real S3-compatible server; `url` is `s3://BUCKET`.
+    S3 { url: String, endpoint: String, region: String, access_key: String, secret_key: String },
+}
+
+impl Backend {
+    /// The local disk, plus S3 when the environment names a server.
+    pub fn all() -> Vec<Backend> {
+        let mut out = vec![Backend::Local];
+        match Self::s3_from_env() {
+            Some(s3) => out.push(s3),
+            None => eprintln!(
+                "S3 backend skipped: SHALE_TEST_S3_URL is not set (scripts/test.sh starts Garage and sets it)"
+            ),
+        }
+        out
+    }
+
+    fn s3_from_env() -> Option<Backend> {
+        let var = |k: &str| std::env::var(k).ok();
+        Some(Backend::S3 {
+            url: var("SHALE_TEST_S3_URL")?,
+            endpoint: var("SHALE_TEST_S3_ENDPOINT")?,
+            region: var("SHALE_TEST_S3_REGION").unwrap_or_else(|| "garage".into()),
+            access_key: var("SHALE_TEST_S3_ACCESS_KEY_ID")?,
+            secret_key: var("SHALE_TEST_S3_SECRET_ACCESS_KEY")?,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::S3 { .. } => "s3",
+        }
+    }
+
+    /// Flags for `shale dev`; each S3 run gets its own prefix.
+    fn args(&self, prefix: &str) -> Vec<String> {
+        match self {
+            Backend::Local => vec![],
+            Backend::S3 { url, endpoint, region, access_key, secret_key } => vec![
+                format!("--store={url}/{prefix}"),
+                format!("--s3-endpoint={endpoint}"),
+                format!("--s3-region={region}"),
+                format!("--s3-access-key-id={access_key}"),
+                format!("--s3-secret-access-key={secret_key}"),
+                "--s3-allow-http".into(),
+            ],
+        }
+    }
+}
+
+/// The `shale` binary next to the test executable (built by the test command).
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("SHALE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    dir.join("shale")
+}
+
+/// A running `shale dev`. Killed when dropped.
+pub struct Shale {
+    child: Child,
+    pub url: String,
+    data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Shale {
+    /// Starts `shale dev` on a fresh port with the given backend and extra flags.
+    pub async fn start(data_dir: &Path, backend: &Backend, prefix: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = backend.args(prefix);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::spawn(data_dir.to_owned(), args).await
+    }
+
+    async fn spawn(data_dir: PathBuf, args: Vec<String>) -> anyhow::Result<Self> {
+        let bin = binary();
+        if !bin.exists() {
+            bail!("{} is missing: build it first (cargo build --bin shale)", bin.display());
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("shale.log"))?;
+        let mut child = Command::new(&bin)
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(&args)
+            .env("SHALE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("shale did not print its URL within 60 s")??
+            .context("shale exited before printing its URL")?;
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .with_context(|| format!("no URL in {line:?}"))?
+            .to_owned();
+        let shale = Self { child, url, data_dir, args };
+        shale.client().wait_ready().await?;
+        Ok(shale)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// Starts a new process on the same data directory and flags.
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        if self.child.try_wait()?.is_none() {
+            self.kill9().await?;
+        }
+        Self::spawn(self.data_dir.clone(), self.args.clone()).await
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("shale.log")).unwrap_or_default()
+    }
+}
+
+/// A thin HTTP client for the `/v1` API.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+/// Status and JSON body of an answer.
+pub type Answer = (u16, Value);
+
+impl Client {
+    pub fn new(url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, url: url.trim_end_matches('/').to_owned() }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, body))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(self.http.get(format!("{}{path}", self.url))).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        for _ in 0..300 {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{} never became ready", self.url)
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<()> {
+        let (status, body) = self.post_json("/v1/topics", &json!({"name": name, "partitions": partitions})).await?;
+        if status != 201 {
+            bail!("create topic {name}: {status} {body}");
+        }
+        Ok(())
+    }
+
+    /// GET records of one partition from an offset.
+    pub async fn fetch(&self, topic: &str, partition: u32, query: &str) -> anyhow::Result<Answer> {
+        self.get(&format!("/v1/topics/{topic}/partitions/{partition}/records?{query}")).await
+    }
+}
