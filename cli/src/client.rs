@@ -89,7 +89,11 @@ async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let response = request.send().await.context("cannot reach shale")?;
     let status = response.status();
     let body = response.text().await?;
-    let value: Value = if body.is_empty() { Value::Null } else { serde_json::from_str(&body).unwrap_or(Value::String(body)) };
+    let value: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    };
     if !status.is_success() {
         let code = value["error_code"].as_str().unwrap_or("error");
         let message = value["message"].as_str().unwrap_or("");

@@ -37,7 +37,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let controller = ControllerNode::start_single(NodeConfig::new(1, data_dir.join("controller")))
         .await
         .context("starting the controller")?;
-    let state = AppState::new(config, Arc::new(controller.clone()), store.clone(), metrics, Arc::new(SystemClock));
+    let state =
+        AppState::new(config, Arc::new(controller.clone()), store.clone(), metrics, Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

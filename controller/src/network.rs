@@ -1,13 +1,13 @@
 //! The Raft network. A single-node controller has no peers to reach: every RPC
 //! reports the target unreachable. The HTTP network for clusters replaces it.
 
+use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
 use crate::types::{NodeId, TypeConfig};
 
@@ -48,7 +48,11 @@ impl RaftNetwork<TypeConfig> for NoConnection {
         Err(RPCError::Unreachable(Unreachable::new(&NoPeers(self.0))))
     }
 
-    async fn vote(&mut self, _rpc: VoteRequest<NodeId>, _option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
         Err(RPCError::Unreachable(Unreachable::new(&NoPeers(self.0))))
     }
 }

@@ -110,9 +110,9 @@ impl ControllerNode {
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
             Err(_) => Err(ControllerError::OutcomeUnknown("timed out waiting for the commit".into())),
             Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(
-                ControllerError::Unavailable(format!("not the leader (leader: {:?})", f.leader_id)),
-            ),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ControllerError::Unavailable(format!("not the leader (leader: {:?})", f.leader_id)))
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(ControllerError::Unavailable(e.to_string()))
             }

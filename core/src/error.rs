@@ -50,8 +50,9 @@ impl ErrorCode {
     pub const fn spec(self) -> (u16, bool) {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidContentType | InvalidTopicName | InvalidOffset
-            | InvalidEncoding => (400, false),
+            InvalidRequest | InvalidContentType | InvalidTopicName | InvalidOffset | InvalidEncoding => {
+                (400, false)
+            }
             NotFound | TopicNotFound | PartitionNotFound => (404, false),
             MethodNotAllowed => (405, false),
             TopicExists => (409, false),

@@ -34,10 +34,7 @@ impl TopicName {
             Some("it is longer than 249 characters")
         } else if name == "." || name == ".." {
             Some("'.' and '..' are not allowed")
-        } else if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
+        } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
             Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
         } else {
             None

@@ -128,12 +128,7 @@ impl SegmentWriter {
     }
 
     /// Appends one partition's records as a chunk. Records must be non-empty.
-    pub fn add_chunk(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        records: &[Record],
-    ) -> Result<(), SegmentError> {
+    pub fn add_chunk(&mut self, topic: &str, partition: u32, records: &[Record]) -> Result<(), SegmentError> {
         if records.is_empty() {
             return Err(SegmentError::Malformed("empty chunk".into()));
         }
@@ -292,9 +287,7 @@ fn decode_records(raw: Bytes, count: usize, base_ts: i64) -> Result<Vec<Record>,
         let timestamp_ms = base_ts.wrapping_add(rec.varint()?);
         let offset_delta = rec.varint()?;
         if offset_delta != i as i64 {
-            return Err(SegmentError::Malformed(format!(
-                "record {i} has offset delta {offset_delta}"
-            )));
+            return Err(SegmentError::Malformed(format!("record {i} has offset delta {offset_delta}")));
         }
         let key = match rec.varint()? {
             -1 => None,

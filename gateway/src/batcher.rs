@@ -155,11 +155,7 @@ impl Batcher {
             clock: parts.clock,
         };
         tokio::spawn(committer.run(flights_rx));
-        let flusher = Flusher {
-            store: parts.store,
-            compression: config.compression,
-            flights: flights_tx,
-        };
+        let flusher = Flusher { store: parts.store, compression: config.compression, flights: flights_tx };
         tokio::spawn(run_batches(rx, config.clone(), flusher));
         Self {
             tx,
@@ -308,7 +304,8 @@ impl Committer {
                 max_timestamp_ms: entry.max_timestamp_ms,
             })
             .collect();
-        let commit = CommitSegment { object: written.object.clone(), committed_ms: self.clock.now_ms(), chunks };
+        let commit =
+            CommitSegment { object: written.object.clone(), committed_ms: self.clock.now_ms(), chunks };
         let outcomes = match self.controller.commit_segment(commit).await {
             Ok(outcomes) => outcomes,
             Err(e) => {

@@ -71,7 +71,11 @@ impl GatewayMetrics {
         r.register("produced_bytes", "Record bytes acknowledged to producers", m.bytes_in.clone());
         r.register("fetched_records", "Records returned to consumers", m.records_out.clone());
         r.register("fetched_bytes", "Record bytes returned to consumers", m.bytes_out.clone());
-        r.register("buffer_bytes", "Bytes buffered or in flight, not yet acknowledged", m.buffer_bytes.clone());
+        r.register(
+            "buffer_bytes",
+            "Bytes buffered or in flight, not yet acknowledged",
+            m.buffer_bytes.clone(),
+        );
         r.register("segments_flushed", "Segment objects written and committed", m.segments_flushed.clone());
         r.register("flush_seconds", "From batch seal to commit applied", m.flush_seconds.clone());
         r.register("cache_hits", "Chunk reads served from the cache", m.cache_hits.clone());

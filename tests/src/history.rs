@@ -78,11 +78,12 @@ impl History {
         }
         let mut key_partition: HashMap<&str, u32> = HashMap::new();
         for ack in &acks {
-            let stored = log
-                .get(ack.partition as usize)
-                .and_then(|records| records.get(ack.offset as usize));
+            let stored = log.get(ack.partition as usize).and_then(|records| records.get(ack.offset as usize));
             let Some(stored) = stored else {
-                bail!("acknowledged {ack:?} is missing: partition holds {} records", log.get(ack.partition as usize).map_or(0, Vec::len));
+                bail!(
+                    "acknowledged {ack:?} is missing: partition holds {} records",
+                    log.get(ack.partition as usize).map_or(0, Vec::len)
+                );
             };
             ensure!(
                 stored.value == ack.value && stored.key == ack.key,
@@ -126,7 +127,11 @@ pub async fn read_partition(client: &Client, topic: &str, partition: u32) -> any
         let records = body["records"].as_array().cloned().unwrap_or_default();
         for r in &records {
             let offset = r["offset"].as_u64().unwrap_or(u64::MAX);
-            ensure!(offset == out.len() as u64, "partition {partition}: expected offset {}, got {offset}", out.len());
+            ensure!(
+                offset == out.len() as u64,
+                "partition {partition}: expected offset {}, got {offset}",
+                out.len()
+            );
             out.push(Stored {
                 key: r["key"].as_str().map(str::to_owned),
                 value: r["value"].as_str().unwrap_or_default().to_owned(),
@@ -136,6 +141,10 @@ pub async fn read_partition(client: &Client, topic: &str, partition: u32) -> any
         if out.len() as u64 >= hwm {
             return Ok(out);
         }
-        ensure!(!records.is_empty(), "partition {partition}: no records at {} below high watermark {hwm}", out.len());
+        ensure!(
+            !records.is_empty(),
+            "partition {partition}: no records at {} below high watermark {hwm}",
+            out.len()
+        );
     }
 }

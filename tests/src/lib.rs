@@ -11,3 +11,8 @@ pub mod process;
 
 pub use history::History;
 pub use process::{Backend, Client, Shale};
+
+/// A unique name for one test run's objects (an S3 key prefix).
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", ulid::Ulid::new().to_string().to_lowercase())
+}

@@ -85,7 +85,12 @@ pub struct Shale {
 
 impl Shale {
     /// Starts `shale dev` on a fresh port with the given backend and extra flags.
-    pub async fn start(data_dir: &Path, backend: &Backend, prefix: &str, extra: &[&str]) -> anyhow::Result<Self> {
+    pub async fn start(
+        data_dir: &Path,
+        backend: &Backend,
+        prefix: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut args = backend.args(prefix);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         Self::spawn(data_dir.to_owned(), args).await
@@ -174,7 +179,11 @@ impl Client {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Ok((status, body))
     }
 
@@ -197,7 +206,8 @@ impl Client {
     }
 
     pub async fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<()> {
-        let (status, body) = self.post_json("/v1/topics", &json!({"name": name, "partitions": partitions})).await?;
+        let (status, body) =
+            self.post_json("/v1/topics", &json!({"name": name, "partitions": partitions})).await?;
         if status != 201 {
             bail!("create topic {name}: {status} {body}");
         }

@@ -8,9 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use common::{Routing, produce, unique};
+use common::{Producer, Routing};
 use shale_core::partitioner::partition_for_key;
-use shale_tests::{Backend, History, Shale};
+use shale_tests::{Backend, History, Shale, unique};
 
 fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-key-{i}")).collect()
@@ -20,7 +20,8 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
 async fn concurrent_producers_read_back_exactly_once() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let shale = Shale::start(dir.path(), &backend, &unique("concurrent"), &["--flush-interval-ms=10"]).await?;
+        let shale =
+            Shale::start(dir.path(), &backend, &unique("concurrent"), &["--flush-interval-ms=10"]).await?;
         let client = shale.client();
         client.create_topic("events", 4).await?;
         let history = Arc::new(History::default());
@@ -37,23 +38,28 @@ async fn concurrent_producers_read_back_exactly_once() -> anyhow::Result<()> {
             .into_iter()
             .enumerate()
             .map(|(i, routing)| {
-                tokio::spawn(produce(
-                    client.clone(),
-                    "events".into(),
-                    format!("p{i}"),
+                let producer = Producer {
+                    client: client.clone(),
+                    topic: "events".into(),
+                    name: format!("p{i}"),
                     routing,
-                    Some(25),
-                    history.clone(),
-                    stop.clone(),
-                    false,
-                ))
+                    requests: Some(25),
+                    history: history.clone(),
+                    stop: stop.clone(),
+                    stop_on_error: false,
+                };
+                tokio::spawn(producer.run())
             })
             .collect();
         for p in producers {
             ensure!(p.await?? == 25, "every request was answered");
         }
         let report = history.verify(&client, "events", 4).await.with_context(|| shale.log())?;
-        ensure!(report.acknowledged == report.stored, "{}: nothing but acknowledged records: {report:?}", backend.name());
+        ensure!(
+            report.acknowledged == report.stored,
+            "{}: nothing but acknowledged records: {report:?}",
+            backend.name()
+        );
         ensure!(report.per_partition.iter().all(|n| *n > 0), "every partition got records: {report:?}");
         for ack in history.acks() {
             if let Some(key) = &ack.key {
@@ -74,22 +80,28 @@ async fn concurrent_producers_read_back_exactly_once() -> anyhow::Result<()> {
 async fn kill9_during_sustained_produce_loses_no_acknowledged_record() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let mut shale = Shale::start(dir.path(), &backend, &unique("kill9"), &["--flush-interval-ms=20"]).await?;
+        let mut shale =
+            Shale::start(dir.path(), &backend, &unique("kill9"), &["--flush-interval-ms=20"]).await?;
         let client = shale.client();
         client.create_topic("orders", 3).await?;
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let spawn = |round: &str, routing: Routing, i: usize, requests: Option<usize>, client: shale_tests::Client| {
-            tokio::spawn(produce(
+        let spawn = |round: &str,
+                     routing: Routing,
+                     i: usize,
+                     requests: Option<usize>,
+                     client: shale_tests::Client| {
+            let producer = Producer {
                 client,
-                "orders".into(),
-                format!("{round}{i}"),
+                topic: "orders".into(),
+                name: format!("{round}{i}"),
                 routing,
                 requests,
-                history.clone(),
-                stop.clone(),
-                requests.is_none(),
-            ))
+                history: history.clone(),
+                stop: stop.clone(),
+                stop_on_error: requests.is_none(),
+            };
+            tokio::spawn(producer.run())
         };
         let producers: Vec<_> = (0..4)
             .map(|i| {
@@ -111,7 +123,8 @@ async fn kill9_during_sustained_produce_loses_no_acknowledged_record() -> anyhow
         ensure!(report.stored >= acked_before, "{report:?}");
 
         // the log goes on after the restart: offsets continue, dense
-        let after: Vec<_> = (0..2).map(|i| spawn("after", Routing::Unkeyed, i, Some(5), client.clone())).collect();
+        let after: Vec<_> =
+            (0..2).map(|i| spawn("after", Routing::Unkeyed, i, Some(5), client.clone())).collect();
         for p in after {
             ensure!(p.await?? == 5, "produce after restart");
         }
@@ -125,7 +138,8 @@ async fn kill9_during_sustained_produce_loses_no_acknowledged_record() -> anyhow
 async fn long_poll_returns_a_record_produced_while_waiting() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let shale = Shale::start(dir.path(), &backend, &unique("longpoll"), &["--flush-interval-ms=5"]).await?;
+        let shale =
+            Shale::start(dir.path(), &backend, &unique("longpoll"), &["--flush-interval-ms=5"]).await?;
         let client = shale.client();
         client.create_topic("tail", 1).await?;
 
@@ -149,7 +163,11 @@ async fn long_poll_returns_a_record_produced_while_waiting() -> anyhow::Result<(
         ensure!(status == 200, "{body}");
         ensure!(body["records"][0]["value"] == "hello", "{body}");
         ensure!(body["records"][0]["offset"] == 0, "{body}");
-        ensure!(waited < Duration::from_secs(3), "{}: long-poll answered {waited:?} after the produce", backend.name());
+        ensure!(
+            waited < Duration::from_secs(3),
+            "{}: long-poll answered {waited:?} after the produce",
+            backend.name()
+        );
     }
     Ok(())
 }

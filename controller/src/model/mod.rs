@@ -8,7 +8,7 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
-use crate::types::{CommandReply, CommitSegment, Command};
+use crate::types::{Command, CommandReply, CommitSegment};
 
 /// Where a committed chunk lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,14 +166,13 @@ impl Metadata {
         topic: &TopicName,
         partition: PartitionId,
     ) -> Result<(u64, &mut PartitionState), MetaError> {
-        let t = self
-            .topics
-            .get_mut(topic)
-            .ok_or_else(|| MetaError::TopicNotFound(topic.to_string()))?;
+        let t = self.topics.get_mut(topic).ok_or_else(|| MetaError::TopicNotFound(topic.to_string()))?;
         let partitions = t.partitions.len() as u32;
         let id = t.id;
-        let p = t.partitions.get_mut(partition as usize).ok_or_else(|| {
-            MetaError::PartitionNotFound { topic: topic.to_string(), partition, partitions }
+        let p = t.partitions.get_mut(partition as usize).ok_or_else(|| MetaError::PartitionNotFound {
+            topic: topic.to_string(),
+            partition,
+            partitions,
         })?;
         Ok((id, p))
     }
@@ -211,23 +210,15 @@ impl Metadata {
 impl PartitionState {
     /// The chunks holding `offset` and after, at most `max` of them.
     pub fn chunks_from(&self, offset: Offset, max: usize) -> Vec<(Offset, ChunkRef)> {
-        let first = self
-            .index
-            .range(..=offset)
-            .next_back()
-            .map(|(base, _)| *base)
-            .filter(|base| {
+        let first =
+            self.index.range(..=offset).next_back().map(|(base, _)| *base).filter(|base| {
                 self.index.get(base).is_some_and(|c| offset < base + u64::from(c.record_count))
             });
         let start = match first {
             Some(base) => Bound::Included(base),
             None => Bound::Excluded(offset),
         };
-        self.index
-            .range((start, Bound::Unbounded))
-            .take(max)
-            .map(|(b, c)| (*b, c.clone()))
-            .collect()
+        self.index.range((start, Bound::Unbounded)).take(max).map(|(b, c)| (*b, c.clone())).collect()
     }
 }
 

@@ -75,7 +75,12 @@ fn topic_lifecycle() {
     let mut m = Metadata::default();
     let first = create(&mut m, "t", 1);
     assert!(matches!(
-        m.apply(&Command::CreateTopic { name: name("t"), partitions: 1, config: TopicConfig::default(), created_ms: 0 }),
+        m.apply(&Command::CreateTopic {
+            name: name("t"),
+            partitions: 1,
+            config: TopicConfig::default(),
+            created_ms: 0
+        }),
         CommandReply::Failed(MetaError::TopicExists(_))
     ));
     assert_eq!(m.apply(&Command::DeleteTopic { name: name("t") }), CommandReply::TopicDeleted);
@@ -85,7 +90,12 @@ fn topic_lifecycle() {
     let r = commit(&mut m, vec![chunk("t", first, 0, 1)]);
     assert!(r[0].is_err(), "a chunk for the deleted incarnation is refused");
     assert!(matches!(
-        m.apply(&Command::CreateTopic { name: name("z"), partitions: 0, config: TopicConfig::default(), created_ms: 0 }),
+        m.apply(&Command::CreateTopic {
+            name: name("z"),
+            partitions: 0,
+            config: TopicConfig::default(),
+            created_ms: 0
+        }),
         CommandReply::Failed(MetaError::Invalid(_))
     ));
 }

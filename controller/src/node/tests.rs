@@ -60,10 +60,7 @@ async fn state_survives_restart_through_snapshot_and_purged_log() {
     let described = node.describe_topic(&topic()).await.expect("describe");
     assert_eq!(described.partitions[0].high_watermark, 180);
     assert_eq!(described.partitions[1].high_watermark, 0);
-    let read = node
-        .read_partition(&topic(), 0, 100, 3, Duration::ZERO)
-        .await
-        .expect("read");
+    let read = node.read_partition(&topic(), 0, 100, 3, Duration::ZERO).await.expect("read");
     assert_eq!(read.chunks[0].base_offset, 99);
     assert_eq!(read.chunks.len(), 3);
     let outcome = node.commit_segment(commit(info.id, 0, 1)).await.expect("commit after restart");
@@ -83,9 +80,8 @@ async fn read_partition_long_polls_until_a_commit() {
     assert!(started.elapsed() >= Duration::from_millis(190), "waited for wait_ms");
 
     let reader = node.clone();
-    let waiting = tokio::spawn(async move {
-        reader.read_partition(&topic(), 0, 0, 1, Duration::from_secs(10)).await
-    });
+    let waiting =
+        tokio::spawn(async move { reader.read_partition(&topic(), 0, 0, 1, Duration::from_secs(10)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     node.commit_segment(commit(info.id, 0, 2)).await.expect("commit");

@@ -56,7 +56,10 @@ impl LogStore {
         tokio::task::spawn_blocking(move || work(&db)).await.map_err(write_err)?
     }
 
-    async fn get_meta<T: DeserializeOwned + Send + 'static>(&self, key: &'static str) -> Result<Option<T>, StorageError> {
+    async fn get_meta<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, StorageError> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
             let table = txn.open_table(META).map_err(read_err)?;

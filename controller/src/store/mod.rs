@@ -1,6 +1,9 @@
 //! Durable storage for one controller node: the Raft log in redb
 //! ([`LogStore`]) and the state machine with its snapshots ([`StateMachineStore`]).
 
+// openraft's traits fix the error type to its (large) `StorageError`.
+#![allow(clippy::result_large_err)]
+
 mod log_store;
 mod state_machine;
 

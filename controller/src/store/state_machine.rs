@@ -87,7 +87,9 @@ fn decode_data(bytes: &[u8]) -> Result<StateMachineData, StorageError> {
 
 /// `snapshot.bin` = meta_len:u32 meta(json) data(json), written atomically.
 fn write_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-    let err = |e: std::io::Error| storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e);
+    let err = |e: std::io::Error| {
+        storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e)
+    };
     let meta_json = serde_json::to_vec(meta).map_err(|e| err(std::io::Error::other(e)))?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let mut file = std::fs::File::create(&tmp).map_err(err)?;

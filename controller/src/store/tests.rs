@@ -8,9 +8,8 @@ struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
-        let dir = tempfile::tempdir().map_err(|e| {
-            storage_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e)
-        })?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| storage_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e))?;
         let log = LogStore::open(&dir.path().join("raft-log.redb"))?;
         let sm = StateMachineStore::open(&dir.path().join("state"))?;
         Ok((dir, log, sm))

@@ -22,10 +22,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 fn arb_chunks() -> impl Strategy<Value = Vec<(String, u32, Vec<Record>)>> {
-    proptest::collection::vec(
-        ("[a-z]{1,8}", 0u32..64, proptest::collection::vec(arb_record(), 1..20)),
-        1..6,
-    )
+    proptest::collection::vec(("[a-z]{1,8}", 0u32..64, proptest::collection::vec(arb_record(), 1..20)), 1..6)
 }
 
 fn build(chunks: &[(String, u32, Vec<Record>)], compression: Compression) -> Segment {

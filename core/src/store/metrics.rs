@@ -161,10 +161,7 @@ impl ObjectStore for MeteredStore {
         result
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
         let requests = self.metrics.requests.get_or_create(&OpLabels { op: Op::Delete }).clone();
         let counted = futures::StreamExt::inspect(locations, move |_| {
             requests.inc();

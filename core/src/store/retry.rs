@@ -110,10 +110,7 @@ impl ObjectStore for RetryingStore {
         self.retry(Op::Get, || self.inner.get_ranges(location, ranges)).await
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
         self.inner.delete_stream(locations)
     }
 

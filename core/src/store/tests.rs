@@ -40,8 +40,8 @@ async fn local_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().join("nested/data").display());
     let metrics = StoreMetrics::default();
-    let store = open(&url, &S3Options::default(), RetryPolicy::default(), metrics.clone())
-        .expect("local store");
+    let store =
+        open(&url, &S3Options::default(), RetryPolicy::default(), metrics.clone()).expect("local store");
     conformance(store, &metrics).await;
 }
 
@@ -117,10 +117,18 @@ impl ObjectStore for Flaky {
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
         self.inner.list(prefix)
     }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
         self.inner.list_with_delimiter(prefix).await
     }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: object_store::CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
 }

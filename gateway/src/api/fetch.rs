@@ -114,7 +114,9 @@ pub async fn fetch(
             headers: r
                 .headers
                 .iter()
-                .map(|h| Ok(FetchedHeader { key: h.key.clone(), value: enc.encode(&h.value, what("header"))? }))
+                .map(|h| {
+                    Ok(FetchedHeader { key: h.key.clone(), value: enc.encode(&h.value, what("header"))? })
+                })
                 .collect::<Result<_, ApiError>>()?,
         });
     }

@@ -80,8 +80,7 @@ pub async fn produce_to_partition(
 }
 
 pub fn parse_partition(s: &str) -> Result<PartitionId, ApiError> {
-    s.parse()
-        .map_err(|_| ApiError::invalid(format!("partition must be a non-negative integer, got {s:?}")))
+    s.parse().map_err(|_| ApiError::invalid(format!("partition must be a non-negative integer, got {s:?}")))
 }
 
 fn parse_records(headers: &HeaderMap, body: Bytes) -> Result<Vec<ProduceRecord>, ApiError> {
@@ -110,7 +109,12 @@ fn from_json(body: ProduceBody) -> Result<Vec<ProduceRecord>, ApiError> {
             let headers = r
                 .headers
                 .iter()
-                .map(|h| Ok(Header { key: h.key.clone(), value: enc.decode(&h.value, &format!("record {i} header"))? }))
+                .map(|h| {
+                    Ok(Header {
+                        key: h.key.clone(),
+                        value: enc.decode(&h.value, &format!("record {i} header"))?,
+                    })
+                })
                 .collect::<Result<_, ApiError>>()?;
             Ok(ProduceRecord {
                 partition: r.partition,
@@ -156,7 +160,12 @@ async fn append(
             (None, Some(q)) => q,
             (None, None) => r.key.as_ref().map_or(sticky, |k| partition_for_key(k, partitions)),
         };
-        let record = Record { timestamp_ms: r.timestamp_ms.unwrap_or(now), key: r.key, value: r.value, headers: r.headers };
+        let record = Record {
+            timestamp_ms: r.timestamp_ms.unwrap_or(now),
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        };
         if record.size() > limit {
             return Err(ApiError::new(
                 ErrorCode::RecordTooLarge,

@@ -16,7 +16,8 @@ use super::*;
 
 async fn app(dir: &std::path::Path) -> Router {
     let node = ControllerNode::start_single(NodeConfig::new(1, dir.to_owned())).await.expect("controller");
-    let config = GatewayConfig { flush_interval: std::time::Duration::from_millis(5), ..GatewayConfig::default() };
+    let config =
+        GatewayConfig { flush_interval: std::time::Duration::from_millis(5), ..GatewayConfig::default() };
     let state = AppState::new(
         config,
         Arc::new(node),
@@ -65,5 +66,8 @@ async fn produce_then_fetch_in_process() {
     let (s, body) = call(&app, "GET", "/nope", None).await;
     assert_eq!((s, body["error_code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
     let (s, body) = call(&app, "PUT", "/v1/topics", None).await;
-    assert_eq!((s, body["error_code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
+    assert_eq!(
+        (s, body["error_code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
 }

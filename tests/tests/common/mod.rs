@@ -19,65 +19,70 @@ pub enum Routing {
     Partition(u32),
 }
 
-/// A unique prefix for objects of one test run.
-pub fn unique(name: &str) -> String {
-    format!("{name}-{}", ulid::Ulid::new().to_string().to_lowercase())
+/// A producer that sends requests of 1–4 records one after another and
+/// records every acknowledgement in the shared history. Values are
+/// `"{name}:{sequence}"`, so the checker can verify per-producer order.
+pub struct Producer {
+    pub client: Client,
+    pub topic: String,
+    pub name: String,
+    pub routing: Routing,
+    /// Stop after this many requests; `None` = until `stop` or a failure.
+    pub requests: Option<usize>,
+    pub history: Arc<History>,
+    pub stop: Arc<AtomicBool>,
+    /// A failed request ends the run quietly (the server was killed) instead
+    /// of failing it.
+    pub stop_on_error: bool,
 }
 
-/// Sends requests of 1–4 records one after another, recording every ack.
-/// Stops after `requests` requests, or when `stop` is set, or at the first
-/// failed request if `stop_on_error` (a killed server), else fails.
-pub async fn produce(
-    client: Client,
-    topic: String,
-    producer: String,
-    routing: Routing,
-    requests: Option<usize>,
-    history: Arc<History>,
-    stop: Arc<AtomicBool>,
-    stop_on_error: bool,
-) -> anyhow::Result<usize> {
-    let mut seq = 0u64;
-    let mut sent = 0;
-    while requests.is_none_or(|n| sent < n) && !stop.load(Ordering::Relaxed) {
-        let count = 1 + (seq % 4) as usize;
-        let mut records = Vec::with_capacity(count);
-        for _ in 0..count {
-            let value = format!("{producer}:{seq}");
-            seq += 1;
-            let key = match &routing {
-                Routing::Keyed(keys) => Some(keys[(seq as usize) % keys.len()].clone()),
-                _ => None,
-            };
-            records.push((key, value));
-        }
-        let body = json!({"records": records.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<Value>>()});
-        let path = match routing {
-            Routing::Partition(p) => format!("/v1/topics/{topic}/partitions/{p}/records"),
-            _ => format!("/v1/topics/{topic}/records"),
-        };
-        let answer = client.post_json(&path, &body).await;
-        let (status, reply) = match answer {
-            Ok(a) => a,
-            Err(_) if stop_on_error => break,
-            Err(e) => return Err(e),
-        };
-        if status != 200 {
-            if stop_on_error {
-                break;
+impl Producer {
+    /// Runs until done; returns the number of acknowledged requests.
+    pub async fn run(self) -> anyhow::Result<usize> {
+        let Producer { client, topic, name: producer, routing, requests, history, stop, stop_on_error } =
+            self;
+        let mut seq = 0u64;
+        let mut sent = 0;
+        while requests.is_none_or(|n| sent < n) && !stop.load(Ordering::Relaxed) {
+            let count = 1 + (seq % 4) as usize;
+            let mut records = Vec::with_capacity(count);
+            for _ in 0..count {
+                let value = format!("{producer}:{seq}");
+                seq += 1;
+                let key = match &routing {
+                    Routing::Keyed(keys) => Some(keys[(seq as usize) % keys.len()].clone()),
+                    _ => None,
+                };
+                records.push((key, value));
             }
-            bail!("{producer}: produce answered {status} {reply}");
+            let body = json!({"records": records.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<Value>>()});
+            let path = match routing {
+                Routing::Partition(p) => format!("/v1/topics/{topic}/partitions/{p}/records"),
+                _ => format!("/v1/topics/{topic}/records"),
+            };
+            let answer = client.post_json(&path, &body).await;
+            let (status, reply) = match answer {
+                Ok(a) => a,
+                Err(_) if stop_on_error => break,
+                Err(e) => return Err(e),
+            };
+            if status != 200 {
+                if stop_on_error {
+                    break;
+                }
+                bail!("{producer}: produce answered {status} {reply}");
+            }
+            let offsets = reply["offsets"].as_array().cloned().unwrap_or_default();
+            if offsets.len() != records.len() {
+                bail!("{producer}: {} offsets for {} records", offsets.len(), records.len());
+            }
+            for ((key, value), o) in records.into_iter().zip(offsets) {
+                let partition = o["partition"].as_u64().unwrap_or(u64::MAX) as u32;
+                let offset = o["offset"].as_u64().unwrap_or(u64::MAX);
+                history.ack(Ack { partition, offset, key, value });
+            }
+            sent += 1;
         }
-        let offsets = reply["offsets"].as_array().cloned().unwrap_or_default();
-        if offsets.len() != records.len() {
-            bail!("{producer}: {} offsets for {} records", offsets.len(), records.len());
-        }
-        for ((key, value), o) in records.into_iter().zip(offsets) {
-            let partition = o["partition"].as_u64().unwrap_or(u64::MAX) as u32;
-            let offset = o["offset"].as_u64().unwrap_or(u64::MAX);
-            history.ack(Ack { partition, offset, key, value });
-        }
-        sent += 1;
+        Ok(sent)
     }
-    Ok(sent)
 }
