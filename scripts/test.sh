@@ -11,4 +11,10 @@ scripts/garage.sh start "$garage_dir"
 source "$garage_dir/env"
 
 cargo build --bin shale
-cargo test --workspace "$@"
+log="$garage_dir/cargo-test.log"
+status=0
+cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+# cargo prints one result line per test binary (the last is often an empty
+# doc-test run); close with the totals.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
