@@ -6,26 +6,37 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use serde_json::{Value, json};
 use shale_controller::{ControllerNode, NodeConfig};
 use shale_core::SystemClock;
+use shale_core::store::{MeteredStore, Op};
 use tower::ServiceExt;
 
 use super::*;
 
-async fn app(dir: &std::path::Path) -> Router {
-    let node = ControllerNode::start_single(NodeConfig::new(1, dir.to_owned())).await.expect("controller");
+/// A gateway router on a metered in-memory store and a real controller.
+struct TestGateway {
+    app: Router,
+    metrics: Arc<GatewayMetrics>,
+    node: ControllerNode,
+    store: Arc<dyn ObjectStore>,
+}
+
+fn gateway(node: ControllerNode, store: Arc<dyn ObjectStore>) -> TestGateway {
     let config =
         GatewayConfig { flush_interval: std::time::Duration::from_millis(5), ..GatewayConfig::default() };
-    let state = AppState::new(
-        config,
-        Arc::new(node),
-        Arc::new(InMemory::new()),
-        Arc::new(GatewayMetrics::new()),
-        Arc::new(SystemClock),
-    );
-    router(state)
+    let metrics = Arc::new(GatewayMetrics::new());
+    let metered: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(store.clone(), metrics.store.clone()));
+    let state =
+        AppState::new(config, Arc::new(node.clone()), metered, metrics.clone(), Arc::new(SystemClock));
+    TestGateway { app: router(state), metrics, node, store }
+}
+
+async fn app(dir: &std::path::Path) -> TestGateway {
+    let node = ControllerNode::start_single(NodeConfig::new(1, dir.to_owned())).await.expect("controller");
+    gateway(node, Arc::new(InMemory::new()))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -46,8 +57,9 @@ async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (St
 #[tokio::test]
 async fn produce_then_fetch_in_process() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = app(dir.path()).await;
-    let (s, _) = call(&app, "POST", "/v1/topics", Some(json!({"name": "t", "partitions": 2}))).await;
+    let gw = app(dir.path()).await;
+    let app = &gw.app;
+    let (s, _) = call(app, "POST", "/v1/topics", Some(json!({"name": "t", "partitions": 2}))).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, body) = call(
         &app,
@@ -58,16 +70,47 @@ async fn produce_then_fetch_in_process() {
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["offsets"], json!([{"partition": 1, "offset": 0}, {"partition": 1, "offset": 1}]));
-    let (s, body) = call(&app, "GET", "/v1/topics/t/partitions/1/records?offset=1", None).await;
+    let (s, body) = call(app, "GET", "/v1/topics/t/partitions/1/records?offset=1", None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["records"][0]["value"], "b");
     assert_eq!(body["records"][0]["key"], "k");
     assert_eq!(body["next_offset"], 2);
-    let (s, body) = call(&app, "GET", "/nope", None).await;
+    let (s, body) = call(app, "GET", "/nope", None).await;
     assert_eq!((s, body["error_code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
-    let (s, body) = call(&app, "PUT", "/v1/topics", None).await;
+    let (s, body) = call(app, "PUT", "/v1/topics", None).await;
     assert_eq!(
         (s, body["error_code"].as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
     );
+}
+
+#[tokio::test]
+async fn tailing_reads_hit_the_flush_cache_and_cold_reads_fetch_one_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = app(dir.path()).await;
+    call(&gw.app, "POST", "/v1/topics", Some(json!({"name": "tail", "partitions": 1}))).await;
+    for i in 0..3 {
+        let (s, _) = call(
+            &gw.app,
+            "POST",
+            "/v1/topics/tail/records",
+            Some(json!({"records": [{"value": format!("v{i}")}]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, body) =
+            call(&gw.app, "GET", &format!("/v1/topics/tail/partitions/0/records?offset={i}"), None).await;
+        assert_eq!((s, &body["records"][0]["value"]), (StatusCode::OK, &json!(format!("v{i}"))));
+    }
+    assert_eq!(gw.metrics.store.requests(Op::Put), 3, "one segment per flush");
+    assert_eq!(gw.metrics.store.requests(Op::Get), 0, "tailing reads cost no GETs");
+    assert_eq!(gw.metrics.cache_hits.get(), 3);
+
+    // a second gateway with a cold cache reads the same log from the store
+    let cold = gateway(gw.node.clone(), gw.store.clone());
+    let (s, body) = call(&cold.app, "GET", "/v1/topics/tail/partitions/0/records?offset=0", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["records"].as_array().map(Vec::len), Some(3));
+    assert_eq!(cold.metrics.store.requests(Op::Get), 3, "one ranged GET per chunk");
+    assert!(cold.metrics.store.bytes_read() < 1000, "only the chunks' bytes were read");
 }
