@@ -62,7 +62,7 @@ async fn produce_then_fetch_in_process() {
     let (s, _) = call(app, "POST", "/v1/topics", Some(json!({"name": "t", "partitions": 2}))).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, body) = call(
-        &app,
+        app,
         "POST",
         "/v1/topics/t/partitions/1/records",
         Some(json!({"records": [{"value": "a"}, {"value": "b", "key": "k"}]})),
