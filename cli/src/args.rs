@@ -35,6 +35,25 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The same settings as flags, to start another `shale` with.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |flag: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                out.push(format!("--{flag}={v}"));
+            }
+        };
+        push("store", &self.store);
+        push("s3-endpoint", &self.s3_endpoint);
+        push("s3-region", &self.s3_region);
+        push("s3-access-key-id", &self.s3_access_key_id);
+        push("s3-secret-access-key", &self.s3_secret_access_key);
+        if self.s3_allow_http {
+            out.push("--s3-allow-http".into());
+        }
+        out
+    }
+
     pub fn open(&self, default_url: &str, metrics: StoreMetrics) -> anyhow::Result<Arc<dyn ObjectStore>> {
         let url = self.store.as_deref().unwrap_or(default_url);
         let s3 = S3Options {
@@ -74,6 +93,19 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// The same settings as flags, to start another `shale` with.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--flush-bytes={}", self.flush_bytes),
+            format!("--flush-interval-ms={}", self.flush_interval_ms),
+            format!("--buffer-bytes={}", self.buffer_bytes),
+            format!("--max-record-bytes={}", self.max_record_bytes),
+            format!("--max-request-bytes={}", self.max_request_bytes),
+            format!("--compression={}", self.compression.as_str()),
+            format!("--cache-bytes={}", self.cache_bytes),
+        ]
+    }
+
     pub fn config(&self) -> anyhow::Result<GatewayConfig> {
         let config = GatewayConfig {
             flush_bytes: self.flush_bytes,

@@ -1,6 +1,7 @@
 //! `shale`: one binary for the servers and the client commands.
 
 mod args;
+mod bench;
 mod client;
 mod dev;
 
@@ -24,6 +25,8 @@ enum Command {
     Produce(client::ProduceArgs),
     /// Print records of one partition, one per line.
     Consume(client::ConsumeArgs),
+    /// Measure throughput, latency and cost against the store's own ceiling.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             Command::Topic(args) => client::topic(args).await,
             Command::Produce(args) => client::produce(args).await,
             Command::Consume(args) => client::consume(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

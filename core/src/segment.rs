@@ -73,6 +73,13 @@ pub enum Compression {
 }
 
 impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     fn id(self) -> u8 {
         match self {
             Compression::None => 0,

@@ -8,15 +8,21 @@
 //! flags   = bit 0: partition present, bit 1: timestamp present, bit 2: key present
 //! ```
 //! Integers are little-endian. Decoding never panics.
+//!
+//! A fetch answered in the same media type (`Accept:
+//! application/vnd.shale.records`) is
+//! `"SHF1" next_offset:u64 high_watermark:u64 (offset:u64 record)*`, each
+//! record with its timestamp present.
 
 use bytes::{BufMut, Bytes};
 
-use crate::names::PartitionId;
-use crate::record::Header;
+use crate::names::{Offset, PartitionId};
+use crate::record::{Header, Record};
 use crate::varint::{ReadError, Reader};
 
 pub const CONTENT_TYPE: &str = "application/vnd.shale.records";
 pub const MAGIC: &[u8; 4] = b"SHR1";
+pub const FETCH_MAGIC: &[u8; 4] = b"SHF1";
 
 const HAS_PARTITION: u8 = 1;
 const HAS_TIMESTAMP: u8 = 2;
@@ -34,7 +40,7 @@ pub struct ProduceRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
-    #[error("binary body must start with \"SHR1\"")]
+    #[error("binary body has the wrong magic (\"SHR1\" for produce, \"SHF1\" for fetch)")]
     BadMagic,
     #[error("record {index}: {source}")]
     Truncated { index: usize, source: ReadError },
@@ -45,43 +51,106 @@ pub enum WireError {
 }
 
 pub fn encode(records: &[ProduceRecord]) -> Bytes {
-    let mut buf = Vec::with_capacity(
-        4 + records.iter().map(|r| r.value.len() + r.key.as_ref().map_or(0, Bytes::len) + 24).sum::<usize>(),
-    );
+    let mut buf = Vec::with_capacity(4 + records.iter().map(wire_size).sum::<usize>());
     buf.put_slice(MAGIC);
     for r in records {
-        let mut flags = 0;
-        if r.partition.is_some() {
-            flags |= HAS_PARTITION;
-        }
-        if r.timestamp_ms.is_some() {
-            flags |= HAS_TIMESTAMP;
-        }
-        if r.key.is_some() {
-            flags |= HAS_KEY;
-        }
-        buf.put_u8(flags);
-        if let Some(p) = r.partition {
-            buf.put_u32_le(p);
-        }
-        if let Some(ts) = r.timestamp_ms {
-            buf.put_i64_le(ts);
-        }
-        if let Some(k) = &r.key {
-            buf.put_u32_le(k.len() as u32);
-            buf.put_slice(k);
-        }
-        buf.put_u32_le(r.value.len() as u32);
-        buf.put_slice(&r.value);
-        buf.put_u16_le(r.headers.len() as u16);
-        for h in &r.headers {
-            buf.put_u16_le(h.key.len() as u16);
-            buf.put_slice(h.key.as_bytes());
-            buf.put_u32_le(h.value.len() as u32);
-            buf.put_slice(&h.value);
-        }
+        put_record(&mut buf, r);
     }
     Bytes::from(buf)
+}
+
+fn wire_size(r: &ProduceRecord) -> usize {
+    r.value.len() + r.key.as_ref().map_or(0, Bytes::len) + 24
+}
+
+fn put_record(buf: &mut Vec<u8>, r: &ProduceRecord) {
+    let mut flags = 0;
+    if r.partition.is_some() {
+        flags |= HAS_PARTITION;
+    }
+    if r.timestamp_ms.is_some() {
+        flags |= HAS_TIMESTAMP;
+    }
+    if r.key.is_some() {
+        flags |= HAS_KEY;
+    }
+    buf.put_u8(flags);
+    if let Some(p) = r.partition {
+        buf.put_u32_le(p);
+    }
+    if let Some(ts) = r.timestamp_ms {
+        buf.put_i64_le(ts);
+    }
+    if let Some(k) = &r.key {
+        buf.put_u32_le(k.len() as u32);
+        buf.put_slice(k);
+    }
+    buf.put_u32_le(r.value.len() as u32);
+    buf.put_slice(&r.value);
+    buf.put_u16_le(r.headers.len() as u16);
+    for h in &r.headers {
+        buf.put_u16_le(h.key.len() as u16);
+        buf.put_slice(h.key.as_bytes());
+        buf.put_u32_le(h.value.len() as u32);
+        buf.put_slice(&h.value);
+    }
+}
+
+/// A fetch answer in binary form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FetchBody {
+    pub next_offset: Offset,
+    pub high_watermark: Offset,
+    pub records: Vec<(Offset, Record)>,
+}
+
+pub fn encode_fetch(body: &FetchBody) -> Bytes {
+    let size: usize = body.records.iter().map(|(_, r)| r.size() + 40).sum();
+    let mut buf = Vec::with_capacity(20 + size);
+    buf.put_slice(FETCH_MAGIC);
+    buf.put_u64_le(body.next_offset);
+    buf.put_u64_le(body.high_watermark);
+    for (offset, r) in &body.records {
+        buf.put_u64_le(*offset);
+        put_record(
+            &mut buf,
+            &ProduceRecord {
+                partition: None,
+                timestamp_ms: Some(r.timestamp_ms),
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+            },
+        );
+    }
+    Bytes::from(buf)
+}
+
+pub fn decode_fetch(body: Bytes) -> Result<FetchBody, WireError> {
+    if body.len() < FETCH_MAGIC.len() || &body[..FETCH_MAGIC.len()] != FETCH_MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let mut r = Reader::new(body.slice(FETCH_MAGIC.len()..));
+    let head = |source| WireError::Truncated { index: 0, source };
+    let next_offset = r.u64().map_err(head)?;
+    let high_watermark = r.u64().map_err(head)?;
+    let mut records = Vec::new();
+    while r.remaining() > 0 {
+        let index = records.len();
+        let offset = r.u64().map_err(|source| WireError::Truncated { index, source })?;
+        let rec = decode_one(&mut r, index).map_err(|e| match e {
+            DecodeOne::Read(source) => WireError::Truncated { index, source },
+            DecodeOne::Wire(e) => e,
+        })?;
+        let record = Record {
+            timestamp_ms: rec.timestamp_ms.unwrap_or_default(),
+            key: rec.key,
+            value: rec.value,
+            headers: rec.headers,
+        };
+        records.push((offset, record));
+    }
+    Ok(FetchBody { next_offset, high_watermark, records })
 }
 
 pub fn decode(body: Bytes) -> Result<Vec<ProduceRecord>, WireError> {
@@ -165,6 +234,27 @@ mod tests {
         #[test]
         fn round_trip(records in proptest::collection::vec(arb(), 0..10)) {
             prop_assert_eq!(decode(encode(&records)).ok(), Some(records));
+        }
+
+        #[test]
+        fn fetch_round_trip(records in proptest::collection::vec(arb(), 0..10), next in any::<u64>()) {
+            let body = FetchBody {
+                next_offset: next,
+                high_watermark: next,
+                records: records
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| (i as u64, Record { timestamp_ms: r.timestamp_ms.unwrap_or(0), key: r.key, value: r.value, headers: r.headers }))
+                    .collect(),
+            };
+            prop_assert_eq!(decode_fetch(encode_fetch(&body)).ok(), Some(body));
+        }
+
+        #[test]
+        fn arbitrary_fetch_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let mut body = FETCH_MAGIC.to_vec();
+            body.extend(bytes);
+            let _ = decode_fetch(Bytes::from(body));
         }
 
         #[test]

@@ -16,5 +16,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = segment::decode_chunk(bytes.clone());
-    let _ = wire::decode(bytes);
+    let _ = wire::decode(bytes.clone());
+    let _ = wire::decode_fetch(bytes);
 });

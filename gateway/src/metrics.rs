@@ -42,6 +42,8 @@ pub struct GatewayMetrics {
     pub flush_seconds: Histogram,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    pub resident_bytes: Gauge,
+    pub peak_resident_bytes: Gauge,
     pub store: StoreMetrics,
 }
 
@@ -62,6 +64,8 @@ impl GatewayMetrics {
             flush_seconds: latency(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            resident_bytes: Gauge::default(),
+            peak_resident_bytes: Gauge::default(),
             store,
         };
         let r = registry.sub_registry_with_prefix("shale");
@@ -80,12 +84,22 @@ impl GatewayMetrics {
         r.register("flush_seconds", "From batch seal to commit applied", m.flush_seconds.clone());
         r.register("cache_hits", "Chunk reads served from the cache", m.cache_hits.clone());
         r.register("cache_misses", "Chunk reads that needed a GET", m.cache_misses.clone());
+        r.register("process_resident_bytes", "Resident memory of this process", m.resident_bytes.clone());
+        r.register(
+            "process_peak_resident_bytes",
+            "Peak resident memory of this process",
+            m.peak_resident_bytes.clone(),
+        );
         *m.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = registry;
         m
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some((rss, peak)) = read_rss() {
+            self.resident_bytes.set(rss);
+            self.peak_resident_bytes.set(peak);
+        }
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -99,4 +113,15 @@ impl Default for GatewayMetrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Current and peak resident set size in bytes, from `/proc/self/status` (Linux).
+fn read_rss() -> Option<(i64, i64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<i64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }

@@ -236,6 +236,22 @@ async fn encodings_and_the_binary_body_round_trip() -> anyhow::Result<()> {
             "{limited}"
         );
 
+        // the binary fetch answer carries the same records
+        let binary = c
+            .http
+            .get(format!("{}/v1/topics/bytes/partitions/0/records?offset=2", c.url))
+            .header("accept", wire::CONTENT_TYPE)
+            .send()
+            .await?;
+        ensure!(binary.status() == 200);
+        let fetched = wire::decode_fetch(binary.bytes().await?)?;
+        ensure!(fetched.next_offset == 4 && fetched.high_watermark == 4, "{fetched:?}");
+        ensure!(
+            fetched.records[0].0 == 2 && &fetched.records[0].1.value[..] == b"binary body",
+            "{fetched:?}"
+        );
+        ensure!(fetched.records[1].1.timestamp_ms == 7 && fetched.records[1].1.headers[0].key == "trace");
+
         let (s, metrics) = c.get("/metrics").await?;
         let metrics = metrics.as_str().unwrap_or_default().to_owned();
         ensure!(s == 200, "metrics");

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shale_core::wire;
 use shale_core::{ErrorCode, Offset, TopicName};
 
 use super::encoding::Encoding;
@@ -74,11 +78,21 @@ fn parse_offset(s: Option<&str>) -> Result<Start, ApiError> {
     }
 }
 
+/// Whether the client asked for the binary fetch answer.
+fn wants_binary(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with(wire::CONTENT_TYPE)))
+}
+
 pub async fn fetch(
     State(state): State<Arc<AppState>>,
     ApiPath((topic, partition)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<FetchQuery>,
-) -> Result<Json<FetchResponse>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let topic = TopicName::new(topic)?;
     let partition = parse_partition(&partition)?;
     let start = parse_offset(q.offset.as_deref())?;
@@ -100,11 +114,20 @@ pub async fn fetch(
     };
     let request = FetchRequest { topic, partition, from, max_records, max_bytes, wait };
     let fetched = state.reader.fetch(&request).await?;
+    let bytes: usize = fetched.records.iter().map(|(_, r)| r.size()).sum();
+    state.metrics.records_out.inc_by(fetched.records.len() as u64);
+    state.metrics.bytes_out.inc_by(bytes as u64);
+    if wants_binary(&headers) {
+        let body = wire::encode_fetch(&wire::FetchBody {
+            next_offset: fetched.next_offset,
+            high_watermark: fetched.high_watermark,
+            records: fetched.records,
+        });
+        return Ok(([(CONTENT_TYPE, wire::CONTENT_TYPE)], body).into_response());
+    }
     let enc = q.encoding;
     let mut records = Vec::with_capacity(fetched.records.len());
-    let mut bytes = 0;
     for (offset, r) in &fetched.records {
-        bytes += r.size();
         let what = |part: &'static str| move || format!("the {part} of the record at offset {offset}");
         records.push(FetchedRecord {
             offset: *offset,
@@ -120,12 +143,11 @@ pub async fn fetch(
                 .collect::<Result<_, ApiError>>()?,
         });
     }
-    state.metrics.records_out.inc_by(records.len() as u64);
-    state.metrics.bytes_out.inc_by(bytes as u64);
     Ok(Json(FetchResponse {
         records,
         next_offset: fetched.next_offset,
         high_watermark: fetched.high_watermark,
         log_start_offset: fetched.log_start_offset,
-    }))
+    })
+    .into_response())
 }

@@ -1,0 +1,380 @@
+//! `shale bench`: throughput, latency and cost, against the store's own ceiling.
+//!
+//! Workloads: `store` (the raw object-store ceiling), `produce`, `e2e`,
+//! `catchup`, and `all` (every one in one run, with the ratios to the
+//! ceiling). Each run against Shale also reports object-store requests per GiB,
+//! write amplification and the gateway's peak RSS, from its `/metrics`.
+
+mod load;
+mod report;
+mod server;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::args::{GatewayArgs, StoreArgs};
+use load::{Payload, Producer, Stats};
+use report::Report;
+use server::{Metrics, Server};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// The object store's raw PUT and ranged-GET ceiling, no Shale in front.
+    Store(StoreBench),
+    /// Producers only: records/s, MB/s, ack latency.
+    Produce(LoadBench),
+    /// Produce at a rate while consumers tail every partition: end-to-end latency.
+    E2e(LoadBench),
+    /// Read a backlog from the beginning as fast as possible.
+    Catchup(LoadBench),
+    /// store, produce, e2e and catchup in one run, with ratios to the ceiling.
+    All(AllBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreBench {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Object size of each PUT (Shale's segment size).
+    #[arg(long, default_value_t = 4)]
+    object_mib: usize,
+    /// PUTs in flight (Shale's flushes in flight).
+    #[arg(long, default_value_t = 4)]
+    put_concurrency: usize,
+    /// Bytes per ranged GET (a chunk of a 4 MiB segment over 16 partitions).
+    #[arg(long, default_value_t = 256)]
+    range_kib: usize,
+    /// GETs in flight (one reader per partition).
+    #[arg(long, default_value_t = 16)]
+    get_concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Write every figure and the configuration to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Which Shale to measure.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// A running Shale; default: start `shale dev` on a temporary directory.
+    #[arg(long, env = "SHALE_BENCH_URL")]
+    url: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadBench {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[arg(long, default_value_t = 16)]
+    partitions: u32,
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// Concurrent producers (closed loop). Enough data must be in flight to
+    /// fill segments: producers × batch × record size ≥ flush bytes.
+    #[arg(long, default_value_t = 32)]
+    producers: usize,
+    /// Records per produce request.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Offered load in MiB/s, open loop; default: as fast as possible
+    /// (`e2e` defaults to 10).
+    #[arg(long)]
+    rate_mib: Option<f64>,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// `catchup`: bytes to produce, then read back from the beginning.
+    #[arg(long, default_value_t = 256)]
+    backlog_mib: u64,
+    /// Write every figure and the configuration to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AllBench {
+    #[command(flatten)]
+    load: LoadBench,
+    #[arg(long, default_value_t = 10)]
+    store_duration_secs: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (report, json) = match args.workload {
+        Workload::Store(a) => (store::run(&a).await?, a.json),
+        Workload::Produce(a) => (produce(&a).await?, a.json.clone()),
+        Workload::E2e(a) => (e2e(&a).await?, a.json.clone()),
+        Workload::Catchup(a) => (catchup(&a).await?, a.json.clone()),
+        Workload::All(a) => (all(&a).await?, a.load.json.clone()),
+    };
+    report.print();
+    if let Some(path) = json {
+        report.write_json(&path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A bar that shows progress and the current throughput on stderr.
+pub fn progress(label: &str, duration: Duration, stats: Arc<Stats>) -> ProgressBar {
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_prefix(label.to_owned());
+    let (started, ticker) = (Instant::now(), bar.clone());
+    tokio::spawn(async move {
+        while !ticker.is_finished() {
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            let mib = stats.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64 / secs;
+            ticker.set_position(started.elapsed().as_millis() as u64);
+            ticker.set_message(format!("{mib:.1} MiB/s"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    bar
+}
+
+/// Sets up a topic and a producer against the target.
+async fn setup(
+    args: &LoadBench,
+    server: &Server,
+    http: &reqwest::Client,
+) -> anyhow::Result<(String, Arc<Producer>)> {
+    let topic = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let created = http
+        .post(format!("{}/v1/topics", server.url))
+        .json(&json!({"name": topic, "partitions": args.partitions}))
+        .send()
+        .await?;
+    ensure!(created.status().is_success(), "creating the topic: {}", created.text().await?);
+    let producer = Arc::new(Producer {
+        http: http.clone(),
+        url: format!("{}/v1/topics/{topic}/records", server.url),
+        partitions: args.partitions,
+        record_bytes: args.record_bytes,
+        batch: args.batch,
+        payload: Payload::new(),
+        epoch: Instant::now(),
+    });
+    Ok((topic, producer))
+}
+
+fn config(args: &LoadBench, server: &Server, workload: &str) -> Value {
+    json!({
+        "workload": workload,
+        "url": server.url,
+        "started_server": server.is_owned(),
+        "store": args.target.store.store,
+        "gateway_flags": args.target.gateway.to_args(),
+        "partitions": args.partitions,
+        "record_bytes": args.record_bytes,
+        "producers": args.producers,
+        "batch": args.batch,
+        "rate_mib": args.rate_mib,
+        "duration_secs": args.duration_secs,
+        "backlog_mib": args.backlog_mib,
+    })
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().pool_max_idle_per_host(1024).timeout(Duration::from_secs(60)).build()?)
+}
+
+/// Runs producers for the configured time, open or closed loop.
+async fn drive(args: &LoadBench, producer: Arc<Producer>, rate_mib: Option<f64>, stats: Arc<Stats>) {
+    let until = Instant::now() + Duration::from_secs(args.duration_secs);
+    match rate_mib {
+        Some(rate) => producer.open_loop(rate * (1 << 20) as f64, until, stats).await,
+        None => producer.closed_loop(args.producers, until, stats).await,
+    }
+}
+
+fn add_produce_figures(report: &mut Report, stats: &Stats, secs: f64) {
+    let records = stats.records.load(Ordering::Relaxed) as f64;
+    let bytes = stats.bytes.load(Ordering::Relaxed) as f64;
+    report.add("acked records/s", records / secs, "rec/s");
+    report.add("acked throughput", bytes / (1 << 20) as f64 / secs, "MiB/s");
+    report.latency("ack latency", &stats.histogram());
+    report.add("rejected (429) requests", stats.rejected.load(Ordering::Relaxed) as f64, "");
+    report.add("failed requests", stats.errors.load(Ordering::Relaxed) as f64, "");
+}
+
+/// Object-store cost and gateway memory from two scrapes of `/metrics`.
+fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
+    let delta = |s: &str| after.get(s) - before.get(s);
+    let gib = (1u64 << 30) as f64;
+    let produced = delta("shale_produced_bytes_total");
+    let fetched = delta("shale_fetched_bytes_total");
+    let puts = delta("shale_store_requests_total{op=\"Put\"}");
+    let gets = delta("shale_store_requests_total{op=\"Get\"}");
+    let written = delta("shale_store_written_bytes_total");
+    report.add("store PUTs", puts, "");
+    report.add("store GETs", gets, "");
+    if produced > 0.0 {
+        report.add("PUTs per GiB produced", puts / (produced / gib), "");
+        report.add("write amplification", written / produced, "x");
+    }
+    if fetched > 0.0 {
+        report.add("GETs per GiB fetched", gets / (fetched / gib), "");
+    }
+    report.add("gateway peak RSS", after.get("shale_process_peak_resident_bytes") / (1 << 20) as f64, "MiB");
+}
+
+async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
+    let server = Server::connect_or_start(&args.target).await?;
+    let http = client()?;
+    let (_, producer) = setup(args, &server, &http).await?;
+    let before = server.metrics(&http).await?;
+    let stats = Stats::new();
+    let bar = progress("produce", Duration::from_secs(args.duration_secs), stats.clone());
+    let started = Instant::now();
+    drive(args, producer, args.rate_mib, stats.clone()).await;
+    let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let after = server.metrics(&http).await?;
+    let mut report = Report::new("produce", config(args, &server, "produce"));
+    add_produce_figures(&mut report, &stats, secs);
+    add_cost_figures(&mut report, &before, &after);
+    Ok(report)
+}
+
+async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
+    let rate = args.rate_mib.unwrap_or(10.0);
+    let server = Server::connect_or_start(&args.target).await?;
+    let http = client()?;
+    let (topic, producer) = setup(args, &server, &http).await?;
+    let before = server.metrics(&http).await?;
+    let (produced, delivered) = (Stats::new(), Stats::new());
+    let until = Instant::now() + Duration::from_secs(args.duration_secs) + Duration::from_secs(2);
+    let consumers: Vec<_> = (0..args.partitions)
+        .map(|p| {
+            let url = format!("{}/v1/topics/{topic}/partitions/{p}/records", server.url);
+            tokio::spawn(load::tail(http.clone(), url, 0, until, producer.epoch, delivered.clone()))
+        })
+        .collect();
+    let bar = progress("e2e", Duration::from_secs(args.duration_secs), produced.clone());
+    let started = Instant::now();
+    drive(args, producer, Some(rate), produced.clone()).await;
+    let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    for c in consumers {
+        c.await?;
+    }
+    let after = server.metrics(&http).await?;
+    let mut report = Report::new("e2e", config(args, &server, "e2e"));
+    add_produce_figures(&mut report, &produced, secs);
+    report.add("delivered records", delivered.records.load(Ordering::Relaxed) as f64, "");
+    report.latency("end-to-end latency", &delivered.histogram());
+    add_cost_figures(&mut report, &before, &after);
+    Ok(report)
+}
+
+async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
+    let mut server = Server::connect_or_start(&args.target).await?;
+    let http = client()?;
+    let (topic, producer) = setup(args, &server, &http).await?;
+    let backlog = args.backlog_mib << 20;
+    let produced = Stats::new();
+    let bar = progress("backlog", Duration::from_secs(args.duration_secs), produced.clone());
+    while produced.bytes.load(Ordering::Relaxed) < backlog {
+        let until = Instant::now() + Duration::from_secs(1);
+        producer.clone().closed_loop(args.producers, until, produced.clone()).await;
+        ensure!(produced.records.load(Ordering::Relaxed) > 0, "no record was acknowledged");
+    }
+    bar.finish_and_clear();
+    // a cold start: nothing cached, every chunk comes from the store
+    server.restart().await?;
+    let before = server.metrics(&http).await?;
+    let info: Value = http.get(format!("{}/v1/topics/{topic}", server.url)).send().await?.json().await?;
+    let ends: Vec<u64> = info["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["high_watermark"].as_u64().unwrap_or(0))
+        .collect();
+    let read = Stats::new();
+    let bar = progress("catchup", Duration::from_secs(args.duration_secs), read.clone());
+    let started = Instant::now();
+    let readers: Vec<_> = ends
+        .iter()
+        .enumerate()
+        .map(|(p, end)| {
+            let url = format!("{}/v1/topics/{topic}/partitions/{p}/records", server.url);
+            tokio::spawn(load::read_to(http.clone(), url, *end, read.clone()))
+        })
+        .collect();
+    for r in readers {
+        r.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let after = server.metrics(&http).await?;
+    let bytes = read.bytes.load(Ordering::Relaxed);
+    ensure!(bytes >= produced.bytes.load(Ordering::Relaxed), "read back less than was produced");
+    let mut report = Report::new("catchup", config(args, &server, "catchup"));
+    report.add("backlog", bytes as f64 / (1 << 20) as f64, "MiB");
+    report.add("cold cache", if server.is_owned() { 1.0 } else { 0.0 }, "bool");
+    report.add("catchup throughput", bytes as f64 / (1 << 20) as f64 / secs, "MiB/s");
+    report.latency("fetch latency", &read.histogram());
+    add_cost_figures(&mut report, &before, &after);
+    Ok(report)
+}
+
+async fn all(args: &AllBench) -> anyhow::Result<Report> {
+    let load = &args.load;
+    let store_args = StoreBench {
+        store: load.target.store.clone(),
+        object_mib: (load.target.gateway.flush_bytes >> 20).max(1),
+        put_concurrency: 4,
+        range_kib: ((load.target.gateway.flush_bytes >> 10) / load.partitions.max(1) as usize).max(4),
+        get_concurrency: load.partitions as usize,
+        duration_secs: args.store_duration_secs,
+        json: None,
+    };
+    let ceiling = store::run(&store_args).await?;
+    let produced = produce(load).await?;
+    let mut e2e_args = load.clone();
+    e2e_args.rate_mib = Some(load.rate_mib.unwrap_or(10.0));
+    let e2e_report = e2e(&e2e_args).await?;
+    let caught_up = catchup(load).await?;
+
+    let mut report = Report::new("all", json!({"load": config(load, &Server::placeholder(), "all")}));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => a / b,
+        _ => 0.0,
+    };
+    report.add(
+        "produce / store PUT ceiling",
+        ratio(produced.get("acked throughput"), ceiling.get("put throughput")),
+        "x",
+    );
+    report.add(
+        "catchup / store GET ceiling",
+        ratio(caught_up.get("catchup throughput"), ceiling.get("get throughput")),
+        "x",
+    );
+    report.merge("store:", &ceiling);
+    report.merge("produce:", &produced);
+    report.merge("e2e:", &e2e_report);
+    report.merge("catchup:", &caught_up);
+    Ok(report)
+}

@@ -1,0 +1,54 @@
+//! `shale bench` runs and reports what it measured. Speed is not asserted
+//! here (benchmarks are programs); that the figures exist and make sense is.
+
+use std::process::Stdio;
+
+use anyhow::ensure;
+use serde_json::Value;
+use shale_tests::process::binary;
+use tokio::process::Command;
+
+async fn bench(args: &[&str], json: &std::path::Path) -> anyhow::Result<Value> {
+    let out = Command::new(binary())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    ensure!(out.status.success(), "bench {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(json)?)?;
+    Ok(report["results"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_workloads_report_their_figures() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("report.json");
+
+    let store = bench(&["store", "--duration-secs=1", "--object-mib=1"], &file).await?;
+    ensure!(
+        store["put throughput"].as_f64() > Some(0.0) && store["get throughput"].as_f64() > Some(0.0),
+        "{store}"
+    );
+
+    let small =
+        ["--duration-secs=1", "--partitions=4", "--producers=4", "--batch=16", "--flush-interval-ms=10"];
+    let produce = bench(&[&["produce"][..], &small[..]].concat(), &file).await?;
+    ensure!(produce["acked records/s"].as_f64() > Some(0.0), "{produce}");
+    ensure!(produce["store PUTs"].as_f64() > Some(0.0) && produce["failed requests"] == 0.0, "{produce}");
+    ensure!(produce["ack latency p99"].as_f64() >= produce["ack latency p50"].as_f64(), "{produce}");
+    ensure!(produce["gateway peak RSS"].as_f64() > Some(1.0), "{produce}");
+
+    let e2e = bench(&[&["e2e", "--rate-mib=1"][..], &small[..]].concat(), &file).await?;
+    ensure!(
+        e2e["delivered records"].as_f64() > Some(0.0) && e2e["end-to-end latency p50"].as_f64() > Some(0.0),
+        "{e2e}"
+    );
+
+    let catchup = bench(&[&["catchup", "--backlog-mib=2"][..], &small[..]].concat(), &file).await?;
+    ensure!(catchup["backlog"].as_f64() >= Some(2.0) && catchup["cold cache"] == 1.0, "{catchup}");
+    ensure!(catchup["store GETs"].as_f64() > Some(0.0), "a cold catch-up reads from the store: {catchup}");
+    Ok(())
+}
