@@ -32,6 +32,9 @@ pub struct StoreArgs {
     /// Allow plain-HTTP S3 endpoints (local stores such as Garage or MinIO).
     #[arg(long, env = "SHALE_S3_ALLOW_HTTP")]
     pub s3_allow_http: bool,
+    /// Sign S3 request bodies (SigV4 payload hash) instead of UNSIGNED-PAYLOAD.
+    #[arg(long, env = "SHALE_S3_SIGN_PAYLOAD")]
+    pub s3_sign_payload: bool,
 }
 
 impl StoreArgs {
@@ -51,6 +54,9 @@ impl StoreArgs {
         if self.s3_allow_http {
             out.push("--s3-allow-http".into());
         }
+        if self.s3_sign_payload {
+            out.push("--s3-sign-payload".into());
+        }
         out
     }
 
@@ -62,6 +68,7 @@ impl StoreArgs {
             access_key_id: self.s3_access_key_id.clone(),
             secret_access_key: self.s3_secret_access_key.clone(),
             allow_http: self.s3_allow_http,
+            sign_payload: self.s3_sign_payload,
         };
         Ok(store::open(url, &s3, RetryPolicy::default(), metrics)?)
     }
@@ -88,7 +95,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "SHALE_COMPRESSION", default_value = "zstd")]
     pub compression: Compression,
     /// Bytes of decoded chunks cached for readers.
-    #[arg(long, env = "SHALE_CACHE_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "SHALE_CACHE_BYTES", default_value_t = 32 << 20)]
     pub cache_bytes: u64,
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use shale_controller::{ControllerNode, NodeConfig};
 use shale_core::SystemClock;
-use shale_gateway::{AppState, GatewayMetrics, router};
+use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
 use crate::args::{GatewayArgs, StoreArgs};
 
@@ -46,7 +46,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
     println!("shale dev listening on http://{addr}");
     std::io::stdout().flush()?;
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    serve(listener, router(state), shutdown_signal()).await?;
     controller.shutdown().await;
     Ok(())
 }

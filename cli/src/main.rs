@@ -29,7 +29,28 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Pins glibc's mmap threshold at its default (128 KiB). Left dynamic, glibc
+/// raises it whenever a large mmapped buffer (a 4 MiB segment) is freed, after
+/// which request bodies are carved from heap arenas that fragment and never
+/// shrink: under overload the gateway's peak RSS grew to several times its
+/// buffer limit (measured in docs/BENCHMARKS.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pin_mmap_threshold() {
+    const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only changes allocator tuning; it is called once, before
+    // any other thread exists, with a valid parameter and value.
+    #[allow(unsafe_code)]
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    if ok != 1 {
+        eprintln!("warning: mallopt(M_MMAP_THRESHOLD) failed; memory use may exceed the buffer limit");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pin_mmap_threshold() {}
+
 fn main() -> anyhow::Result<()> {
+    pin_mmap_threshold();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("SHALE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))

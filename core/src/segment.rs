@@ -22,7 +22,10 @@
 //! commits the segment, and `offset_delta` is the record's place in its chunk.
 //! Decoding never panics: every malformed input is a [`SegmentError`].
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::cell::RefCell;
+use std::io::Cursor;
+
+use bytes::{BufMut, Bytes};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Header, Record};
@@ -121,14 +124,19 @@ pub struct Segment {
 
 /// Builds one segment object, a chunk at a time.
 pub struct SegmentWriter {
-    buf: BytesMut,
+    buf: Vec<u8>,
     chunks: Vec<ChunkEntry>,
     compression: Compression,
 }
 
 impl SegmentWriter {
     pub fn new(compression: Compression) -> Self {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        Self::with_capacity(compression, 64 * 1024)
+    }
+
+    /// A writer whose buffer is allocated once for about `bytes` of records.
+    pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes + 4096);
         buf.put_slice(MAGIC);
         buf.put_u8(VERSION);
         Self { buf, chunks: Vec::new(), compression }
@@ -142,14 +150,14 @@ impl SegmentWriter {
         if topic.len() > usize::from(u16::MAX) {
             return Err(SegmentError::Malformed("topic name too long".into()));
         }
-        let position = self.buf.len() as u64;
-        let chunk = encode_chunk(records, self.compression)?;
-        let len = u32::try_from(chunk.len()).map_err(|_| SegmentError::TooLarge(chunk.len()))?;
-        self.buf.put_slice(&chunk);
+        let position = self.buf.len();
+        write_chunk(&mut self.buf, records, self.compression)?;
+        let len = self.buf.len() - position;
+        let len = u32::try_from(len).map_err(|_| SegmentError::TooLarge(len))?;
         self.chunks.push(ChunkEntry {
             topic: topic.to_owned(),
             partition,
-            position,
+            position: position as u64,
             len,
             record_count: records.len() as u32,
             min_timestamp_ms: records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0),
@@ -159,7 +167,7 @@ impl SegmentWriter {
     }
 
     pub fn finish(mut self) -> Segment {
-        let mut dir = BytesMut::new();
+        let mut dir = Vec::new();
         dir.put_u32_le(self.chunks.len() as u32);
         for c in &self.chunks {
             dir.put_u16_le(c.topic.len() as u16);
@@ -177,65 +185,118 @@ impl SegmentWriter {
         self.buf.put_u32_le(dir.len() as u32);
         self.buf.put_u32_le(crc);
         self.buf.put_slice(TRAILER_MAGIC);
-        Segment { bytes: self.buf.freeze(), chunks: self.chunks }
+        Segment { bytes: Bytes::from(self.buf), chunks: self.chunks }
     }
 }
 
-fn encode_records(records: &[Record], base_ts: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.iter().map(|r| r.size() + 16).sum());
-    let mut rec = Vec::with_capacity(256);
+fn varint_len(value: i64) -> usize {
+    let v = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// Appends the records' framing to `out`, with no intermediate copies.
+fn encode_records(out: &mut impl BufMut, records: &[Record], base_ts: i64) {
     for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.put_u8(0); // attributes
-        put_varint(&mut rec, r.timestamp_ms.wrapping_sub(base_ts));
-        put_varint(&mut rec, i as i64);
-        match &r.key {
-            Some(k) => {
-                put_varint(&mut rec, k.len() as i64);
-                rec.put_slice(k);
-            }
-            None => put_varint(&mut rec, -1),
-        }
-        put_varint(&mut rec, r.value.len() as i64);
-        rec.put_slice(&r.value);
-        put_varint(&mut rec, r.headers.len() as i64);
+        let ts_delta = r.timestamp_ms.wrapping_sub(base_ts);
+        let key_len = r.key.as_ref().map_or(-1, |k| k.len() as i64);
+        let mut len = 1 + varint_len(ts_delta) + varint_len(i as i64) + varint_len(key_len);
+        len += r.key.as_ref().map_or(0, Bytes::len);
+        len += varint_len(r.value.len() as i64) + r.value.len() + varint_len(r.headers.len() as i64);
         for h in &r.headers {
-            put_varint(&mut rec, h.key.len() as i64);
-            rec.put_slice(h.key.as_bytes());
-            put_varint(&mut rec, h.value.len() as i64);
-            rec.put_slice(&h.value);
+            len += varint_len(h.key.len() as i64)
+                + h.key.len()
+                + varint_len(h.value.len() as i64)
+                + h.value.len();
         }
-        put_varint(&mut out, rec.len() as i64);
-        out.put_slice(&rec);
+        put_varint(out, len as i64);
+        out.put_u8(0); // attributes
+        put_varint(out, ts_delta);
+        put_varint(out, i as i64);
+        put_varint(out, key_len);
+        if let Some(k) = &r.key {
+            out.put_slice(k);
+        }
+        put_varint(out, r.value.len() as i64);
+        out.put_slice(&r.value);
+        put_varint(out, r.headers.len() as i64);
+        for h in &r.headers {
+            put_varint(out, h.key.len() as i64);
+            out.put_slice(h.key.as_bytes());
+            put_varint(out, h.value.len() as i64);
+            out.put_slice(&h.value);
+        }
     }
-    out
 }
 
-fn encode_chunk(records: &[Record], compression: Compression) -> Result<Vec<u8>, SegmentError> {
+thread_local! {
+    /// Per-thread scratch for a chunk's uncompressed records and a reusable
+    /// zstd context: a flush then allocates only its segment buffer.
+    static SCRATCH: RefCell<(Vec<u8>, Option<zstd::bulk::Compressor<'static>>)> =
+        const { RefCell::new((Vec::new(), None)) };
+}
+
+/// Scratch larger than this is released after use rather than kept.
+const MAX_KEPT_SCRATCH: usize = 16 << 20;
+
+/// Appends one chunk (header, then payload) to `buf`.
+fn write_chunk(buf: &mut Vec<u8>, records: &[Record], compression: Compression) -> Result<(), SegmentError> {
     let base_ts = records.first().map_or(0, |r| r.timestamp_ms);
-    let raw = encode_records(records, base_ts);
-    if raw.len() > MAX_CHUNK_BYTES {
-        return Err(SegmentError::TooLarge(raw.len()));
-    }
-    let (compression, payload) = match compression {
-        Compression::None => (Compression::None, raw.clone()),
-        Compression::Zstd => match zstd::bulk::compress(&raw, 1) {
-            // keep zstd only when it pays
-            Ok(z) if z.len() < raw.len() => (Compression::Zstd, z),
-            _ => (Compression::None, raw.clone()),
-        },
+    let start = buf.len();
+    buf.put_bytes(0, CHUNK_HEADER_LEN);
+    let (used, raw_len) = match compression {
+        Compression::None => {
+            encode_records(buf, records, base_ts);
+            (Compression::None, buf.len() - start - CHUNK_HEADER_LEN)
+        }
+        Compression::Zstd => SCRATCH.with_borrow_mut(|(raw, compressor)| {
+            raw.clear();
+            encode_records(raw, records, base_ts);
+            let used = compress_into(buf, raw, compressor);
+            let raw_len = raw.len();
+            if raw.capacity() > MAX_KEPT_SCRATCH {
+                *raw = Vec::new();
+            }
+            (used, raw_len)
+        }),
     };
-    let mut chunk = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len());
-    chunk.put_u32_le(0); // crc, filled below
-    chunk.put_u8(compression.id());
-    chunk.put_u32_le(records.len() as u32);
-    chunk.put_i64_le(base_ts);
-    chunk.put_u32_le(raw.len() as u32);
-    chunk.put_u32_le(payload.len() as u32);
-    chunk.put_slice(&payload);
-    let crc = crc32c::crc32c(&chunk[4..]);
-    chunk[..4].copy_from_slice(&crc.to_le_bytes());
-    Ok(chunk)
+    let payload_len = buf.len() - start - CHUNK_HEADER_LEN;
+    if raw_len > MAX_CHUNK_BYTES {
+        buf.truncate(start);
+        return Err(SegmentError::TooLarge(raw_len));
+    }
+    let mut header = &mut buf[start + 4..start + CHUNK_HEADER_LEN];
+    header.put_u8(used.id());
+    header.put_u32_le(records.len() as u32);
+    header.put_i64_le(base_ts);
+    header.put_u32_le(raw_len as u32);
+    header.put_u32_le(payload_len as u32);
+    let crc = crc32c::crc32c(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Appends `raw` zstd-compressed to `buf` when that is smaller, else as is.
+fn compress_into(
+    buf: &mut Vec<u8>,
+    raw: &[u8],
+    compressor: &mut Option<zstd::bulk::Compressor<'static>>,
+) -> Compression {
+    let at = buf.len();
+    if compressor.is_none() {
+        *compressor = zstd::bulk::Compressor::new(1).ok();
+    }
+    if let Some(c) = compressor.as_mut() {
+        buf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        let mut cursor = Cursor::new(&mut *buf);
+        cursor.set_position(at as u64);
+        // keep zstd only when it pays
+        match c.compress_to_buffer(raw, &mut cursor) {
+            Ok(n) if n < raw.len() => return Compression::Zstd,
+            _ => buf.truncate(at),
+        }
+    }
+    buf.extend_from_slice(raw);
+    Compression::None
 }
 
 /// Decodes one chunk (exactly its byte range), verifying its checksum.

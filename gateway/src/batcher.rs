@@ -51,8 +51,8 @@ pub type Acked = Vec<(PartitionId, Offset)>;
 
 type Reply = oneshot::Sender<Result<Acked, ProduceError>>;
 
-/// Bytes held against the buffer until the producer is answered.
-struct BufferPermit {
+/// Bytes held against the buffer from admission until the producer is answered.
+pub struct BufferPermit {
     _permit: OwnedSemaphorePermit,
     bytes: i64,
     metrics: Arc<GatewayMetrics>,
@@ -97,12 +97,16 @@ struct Batch {
 impl Batch {
     fn add(&mut self, append: Append) {
         let mut slots = Vec::with_capacity(append.records.len());
+        // chunk index per partition of this append: one key lookup per partition, not per record
+        let mut local: HashMap<PartitionId, usize> = HashMap::new();
         for PartitionedRecord { partition, record } in append.records {
-            let key = ChunkKey { topic: append.topic.clone(), topic_id: append.topic_id, partition };
-            let chunks = &mut self.chunks;
-            let index = *self.chunk_of.entry(key.clone()).or_insert_with(|| {
-                chunks.push((key, Vec::new()));
-                chunks.len() - 1
+            let index = *local.entry(partition).or_insert_with(|| {
+                let key = ChunkKey { topic: append.topic.clone(), topic_id: append.topic_id, partition };
+                let chunks = &mut self.chunks;
+                *self.chunk_of.entry(key.clone()).or_insert_with(|| {
+                    chunks.push((key, Vec::new()));
+                    chunks.len() - 1
+                })
             });
             self.bytes += record.size();
             slots.push((index, self.chunks[index].1.len()));
@@ -165,19 +169,26 @@ impl Batcher {
         }
     }
 
-    /// Appends records of one topic; resolves once they are committed.
+    /// Reserves room for a request of `bytes` before its body is read; fails
+    /// at once when the buffer is full, so waiting requests hold no memory.
+    pub fn reserve(&self, bytes: usize) -> Result<BufferPermit, ProduceError> {
+        let bytes = bytes.max(1);
+        let overloaded = || ProduceError::Overloaded { limit: self.limit };
+        let count = u32::try_from(bytes).map_err(|_| overloaded())?;
+        let permit = self.budget.clone().try_acquire_many_owned(count).map_err(|_| overloaded())?;
+        self.metrics.buffer_bytes.inc_by(bytes as i64);
+        Ok(BufferPermit { _permit: permit, bytes: bytes as i64, metrics: self.metrics.clone() })
+    }
+
+    /// Appends records of one topic under a reservation; resolves once they
+    /// are committed.
     pub async fn append(
         &self,
         topic: TopicName,
         topic_id: u64,
         records: Vec<PartitionedRecord>,
+        permit: BufferPermit,
     ) -> Result<Acked, ProduceError> {
-        let bytes = records.iter().map(|r| r.record.size()).sum::<usize>().max(1);
-        let overloaded = || ProduceError::Overloaded { limit: self.limit };
-        let count = u32::try_from(bytes).map_err(|_| overloaded())?;
-        let permit = self.budget.clone().try_acquire_many_owned(count).map_err(|_| overloaded())?;
-        self.metrics.buffer_bytes.inc_by(bytes as i64);
-        let permit = BufferPermit { _permit: permit, bytes: bytes as i64, metrics: self.metrics.clone() };
         let (reply, answer) = oneshot::channel();
         let append = Append { topic, topic_id, records, permit, reply };
         self.tx.send(append).await.map_err(|_| ProduceError::Stopped)?;
@@ -239,7 +250,8 @@ async fn write_segment(
     chunks: Vec<(ChunkKey, Vec<Record>)>,
 ) -> Result<Written, ProduceError> {
     let (segment, records) = tokio::task::spawn_blocking(move || {
-        let mut writer = SegmentWriter::new(compression);
+        let bytes: usize = chunks.iter().flat_map(|(_, r)| r).map(|r| r.size() + 16).sum();
+        let mut writer = SegmentWriter::with_capacity(compression, bytes);
         for (key, records) in &chunks {
             writer.add_chunk(key.topic.as_str(), key.partition, records)?;
         }
@@ -306,6 +318,13 @@ impl Committer {
             .collect();
         let commit =
             CommitSegment { object: written.object.clone(), committed_ms: self.clock.now_ms(), chunks };
+        // Cache before committing: a long-poll wakes the moment the commit is
+        // applied and must find the chunk here, not in the store. Entries of a
+        // failed commit are never looked up (no index entry names them) and age out.
+        for (entry, records) in written.entries.iter().zip(written.records) {
+            let id = ChunkId { object: written.object.clone(), position: entry.position };
+            self.cache.insert(id, Arc::new(records));
+        }
         let outcomes = match self.controller.commit_segment(commit).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
@@ -316,12 +335,6 @@ impl Committer {
         };
         self.metrics.segments_flushed.inc();
         self.metrics.flush_seconds.observe(sealed.elapsed().as_secs_f64());
-        for ((entry, records), outcome) in written.entries.iter().zip(written.records).zip(&outcomes) {
-            if outcome.is_ok() {
-                let id = ChunkId { object: written.object.clone(), position: entry.position };
-                self.cache.insert(id, Arc::new(records));
-            }
-        }
         for waiter in waiters {
             let answer = waiter
                 .slots

@@ -36,7 +36,7 @@ impl Default for GatewayConfig {
             max_request_bytes: 8 << 20,
             max_flushes_in_flight: 4,
             compression: Compression::Zstd,
-            cache_bytes: 256 << 20,
+            cache_bytes: 32 << 20,
             max_wait: Duration::from_secs(30),
         }
     }

@@ -13,7 +13,9 @@ pub mod batcher;
 pub mod config;
 pub mod metrics;
 pub mod reader;
+pub mod serve;
 
 pub use api::{AppState, router};
 pub use config::GatewayConfig;
 pub use metrics::GatewayMetrics;
+pub use serve::serve;

@@ -51,6 +51,13 @@ proptest! {
     }
 
     #[test]
+    fn varint_len_matches_the_encoding(v in any::<i64>()) {
+        let mut buf = Vec::new();
+        crate::varint::put_varint(&mut buf, v);
+        prop_assert_eq!(varint_len(v), buf.len());
+    }
+
+    #[test]
     fn arbitrary_bytes_are_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let bytes = Bytes::from(bytes);
         prop_assert!(decode_segment(&bytes).is_err());

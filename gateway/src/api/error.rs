@@ -129,14 +129,16 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// 413 for a body over the configured limit, stating it.
+pub fn request_too_large(limit: usize) -> ApiError {
+    ApiError::new(ErrorCode::RequestTooLarge, format!("request body exceeds the limit of {limit} bytes"))
+        .with("limit_bytes", limit)
+}
+
 /// Maps a failure to read the body; `limit` is the configured body limit.
 pub fn body_error(r: BytesRejection, limit: usize) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            ErrorCode::RequestTooLarge,
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-        .with("limit_bytes", limit);
+        return request_too_large(limit);
     }
     ApiError::invalid(format!("cannot read body: {}", r.body_text()))
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::http::header::CONTENT_LENGTH;
 use bytes::Bytes;
+use http_body_util::LengthLimitError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shale_core::partitioner::partition_for_key;
@@ -14,9 +16,10 @@ use shale_core::wire::{self, ProduceRecord};
 use shale_core::{ErrorCode, Header, PartitionId, Record, TopicName};
 
 use super::encoding::Encoding;
-use super::extract::{ApiPath, Body, content_type, json_body};
+use super::error::request_too_large;
+use super::extract::{ApiPath, content_type, json_body};
 use super::{ApiError, AppState};
-use crate::batcher::PartitionedRecord;
+use crate::batcher::{BufferPermit, PartitionedRecord};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,23 +63,50 @@ pub async fn produce(
     State(state): State<Arc<AppState>>,
     ApiPath(topic): ApiPath<String>,
     headers: HeaderMap,
-    Body(body): Body,
+    body: axum::body::Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let topic = TopicName::new(topic)?;
+    let (permit, body) = admit(&state, &headers, body).await?;
     let records = parse_records(&headers, body)?;
-    append(&state, topic, None, records).await
+    append(&state, topic, None, records, permit).await
 }
 
 pub async fn produce_to_partition(
     State(state): State<Arc<AppState>>,
     ApiPath((topic, partition)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    Body(body): Body,
+    body: axum::body::Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let topic = TopicName::new(topic)?;
     let partition = parse_partition(&partition)?;
+    let (permit, body) = admit(&state, &headers, body).await?;
     let records = parse_records(&headers, body)?;
-    append(&state, topic, Some(partition), records).await
+    append(&state, topic, Some(partition), records, permit).await
+}
+
+/// Admission: reserve buffer room for the body before reading it (by its
+/// `Content-Length`, else the request limit), then read it within the limit.
+/// A full buffer answers 429 without reading the body.
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(BufferPermit, Bytes), ApiError> {
+    let limit = state.config.max_request_bytes;
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n: usize| n > limit) {
+        return Err(request_too_large(limit));
+    }
+    let permit = state.batcher.reserve(declared.unwrap_or(limit))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<LengthLimitError>() {
+            request_too_large(limit)
+        } else {
+            ApiError::invalid(format!("cannot read body: {e}"))
+        }
+    })?;
+    Ok((permit, bytes))
 }
 
 pub fn parse_partition(s: &str) -> Result<PartitionId, ApiError> {
@@ -132,6 +162,7 @@ async fn append(
     topic: TopicName,
     fixed: Option<PartitionId>,
     records: Vec<ProduceRecord>,
+    permit: BufferPermit,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let info = state.controller.describe_topic(&topic).await?;
     let partitions = info.partitions.len() as PartitionId;
@@ -177,7 +208,7 @@ async fn append(
     }
     let count = batch.len() as u64;
     let bytes: usize = batch.iter().map(|r| r.record.size()).sum();
-    let acked = state.batcher.append(topic, info.id, batch).await?;
+    let acked = state.batcher.append(topic, info.id, batch, permit).await?;
     state.metrics.records_in.inc_by(count);
     state.metrics.bytes_in.inc_by(bytes as u64);
     Ok(Json(ProduceResponse {
