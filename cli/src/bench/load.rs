@@ -60,7 +60,7 @@ pub struct Payload {
 impl Payload {
     pub fn new() -> Self {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut pool = vec![0u8; 4 << 20];
+        let mut pool = vec![0u8; 16 << 20];
         for (i, block) in pool.chunks_mut(1024).enumerate() {
             if i % 4 != 3 {
                 rng.fill(block);
@@ -87,7 +87,16 @@ pub struct Producer {
     pub batch: usize,
     pub payload: Payload,
     pub epoch: Instant,
+    /// Prebuilt bodies, reused round-robin so the load generator does not
+    /// compete for CPU with the system under test. Empty when every request
+    /// must carry its send time (end-to-end latency).
+    pub prebuilt: Vec<Bytes>,
+    pub next_body: AtomicU64,
 }
+
+/// Distinct prebuilt bodies: enough that no body repeats within a segment,
+/// which would let zstd compress the repeat and flatter the result.
+const PREBUILT_BODIES: u32 = 256;
 
 enum Outcome {
     Acked,
@@ -96,7 +105,23 @@ enum Outcome {
 }
 
 impl Producer {
+    /// Builds distinct bodies (spread over the partitions) to reuse.
+    pub fn prebuild(&mut self) {
+        let count = PREBUILT_BODIES.max(self.partitions);
+        self.prebuilt = (0..count).map(|i| self.fresh_body(i % self.partitions)).collect();
+    }
+
+    /// The next request body: prebuilt ones round-robin (their partitions
+    /// rotate), else a fresh one for `partition` stamped with the send time.
     fn body(&self, partition: u32) -> Bytes {
+        if self.prebuilt.is_empty() {
+            return self.fresh_body(partition);
+        }
+        let i = self.next_body.fetch_add(1, Ordering::Relaxed) as usize % self.prebuilt.len();
+        self.prebuilt[i].clone()
+    }
+
+    fn fresh_body(&self, partition: u32) -> Bytes {
         let mut rng = rand::rng();
         let sent = self.epoch.elapsed().as_micros() as u64;
         let records: Vec<ProduceRecord> = (0..self.batch)

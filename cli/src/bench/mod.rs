@@ -12,7 +12,7 @@ mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
@@ -153,11 +153,13 @@ pub fn progress(label: &str, duration: Duration, stats: Arc<Stats>) -> ProgressB
     bar
 }
 
-/// Sets up a topic and a producer against the target.
+/// Sets up a topic and a producer against the target; `stamped` requests
+/// carry their send time (for end-to-end latency), others reuse bodies.
 async fn setup(
     args: &LoadBench,
     server: &Server,
     http: &reqwest::Client,
+    stamped: bool,
 ) -> anyhow::Result<(String, Arc<Producer>)> {
     let topic = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
     let created = http
@@ -166,7 +168,7 @@ async fn setup(
         .send()
         .await?;
     ensure!(created.status().is_success(), "creating the topic: {}", created.text().await?);
-    let producer = Arc::new(Producer {
+    let mut producer = Producer {
         http: http.clone(),
         url: format!("{}/v1/topics/{topic}/records", server.url),
         partitions: args.partitions,
@@ -174,8 +176,13 @@ async fn setup(
         batch: args.batch,
         payload: Payload::new(),
         epoch: Instant::now(),
-    });
-    Ok((topic, producer))
+        prebuilt: Vec::new(),
+        next_body: AtomicU64::new(0),
+    };
+    if !stamped {
+        producer.prebuild();
+    }
+    Ok((topic, Arc::new(producer)))
 }
 
 fn config(args: &LoadBench, server: &Server, workload: &str) -> Value {
@@ -242,7 +249,7 @@ fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
 async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
     let server = Server::connect_or_start(&args.target).await?;
     let http = client()?;
-    let (_, producer) = setup(args, &server, &http).await?;
+    let (_, producer) = setup(args, &server, &http, false).await?;
     let before = server.metrics(&http).await?;
     let stats = Stats::new();
     let bar = progress("produce", Duration::from_secs(args.duration_secs), stats.clone());
@@ -261,7 +268,7 @@ async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
     let rate = args.rate_mib.unwrap_or(10.0);
     let server = Server::connect_or_start(&args.target).await?;
     let http = client()?;
-    let (topic, producer) = setup(args, &server, &http).await?;
+    let (topic, producer) = setup(args, &server, &http, true).await?;
     let before = server.metrics(&http).await?;
     let (produced, delivered) = (Stats::new(), Stats::new());
     let until = Instant::now() + Duration::from_secs(args.duration_secs) + Duration::from_secs(2);
@@ -291,7 +298,7 @@ async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
 async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
     let mut server = Server::connect_or_start(&args.target).await?;
     let http = client()?;
-    let (topic, producer) = setup(args, &server, &http).await?;
+    let (topic, producer) = setup(args, &server, &http, false).await?;
     let backlog = args.backlog_mib << 20;
     let produced = Stats::new();
     let bar = progress("backlog", Duration::from_secs(args.duration_secs), produced.clone());
