@@ -364,7 +364,13 @@ async fn all(args: &AllBench) -> anyhow::Result<Report> {
     let e2e_report = e2e(&e2e_args).await?;
     let caught_up = catchup(load).await?;
 
-    let mut report = Report::new("all", json!({"load": config(load, &Server::placeholder(), "all")}));
+    let configs = json!({
+        "store": ceiling.config,
+        "produce": produced.config,
+        "e2e": e2e_report.config,
+        "catchup": caught_up.config,
+    });
+    let mut report = Report::new("all", configs);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => a / b,
         _ => 0.0,

@@ -35,11 +35,6 @@ impl Server {
         Ok(Self { url, owned: Some(Owned { child, dir, args }) })
     }
 
-    /// Stands for "the server of each workload" in a combined report.
-    pub fn placeholder() -> Self {
-        Self { url: "per workload".into(), owned: None }
-    }
-
     /// Whether this process started the server (and can restart it).
     pub fn is_owned(&self) -> bool {
         self.owned.is_some()
