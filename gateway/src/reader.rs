@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use quick_cache::Weighter;
+use quick_cache::{OptionsBuilder, Weighter};
 use shale_controller::{ChunkSpan, Controller, ControllerError};
 use shale_core::segment::decode_chunk;
 use shale_core::{Offset, PartitionId, Record, TopicName};
@@ -36,8 +36,29 @@ impl Weighter<ChunkId, Arc<Vec<Record>>> for RecordWeighter {
 
 pub type ChunkCache = quick_cache::sync::Cache<ChunkId, Arc<Vec<Record>>, RecordWeighter>;
 
+/// Share of the cache for entries read again (quick_cache's "hot" region).
+/// quick_cache defaults to 97% to resist scans, leaving new entries 3%: once
+/// full, a flush's second chunk evicted its first before a tailing consumer
+/// could read it. Here the newest chunks are the valuable ones, so new entries
+/// get 90% and age out first-in first-out.
+const HOT_SHARE: f64 = 0.1;
+
 pub fn new_cache(bytes: u64) -> Arc<ChunkCache> {
-    Arc::new(ChunkCache::with_weighter(4096, bytes, RecordWeighter))
+    let options = OptionsBuilder::new()
+        .estimated_items_capacity(4096)
+        .weight_capacity(bytes)
+        .hot_allocation(HOT_SHARE)
+        .build();
+    match options {
+        Ok(options) => Arc::new(ChunkCache::with_options(
+            options,
+            RecordWeighter,
+            Default::default(),
+            Default::default(),
+        )),
+        // the options above are constants within their documented ranges
+        Err(_) => Arc::new(ChunkCache::with_weighter(4096, bytes, RecordWeighter)),
+    }
 }
 
 /// Chunks looked up per fetch at most.
@@ -187,3 +208,6 @@ fn choose_chunks(chunks: Vec<ChunkSpan>, req: &FetchRequest) -> Vec<ChunkSpan> {
     }
     chosen
 }
+
+#[cfg(test)]
+mod tests;
