@@ -46,6 +46,20 @@ pub struct CommitSegment {
     pub object: String,
     pub committed_ms: i64,
     pub chunks: Vec<ChunkCommit>,
+    /// Requests with an idempotency key or an expected offset. Their records
+    /// sit in chunks of their own, so refusing one refuses nothing else.
+    #[serde(default)]
+    pub requests: Vec<RequestCommit>,
+}
+
+/// A produce request that must be checked as a whole when committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestCommit {
+    pub idempotency_key: Option<String>,
+    /// Append only if the partition's next offset is this (single partition).
+    pub expected_offset: Option<Offset>,
+    /// The request's records in order, as runs of (chunk index, record count).
+    pub runs: Vec<(u32, u32)>,
 }
 
 /// One chunk of a segment being committed.
@@ -60,6 +74,9 @@ pub struct ChunkCommit {
     pub len: u32,
     pub record_count: u32,
     pub max_timestamp_ms: i64,
+    /// The request (index in `CommitSegment::requests`) owning this chunk.
+    #[serde(default)]
+    pub request: Option<u32>,
 }
 
 /// What applying a command returned.

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     RequestTooLarge,
     /// The asked offset is outside `[log_start_offset, high_watermark]`.
     OffsetOutOfRange,
+    /// A conditional append's `expected_offset` is not the partition's next offset.
+    OffsetMismatch,
     /// A stored record cannot be shown in the requested encoding.
     NotRepresentable,
     /// The gateway's buffer is full; retry after the `Retry-After` delay.
@@ -57,6 +59,7 @@ impl ErrorCode {
             MethodNotAllowed => (405, false),
             TopicExists => (409, false),
             RecordTooLarge | RequestTooLarge => (413, false),
+            OffsetMismatch => (412, false),
             OffsetOutOfRange => (416, false),
             NotRepresentable => (422, false),
             Overloaded => (429, true),
@@ -91,6 +94,7 @@ impl ErrorCode {
             RecordTooLarge => "record_too_large",
             RequestTooLarge => "request_too_large",
             OffsetOutOfRange => "offset_out_of_range",
+            OffsetMismatch => "offset_mismatch",
             NotRepresentable => "not_representable",
             Overloaded => "overloaded",
             StorageUnavailable => "storage_unavailable",
@@ -111,6 +115,7 @@ mod tests {
         for code in [
             ErrorCode::InvalidTopicName,
             ErrorCode::OffsetOutOfRange,
+            ErrorCode::OffsetMismatch,
             ErrorCode::OutcomeUnknown,
             ErrorCode::Overloaded,
         ] {

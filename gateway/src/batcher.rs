@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use shale_controller::types::RequestCommit;
 use shale_controller::{ChunkCommit, CommitSegment, Controller, ControllerError, MetaError};
 use shale_core::keys::segment_key;
 use shale_core::segment::{ChunkEntry, Compression, SegmentWriter};
@@ -64,10 +65,19 @@ impl Drop for BufferPermit {
     }
 }
 
+/// Conditions checked when a request is committed. A guarded request gets
+/// chunks of its own, so the controller can refuse exactly its records.
+#[derive(Debug, Clone, Default)]
+pub struct RequestGuard {
+    pub idempotency_key: Option<String>,
+    pub expected_offset: Option<Offset>,
+}
+
 struct Append {
     topic: TopicName,
     topic_id: u64,
     records: Vec<PartitionedRecord>,
+    guard: Option<RequestGuard>,
     permit: BufferPermit,
     reply: Reply,
 }
@@ -77,6 +87,8 @@ struct ChunkKey {
     topic: TopicName,
     topic_id: u64,
     partition: PartitionId,
+    /// The guarded request owning the chunk (index in the batch's requests).
+    request: Option<u32>,
 }
 
 struct Waiter {
@@ -90,6 +102,7 @@ struct Waiter {
 struct Batch {
     chunks: Vec<(ChunkKey, Vec<Record>)>,
     chunk_of: HashMap<ChunkKey, usize>,
+    requests: Vec<RequestCommit>,
     waiters: Vec<Waiter>,
     bytes: usize,
 }
@@ -97,11 +110,15 @@ struct Batch {
 impl Batch {
     fn add(&mut self, append: Append) {
         let mut slots = Vec::with_capacity(append.records.len());
+        let request = append.guard.as_ref().map(|_| self.requests.len() as u32);
+        // runs of (chunk, count) in request order, for a guarded request
+        let mut runs: Vec<(u32, u32)> = Vec::new();
         // chunk index per partition of this append: one key lookup per partition, not per record
         let mut local: HashMap<PartitionId, usize> = HashMap::new();
         for PartitionedRecord { partition, record } in append.records {
             let index = *local.entry(partition).or_insert_with(|| {
-                let key = ChunkKey { topic: append.topic.clone(), topic_id: append.topic_id, partition };
+                let key =
+                    ChunkKey { topic: append.topic.clone(), topic_id: append.topic_id, partition, request };
                 let chunks = &mut self.chunks;
                 *self.chunk_of.entry(key.clone()).or_insert_with(|| {
                     chunks.push((key, Vec::new()));
@@ -111,6 +128,17 @@ impl Batch {
             self.bytes += record.size();
             slots.push((index, self.chunks[index].1.len()));
             self.chunks[index].1.push(record);
+            match runs.last_mut() {
+                Some((chunk, count)) if *chunk == index as u32 => *count += 1,
+                _ => runs.push((index as u32, 1)),
+            }
+        }
+        if let Some(guard) = append.guard {
+            self.requests.push(RequestCommit {
+                idempotency_key: guard.idempotency_key,
+                expected_offset: guard.expected_offset,
+                runs,
+            });
         }
         self.waiters.push(Waiter { reply: append.reply, _permit: append.permit, slots });
     }
@@ -120,6 +148,7 @@ impl Batch {
 struct Flight {
     write: JoinHandle<Result<Written, ProduceError>>,
     keys: Vec<ChunkKey>,
+    requests: Vec<RequestCommit>,
     waiters: Vec<Waiter>,
     sealed: Instant,
 }
@@ -187,10 +216,11 @@ impl Batcher {
         topic: TopicName,
         topic_id: u64,
         records: Vec<PartitionedRecord>,
+        guard: Option<RequestGuard>,
         permit: BufferPermit,
     ) -> Result<Acked, ProduceError> {
         let (reply, answer) = oneshot::channel();
-        let append = Append { topic, topic_id, records, permit, reply };
+        let append = Append { topic, topic_id, records, guard, permit, reply };
         self.tx.send(append).await.map_err(|_| ProduceError::Stopped)?;
         answer.await.map_err(|_| ProduceError::Stopped)?
     }
@@ -207,7 +237,8 @@ impl Flusher {
     async fn flush(&self, batch: Batch) {
         let keys: Vec<ChunkKey> = batch.chunks.iter().map(|(k, _)| k.clone()).collect();
         let write = tokio::spawn(write_segment(self.store.clone(), self.compression, batch.chunks));
-        let flight = Flight { write, keys, waiters: batch.waiters, sealed: Instant::now() };
+        let flight =
+            Flight { write, keys, requests: batch.requests, waiters: batch.waiters, sealed: Instant::now() };
         if let Err(mpsc::error::SendError(flight)) = self.flights.send(flight).await {
             flight.write.abort();
             answer_all(flight.waiters, &ProduceError::Stopped);
@@ -298,11 +329,18 @@ impl Committer {
                     continue;
                 }
             };
-            self.commit(written, flight.keys, flight.waiters, flight.sealed).await;
+            self.commit(written, flight.keys, flight.requests, flight.waiters, flight.sealed).await;
         }
     }
 
-    async fn commit(&self, written: Written, keys: Vec<ChunkKey>, waiters: Vec<Waiter>, sealed: Instant) {
+    async fn commit(
+        &self,
+        written: Written,
+        keys: Vec<ChunkKey>,
+        requests: Vec<RequestCommit>,
+        waiters: Vec<Waiter>,
+        sealed: Instant,
+    ) {
         let chunks = keys
             .iter()
             .zip(&written.entries)
@@ -314,10 +352,15 @@ impl Committer {
                 len: entry.len,
                 record_count: entry.record_count,
                 max_timestamp_ms: entry.max_timestamp_ms,
+                request: key.request,
             })
             .collect();
-        let commit =
-            CommitSegment { object: written.object.clone(), committed_ms: self.clock.now_ms(), chunks };
+        let commit = CommitSegment {
+            object: written.object.clone(),
+            committed_ms: self.clock.now_ms(),
+            chunks,
+            requests,
+        };
         // Cache before committing: a long-poll wakes the moment the commit is
         // applied and must find the chunk here, not in the store. Entries of a
         // failed commit are never looked up (no index entry names them) and age out.
@@ -336,6 +379,15 @@ impl Committer {
         self.metrics.segments_flushed.inc();
         self.metrics.flush_seconds.observe(sealed.elapsed().as_secs_f64());
         for waiter in waiters {
+            // a retried request: answer with the offsets of its first commit
+            let replay = waiter.slots.first().and_then(|&(chunk, _)| match outcomes.get(chunk) {
+                Some(Err(MetaError::Duplicate { offsets })) => Some(expand(offsets)),
+                _ => None,
+            });
+            if let Some(acked) = replay {
+                let _ = waiter.reply.send(Ok(acked));
+                continue;
+            }
             let answer = waiter
                 .slots
                 .iter()
@@ -348,4 +400,9 @@ impl Committer {
             let _ = waiter.reply.send(answer);
         }
     }
+}
+
+/// Per record (partition, offset) from runs of consecutive offsets.
+fn expand(runs: &[shale_controller::model::OffsetRun]) -> Acked {
+    runs.iter().flat_map(|r| (0..u64::from(r.count)).map(move |i| (r.partition, r.base_offset + i))).collect()
 }

@@ -269,3 +269,72 @@ async fn encodings_and_the_binary_body_round_trip() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_and_conditional_appends() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let shale =
+            Shale::start(dir.path(), &backend, &unique("retries"), &["--flush-interval-ms=20"]).await?;
+        let c = shale.client();
+        c.create_topic("idem", 2).await?;
+        let body =
+            json!({"records": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}, {"value": "3"}]});
+        let keyed = |key: &str| {
+            c.http
+                .post(format!("{}/v1/topics/idem/records", c.url))
+                .header("idempotency-key", key)
+                .json(&body)
+        };
+        let total = |info: &Value| -> u64 {
+            info["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["high_watermark"].as_u64())
+                .sum()
+        };
+
+        let (s, first) = c.send(keyed("order-1")).await?;
+        ensure!(s == 200, "{first}");
+        // a retry after the answer, and two concurrent ones (they may share a segment)
+        let (s, retry) = c.send(keyed("order-1")).await?;
+        ensure!(
+            s == 200 && retry["offsets"] == first["offsets"],
+            "retry answers the original offsets: {retry} vs {first}"
+        );
+        let (a, b) = tokio::join!(c.send(keyed("order-2")), c.send(keyed("order-2")));
+        let ((sa, a), (sb, b)) = (a?, b?);
+        ensure!(sa == 200 && sb == 200 && a["offsets"] == b["offsets"], "concurrent twins: {a} vs {b}");
+        let (_, info) = c.get("/v1/topics/idem").await?;
+        ensure!(total(&info) == 6, "each keyed request written once: {info}");
+        let (s, _) = c.send(keyed("order-3")).await?;
+        let (_, info) = c.get("/v1/topics/idem").await?;
+        ensure!(s == 200 && total(&info) == 9, "a new key is a new request: {info}");
+        let bad = c.send(keyed("has space")).await?;
+        expect_error(&bad, 400, "invalid_request")?;
+
+        // conditional append on one partition
+        let next = info["partitions"][0]["high_watermark"].as_u64().unwrap_or(0);
+        let path = |q: &str| format!("/v1/topics/idem/partitions/0/records{q}");
+        let one = json!({"records": [{"value": "x"}]});
+        let (s, ok) = c.post_json(&path(&format!("?expected_offset={next}")), &one).await?;
+        ensure!(s == 200 && ok["offsets"][0]["offset"] == next, "{ok}");
+        let stale = c.post_json(&path(&format!("?expected_offset={next}")), &one).await?;
+        expect_error(&stale, 412, "offset_mismatch")?;
+        ensure!(stale.1["next_offset"] == next + 1 && stale.1["expected_offset"] == next, "{}", stale.1);
+        let in_body = json!({"expected_offset": next + 1, "records": [{"value": "y"}]});
+        let (s, ok) = c.post_json(&path(""), &in_body).await?;
+        ensure!(s == 200 && ok["offsets"][0]["offset"] == next + 1, "expected_offset in the body: {ok}");
+        let (_, info) = c.get("/v1/topics/idem").await?;
+        ensure!(
+            info["partitions"][0]["high_watermark"] == next + 2,
+            "a refused append wrote nothing: {info}"
+        );
+        let unscoped = c
+            .post_json("/v1/topics/idem/records", &json!({"expected_offset": 0, "records": [{"value": "z"}]}))
+            .await?;
+        expect_error(&unscoped, 400, "invalid_request")?;
+    }
+    Ok(())
+}

@@ -8,7 +8,10 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
-use crate::types::{Command, CommandReply, CommitSegment};
+use crate::types::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
+
+mod idempotency;
+pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
 
 /// Where a committed chunk lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +35,22 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
 }
 
+/// Consecutive offsets of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRun {
+    pub partition: PartitionId,
+    pub base_offset: Offset,
+    pub count: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MetaError {
+    /// The idempotency key was committed before: nothing was written again;
+    /// these are the original offsets, in request order.
+    #[error("request already committed")]
+    Duplicate { offsets: Vec<OffsetRun> },
+    #[error("expected next offset {expected}, but it is {actual}")]
+    OffsetMismatch { expected: Offset, actual: Offset },
     #[error("topic {0} already exists")]
     TopicExists(String),
     #[error("topic {0} does not exist")]
@@ -86,6 +103,8 @@ pub const MAX_PARTITIONS: u32 = 10_000;
 pub struct Metadata {
     pub topics: BTreeMap<TopicName, TopicState>,
     pub next_topic_id: u64,
+    #[serde(default)]
+    pub idempotency: IdempotencyWindow,
 }
 
 impl Metadata {
@@ -132,33 +151,136 @@ impl Metadata {
     }
 
     fn commit(&mut self, commit: &CommitSegment) -> Vec<Result<Offset, MetaError>> {
-        commit
-            .chunks
+        self.idempotency.advance(commit.committed_ms);
+        let topic_of = |r: &RequestCommit| {
+            r.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)).map(|c| &c.topic)
+        };
+        // a request whose key was committed before is refused whole
+        let mut refused: Vec<Option<MetaError>> = commit
+            .requests
             .iter()
-            .map(|chunk| {
-                let partition = self.partition_mut(&chunk.topic, chunk.partition)?;
-                let (topic_id, p) = partition;
-                if topic_id != chunk.topic_id {
-                    return Err(MetaError::TopicNotFound(chunk.topic.to_string()));
-                }
-                if chunk.record_count == 0 {
-                    return Err(MetaError::Invalid("empty chunk".into()));
-                }
-                let base = p.high_watermark;
-                p.index.insert(
-                    base,
-                    ChunkRef {
-                        object: commit.object.clone(),
-                        position: chunk.position,
-                        len: chunk.len,
-                        record_count: chunk.record_count,
-                        max_timestamp_ms: chunk.max_timestamp_ms,
-                    },
-                );
-                p.high_watermark += u64::from(chunk.record_count);
-                Ok(base)
+            .map(|r| {
+                let (topic, key) = (topic_of(r)?, r.idempotency_key.as_ref()?);
+                let offsets = self.idempotency.get(topic, key)?.to_vec();
+                Some(MetaError::Duplicate { offsets })
             })
-            .collect()
+            .collect();
+        // a retry in the same commit as its original: a twin of the first
+        let mut first_with_key: BTreeMap<(&TopicName, &str), usize> = BTreeMap::new();
+        let mut twin_of: Vec<Option<usize>> = vec![None; commit.requests.len()];
+        for (i, r) in commit.requests.iter().enumerate() {
+            let (Some(topic), Some(key)) = (topic_of(r), r.idempotency_key.as_deref()) else { continue };
+            if refused[i].is_none() {
+                match first_with_key.get(&(topic, key)) {
+                    Some(first) => twin_of[i] = Some(*first),
+                    None => {
+                        first_with_key.insert((topic, key), i);
+                    }
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(commit.chunks.len());
+        for chunk in &commit.chunks {
+            let request = chunk.request.map(|r| r as usize).filter(|r| *r < refused.len());
+            if let Some(err) = request.and_then(|r| refused[r].clone()) {
+                results.push(Err(err));
+                continue;
+            }
+            if request.is_some_and(|r| twin_of[r].is_some()) {
+                results.push(Err(MetaError::Invalid("settled with its twin below".into())));
+                continue;
+            }
+            let expected = request.and_then(|r| commit.requests[r].expected_offset);
+            let result = self.append_chunk(&commit.object, chunk, expected);
+            if let (Some(r), Err(e)) = (request, &result) {
+                refused[r] = Some(e.clone());
+            }
+            results.push(result);
+        }
+        self.remember_keys(commit, &refused, &twin_of, &results);
+        // twins get what their first got: its offsets, or its refusal
+        for (i, first) in twin_of.iter().enumerate() {
+            let Some(first) = *first else { continue };
+            let outcome = match &refused[first] {
+                Some(e) => e.clone(),
+                None => {
+                    let r = &commit.requests[i];
+                    let offsets = topic_of(r)
+                        .zip(r.idempotency_key.as_deref())
+                        .and_then(|(t, k)| self.idempotency.get(t, k))
+                        .map(<[OffsetRun]>::to_vec)
+                        .unwrap_or_default();
+                    MetaError::Duplicate { offsets }
+                }
+            };
+            for (c, chunk) in commit.chunks.iter().enumerate() {
+                if chunk.request == Some(i as u32) {
+                    results[c] = Err(outcome.clone());
+                }
+            }
+        }
+        results
+    }
+
+    /// Assigns a chunk the next offsets of its partition.
+    fn append_chunk(
+        &mut self,
+        object: &str,
+        chunk: &ChunkCommit,
+        expected: Option<Offset>,
+    ) -> Result<Offset, MetaError> {
+        let (topic_id, p) = self.partition_mut(&chunk.topic, chunk.partition)?;
+        if topic_id != chunk.topic_id {
+            return Err(MetaError::TopicNotFound(chunk.topic.to_string()));
+        }
+        if chunk.record_count == 0 {
+            return Err(MetaError::Invalid("empty chunk".into()));
+        }
+        if let Some(expected) = expected.filter(|e| *e != p.high_watermark) {
+            return Err(MetaError::OffsetMismatch { expected, actual: p.high_watermark });
+        }
+        let base = p.high_watermark;
+        p.index.insert(
+            base,
+            ChunkRef {
+                object: object.to_owned(),
+                position: chunk.position,
+                len: chunk.len,
+                record_count: chunk.record_count,
+                max_timestamp_ms: chunk.max_timestamp_ms,
+            },
+        );
+        p.high_watermark += u64::from(chunk.record_count);
+        Ok(base)
+    }
+
+    /// Remembers the offsets of every keyed request committed whole.
+    fn remember_keys(
+        &mut self,
+        commit: &CommitSegment,
+        refused: &[Option<MetaError>],
+        twin_of: &[Option<usize>],
+        results: &[Result<Offset, MetaError>],
+    ) {
+        for ((request, verdict), twin) in commit.requests.iter().zip(refused).zip(twin_of) {
+            let committed = verdict.is_none() && twin.is_none();
+            let Some(key) = request.idempotency_key.as_ref().filter(|_| committed) else { continue };
+            let mut next_in_chunk: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut offsets = Vec::with_capacity(request.runs.len());
+            for &(chunk, count) in &request.runs {
+                let (Some(Ok(base)), Some(c)) =
+                    (results.get(chunk as usize), commit.chunks.get(chunk as usize))
+                else {
+                    continue;
+                };
+                let skip = next_in_chunk.entry(chunk).or_insert(0);
+                offsets.push(OffsetRun { partition: c.partition, base_offset: base + *skip, count });
+                *skip += u64::from(count);
+            }
+            if let Some(topic) = request.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)) {
+                self.idempotency.remember(&topic.topic, key, offsets);
+            }
+        }
     }
 
     fn partition_mut(

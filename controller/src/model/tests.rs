@@ -29,6 +29,7 @@ fn chunk(topic: &str, topic_id: u64, partition: u32, count: u32) -> ChunkCommit 
         len: 10,
         record_count: count,
         max_timestamp_ms: 0,
+        request: None,
     }
 }
 
@@ -37,6 +38,7 @@ fn commit(m: &mut Metadata, chunks: Vec<ChunkCommit>) -> Vec<Result<Offset, Meta
         object: "segments/00/x.seg".into(),
         committed_ms: 1,
         chunks,
+        requests: vec![],
     })) {
         CommandReply::Committed(r) => r,
         other => panic!("commit reply {other:?}"),
@@ -100,6 +102,129 @@ fn topic_lifecycle() {
     ));
 }
 
+/// A commit at log time `at` of one request's chunks (and any others).
+fn commit_request(
+    m: &mut Metadata,
+    at: i64,
+    chunks: Vec<ChunkCommit>,
+    request: crate::types::RequestCommit,
+) -> Vec<Result<Offset, MetaError>> {
+    match m.apply(&Command::CommitSegment(CommitSegment {
+        object: format!("segments/00/{at}.seg"),
+        committed_ms: at,
+        chunks,
+        requests: vec![request],
+    })) {
+        CommandReply::Committed(r) => r,
+        other => panic!("commit reply {other:?}"),
+    }
+}
+
+fn owned(mut c: ChunkCommit) -> ChunkCommit {
+    c.request = Some(0);
+    c
+}
+
+fn keyed(key: &str, runs: Vec<(u32, u32)>) -> crate::types::RequestCommit {
+    crate::types::RequestCommit { idempotency_key: Some(key.into()), expected_offset: None, runs }
+}
+
+#[test]
+fn a_repeated_idempotency_key_writes_nothing_and_returns_the_original_offsets() {
+    let mut m = Metadata::default();
+    let id = create(&mut m, "t", 2);
+    commit(&mut m, vec![chunk("t", id, 0, 5)]);
+    // the request: 2 records to partition 1, then 3 to partition 0, then 1 more to partition 1
+    let chunks = vec![chunk("t", id, 0, 4), owned(chunk("t", id, 1, 3)), owned(chunk("t", id, 0, 3))];
+    let first = commit_request(&mut m, 10, chunks.clone(), keyed("k1", vec![(1, 2), (2, 3), (1, 1)]));
+    assert_eq!(first, vec![Ok(5), Ok(0), Ok(9)]);
+    let again = commit_request(&mut m, 20, chunks, keyed("k1", vec![(1, 2), (2, 3), (1, 1)]));
+    let original = vec![
+        OffsetRun { partition: 1, base_offset: 0, count: 2 },
+        OffsetRun { partition: 0, base_offset: 9, count: 3 },
+        OffsetRun { partition: 1, base_offset: 2, count: 1 },
+    ];
+    assert_eq!(again[0], Ok(12), "chunks of other requests still commit");
+    assert_eq!(again[1], Err(MetaError::Duplicate { offsets: original.clone() }));
+    assert_eq!(again[2], Err(MetaError::Duplicate { offsets: original }));
+    assert_eq!(m.partition(&name("t"), 1).expect("p").high_watermark, 3, "nothing written twice");
+    assert_eq!(m.partition(&name("t"), 0).expect("p").high_watermark, 16);
+}
+
+#[test]
+fn a_retry_in_the_same_commit_as_its_original_is_written_once() {
+    let mut m = Metadata::default();
+    let id = create(&mut m, "t", 1);
+    let mut twin = chunk("t", id, 0, 2);
+    twin.request = Some(1);
+    let reply = m.apply(&Command::CommitSegment(CommitSegment {
+        object: "segments/00/x.seg".into(),
+        committed_ms: 1,
+        chunks: vec![owned(chunk("t", id, 0, 2)), twin],
+        requests: vec![keyed("k", vec![(0, 2)]), keyed("k", vec![(1, 2)])],
+    }));
+    let original = vec![OffsetRun { partition: 0, base_offset: 0, count: 2 }];
+    assert_eq!(reply, CommandReply::Committed(vec![Ok(0), Err(MetaError::Duplicate { offsets: original })]));
+    assert_eq!(m.partition(&name("t"), 0).expect("p").high_watermark, 2);
+}
+
+#[test]
+fn an_expected_offset_guards_the_append() {
+    let mut m = Metadata::default();
+    let id = create(&mut m, "t", 1);
+    let conditional = |expected| crate::types::RequestCommit {
+        idempotency_key: None,
+        expected_offset: Some(expected),
+        runs: vec![(0, 2)],
+    };
+    assert_eq!(commit_request(&mut m, 1, vec![owned(chunk("t", id, 0, 2))], conditional(0)), vec![Ok(0)]);
+    assert_eq!(
+        commit_request(&mut m, 2, vec![owned(chunk("t", id, 0, 2))], conditional(0)),
+        vec![Err(MetaError::OffsetMismatch { expected: 0, actual: 2 })]
+    );
+    assert_eq!(m.partition(&name("t"), 0).expect("p").high_watermark, 2, "a refused append consumes nothing");
+    assert_eq!(commit_request(&mut m, 3, vec![owned(chunk("t", id, 0, 2))], conditional(2)), vec![Ok(2)]);
+}
+
+#[test]
+fn idempotency_keys_expire_in_log_time() {
+    let mut m = Metadata::default();
+    let id = create(&mut m, "t", 1);
+    commit_request(&mut m, 1_000, vec![owned(chunk("t", id, 0, 1))], keyed("old", vec![(0, 1)]));
+    assert_eq!(m.idempotency.len(), 1);
+    // within the window a retry is recognized
+    let retry = commit_request(
+        &mut m,
+        1_000 + IDEMPOTENCY_WINDOW_MS,
+        vec![owned(chunk("t", id, 0, 1))],
+        keyed("old", vec![(0, 1)]),
+    );
+    assert!(matches!(retry[0], Err(MetaError::Duplicate { .. })));
+    // a commit stamped past the window (by any gateway) expires it on every node alike
+    let late = commit_request(
+        &mut m,
+        2_000 + IDEMPOTENCY_WINDOW_MS,
+        vec![owned(chunk("t", id, 0, 1))],
+        keyed("old", vec![(0, 1)]),
+    );
+    assert_eq!(late, vec![Ok(1)], "an expired key is a new request");
+    // log time never goes back: an older timestamp does not revive anything
+    let skewed = commit_request(&mut m, 5, vec![owned(chunk("t", id, 0, 1))], keyed("other", vec![(0, 1)]));
+    assert_eq!(skewed, vec![Ok(2)]);
+}
+
+#[test]
+fn the_window_is_bounded_in_entries() {
+    let mut w = IdempotencyWindow::default();
+    let t = name("t");
+    for i in 0..IDEMPOTENCY_MAX_ENTRIES + 10 {
+        w.remember(&t, &format!("k{i}"), vec![]);
+    }
+    assert_eq!(w.len(), IDEMPOTENCY_MAX_ENTRIES);
+    assert!(w.get(&t, "k0").is_none(), "the oldest go first");
+    assert!(w.get(&t, &format!("k{}", IDEMPOTENCY_MAX_ENTRIES + 9)).is_some());
+}
+
 proptest! {
     /// Commands survive a JSON round trip (the log and snapshot encoding).
     #[test]
@@ -108,6 +233,7 @@ proptest! {
             object: "segments/ab/01.seg".into(),
             committed_ms: ts,
             chunks: vec![chunk("t", 1, partition, count)],
+            requests: vec![],
         });
         let json = serde_json::to_vec(&cmd).expect("encode");
         prop_assert_eq!(serde_json::from_slice::<Command>(&json).expect("decode"), cmd);

@@ -23,7 +23,9 @@ fn commit(topic_id: u64, partition: u32, count: u32) -> CommitSegment {
             len: 100,
             record_count: count,
             max_timestamp_ms: 5,
+            request: None,
         }],
+        requests: vec![],
     }
 }
 

@@ -20,11 +20,14 @@ pub struct ApiError {
     /// Extra fields merged into the body, e.g. the high watermark.
     pub details: Map<String, Value>,
     pub retry_after_secs: Option<u64>,
+    /// Overrides the table's retryability, e.g. an unknown outcome is safe to
+    /// retry when the request carried an idempotency key.
+    pub retryable: Option<bool>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: Map::new(), retry_after_secs: None }
+        Self { code, message: message.into(), details: Map::new(), retry_after_secs: None, retryable: None }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -43,7 +46,7 @@ impl IntoResponse for ApiError {
         let mut body = json!({
             "error_code": self.code,
             "message": self.message,
-            "retryable": self.code.retryable(),
+            "retryable": self.retryable.unwrap_or(self.code.retryable()),
         });
         if let Value::Object(fields) = &mut body {
             fields.extend(self.details);
@@ -64,7 +67,13 @@ impl From<InvalidTopicName> for ApiError {
 
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
+        if let MetaError::OffsetMismatch { expected, actual } = e {
+            return ApiError::new(ErrorCode::OffsetMismatch, e.to_string())
+                .with("expected_offset", expected)
+                .with("next_offset", actual);
+        }
         let code = match &e {
+            MetaError::OffsetMismatch { .. } | MetaError::Duplicate { .. } => ErrorCode::Internal,
             MetaError::TopicExists(_) => ErrorCode::TopicExists,
             MetaError::TopicNotFound(_) => ErrorCode::TopicNotFound,
             MetaError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,

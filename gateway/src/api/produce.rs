@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shale_core::partitioner::partition_for_key;
 use shale_core::wire::{self, ProduceRecord};
-use shale_core::{ErrorCode, Header, PartitionId, Record, TopicName};
+use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
 
 use super::encoding::Encoding;
 use super::error::request_too_large;
-use super::extract::{ApiPath, content_type, json_body};
+use super::extract::{ApiPath, ApiQuery, content_type, json_body};
 use super::{ApiError, AppState};
-use crate::batcher::{BufferPermit, PartitionedRecord};
+use crate::batcher::{BufferPermit, PartitionedRecord, RequestGuard};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +27,25 @@ struct ProduceBody {
     #[serde(default)]
     encoding: Encoding,
     records: Vec<JsonRecord>,
+    /// Conditional append (single-partition produce only).
+    expected_offset: Option<Offset>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProduceQuery {
+    /// Conditional append (single-partition produce only), for any body type.
+    expected_offset: Option<Offset>,
+}
+
+/// The `Idempotency-Key` request header.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// A parsed produce request.
+struct Produce {
+    records: Vec<ProduceRecord>,
+    expected_offset: Option<Offset>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,22 +85,53 @@ pub async fn produce(
     body: axum::body::Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let topic = TopicName::new(topic)?;
+    let key = idempotency_key(&headers)?;
     let (permit, body) = admit(&state, &headers, body).await?;
-    let records = parse_records(&headers, body)?;
-    append(&state, topic, None, records, permit).await
+    let produce = parse_records(&headers, body)?;
+    if produce.expected_offset.is_some() {
+        return Err(ApiError::invalid(
+            "expected_offset needs a single partition: POST …/partitions/{p}/records",
+        ));
+    }
+    let guard = key.map(|k| RequestGuard { idempotency_key: Some(k), expected_offset: None });
+    append(&state, topic, None, produce.records, guard, permit).await
 }
 
 pub async fn produce_to_partition(
     State(state): State<Arc<AppState>>,
     ApiPath((topic, partition)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<ProduceQuery>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let topic = TopicName::new(topic)?;
     let partition = parse_partition(&partition)?;
+    let key = idempotency_key(&headers)?;
     let (permit, body) = admit(&state, &headers, body).await?;
-    let records = parse_records(&headers, body)?;
-    append(&state, topic, Some(partition), records, permit).await
+    let produce = parse_records(&headers, body)?;
+    let expected_offset = match (query.expected_offset, produce.expected_offset) {
+        (Some(q), Some(b)) if q != b => {
+            return Err(ApiError::invalid("expected_offset differs between the query and the body"));
+        }
+        (q, b) => q.or(b),
+    };
+    let guard = (key.is_some() || expected_offset.is_some())
+        .then_some(RequestGuard { idempotency_key: key, expected_offset });
+    append(&state, topic, Some(partition), produce.records, guard, permit).await
+}
+
+/// The `Idempotency-Key` header: 1 to 256 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key = value.to_str().ok().filter(|k| {
+        !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic())
+    });
+    match key {
+        Some(k) => Ok(Some(k.to_owned())),
+        None => Err(ApiError::invalid(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))),
+    }
 }
 
 /// Admission: reserve buffer room for the body before reading it (by its
@@ -113,17 +163,20 @@ pub fn parse_partition(s: &str) -> Result<PartitionId, ApiError> {
     s.parse().map_err(|_| ApiError::invalid(format!("partition must be a non-negative integer, got {s:?}")))
 }
 
-fn parse_records(headers: &HeaderMap, body: Bytes) -> Result<Vec<ProduceRecord>, ApiError> {
-    let records = if content_type(headers).as_deref() == Some(wire::CONTENT_TYPE) {
-        wire::decode(body).map_err(|e| ApiError::invalid(format!("malformed binary body: {e}")))?
+fn parse_records(headers: &HeaderMap, body: Bytes) -> Result<Produce, ApiError> {
+    let produce = if content_type(headers).as_deref() == Some(wire::CONTENT_TYPE) {
+        let records =
+            wire::decode(body).map_err(|e| ApiError::invalid(format!("malformed binary body: {e}")))?;
+        Produce { records, expected_offset: None }
     } else {
         let parsed: ProduceBody = json_body(headers, &body)?;
-        from_json(parsed)?
+        let expected_offset = parsed.expected_offset;
+        Produce { records: from_json(parsed)?, expected_offset }
     };
-    if records.is_empty() {
+    if produce.records.is_empty() {
         return Err(ApiError::invalid("records must not be empty"));
     }
-    Ok(records)
+    Ok(produce)
 }
 
 fn from_json(body: ProduceBody) -> Result<Vec<ProduceRecord>, ApiError> {
@@ -162,6 +215,7 @@ async fn append(
     topic: TopicName,
     fixed: Option<PartitionId>,
     records: Vec<ProduceRecord>,
+    guard: Option<RequestGuard>,
     permit: BufferPermit,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let info = state.controller.describe_topic(&topic).await?;
@@ -208,7 +262,15 @@ async fn append(
     }
     let count = batch.len() as u64;
     let bytes: usize = batch.iter().map(|r| r.record.size()).sum();
-    let acked = state.batcher.append(topic, info.id, batch, permit).await?;
+    let keyed = guard.as_ref().is_some_and(|g| g.idempotency_key.is_some());
+    let acked = state.batcher.append(topic, info.id, batch, guard, permit).await.map_err(|e| {
+        let mut e = ApiError::from(e);
+        if keyed && e.code == ErrorCode::OutcomeUnknown {
+            // the idempotency key makes the retry safe
+            e.retryable = Some(true);
+        }
+        e
+    })?;
     state.metrics.records_in.inc_by(count);
     state.metrics.bytes_in.inc_by(bytes as u64);
     Ok(Json(ProduceResponse {
