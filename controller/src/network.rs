@@ -1,15 +1,141 @@
-//! The Raft network. A single-node controller has no peers to reach: every RPC
-//! reports the target unreachable. The HTTP network for clusters replaces it.
+//! The Raft network: RPCs as JSON over HTTP (`POST /raft/{append,vote,snapshot}`
+//! on each controller, served by [`raft_router`]). A single-node controller
+//! uses [`SingleNodeNetwork`], which has no peers to reach.
 
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
 use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, Raft, TypeConfig};
+
+type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+/// Serves this node's side of the Raft RPCs.
+pub fn raft_router(raft: Raft) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .with_state(raft)
+}
+
+async fn append(
+    State(raft): State<Raft>,
+    Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    Json(raft.append_entries(rpc).await)
+}
+
+async fn vote(
+    State(raft): State<Raft>,
+    Json(rpc): Json<VoteRequest<NodeId>>,
+) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    Json(raft.vote(rpc).await)
+}
+
+async fn snapshot(
+    State(raft): State<Raft>,
+    Json(rpc): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    Json(raft.install_snapshot(rpc).await)
+}
+
+/// Network factory for a controller cluster: one HTTP client for all peers.
+#[derive(Debug, Clone)]
+pub struct HttpNetwork {
+    http: reqwest::Client,
+}
+
+impl HttpNetwork {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http }
+    }
+}
+
+impl Default for HttpNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A connection to one peer.
+pub struct HttpPeer {
+    http: reqwest::Client,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = HttpPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        HttpPeer { http: self.http.clone(), target, addr: node.addr.clone() }
+    }
+}
+
+impl HttpPeer {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, RaftError<NodeId, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("http://{}/raft/{path}", self.addr);
+        let response = self
+            .http
+            .post(url)
+            .timeout(option.hard_ttl())
+            .json(rpc)
+            .send()
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            response.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        self.call("vote", &rpc, &option).await
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("node {0} is not reachable: this controller runs as a single node")]
@@ -28,8 +154,6 @@ impl RaftNetworkFactory<TypeConfig> for SingleNodeNetwork {
         NoConnection(target)
     }
 }
-
-type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, BasicNode, E>>;
 
 impl RaftNetwork<TypeConfig> for NoConnection {
     async fn append_entries(

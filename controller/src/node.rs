@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, SnapshotPolicy};
 use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
 use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead};
 use crate::model::{MetaError, TopicConfig, TopicInfo};
-use crate::network::SingleNodeNetwork;
+use crate::network::{HttpNetwork, SingleNodeNetwork};
 use crate::store::{LogStore, SharedState, StateMachineStore};
-use crate::types::{Command, CommandReply, CommitSegment, NodeId, Raft};
+use crate::types::{Command, CommandReply, CommitSegment, NodeId, Raft, TypeConfig};
 
 /// How long a write may wait for its entry to be applied before its outcome
 /// is reported as unknown.
@@ -59,6 +60,37 @@ impl ControllerNode {
     /// Starts a single-node controller, initializing the cluster on first run,
     /// and waits until it leads.
     pub async fn start_single(config: NodeConfig) -> Result<Self, StartError> {
+        let members = BTreeMap::from([(config.id, BasicNode::default())]);
+        let node = Self::start(&config, SingleNodeNetwork, members).await?;
+        node.raft
+            .wait(Some(Duration::from_secs(30)))
+            .current_leader(config.id, "single node elects itself")
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        Ok(node)
+    }
+
+    /// Starts one node of a cluster whose members are `peers` (id → `host:port`
+    /// of its Raft RPC server, see [`crate::network::raft_router`]). The node
+    /// with the lowest id initializes the cluster on its first start, so no
+    /// manual step is needed; the others wait to be contacted. Returns at once:
+    /// a leader is elected as soon as a majority is up.
+    pub async fn start_cluster(
+        config: NodeConfig,
+        peers: BTreeMap<NodeId, String>,
+    ) -> Result<Self, StartError> {
+        if !peers.contains_key(&config.id) {
+            return Err(StartError::Raft(format!("node {} is not among the peers", config.id)));
+        }
+        let members = peers.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+        Self::start(&config, HttpNetwork::new(), members).await
+    }
+
+    async fn start<N: RaftNetworkFactory<TypeConfig>>(
+        config: &NodeConfig,
+        network: N,
+        members: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<Self, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
@@ -76,18 +108,14 @@ impl ControllerNode {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let raft = Raft::new(config.id, Arc::new(raft_config), SingleNodeNetwork, log, sm)
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized {
-            let members = BTreeMap::from([(config.id, BasicNode::default())]);
+        let bootstrapper = members.keys().next() == Some(&config.id);
+        if !initialized && bootstrapper {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        raft.wait(Some(Duration::from_secs(30)))
-            .current_leader(config.id, "single node elects itself")
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
         Ok(Self { id: config.id, raft, shared })
     }
 
