@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod client;
+mod cluster;
 mod dev;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,10 @@ struct Cli {
 enum Command {
     /// Run controller and gateway in one process, data in a local directory.
     Dev(dev::DevArgs),
+    /// Run one node of a controller cluster.
+    Controller(cluster::ControllerArgs),
+    /// Run a stateless gateway against a controller cluster.
+    Gateway(cluster::GatewayCmdArgs),
     /// Create, list, describe or delete topics.
     Topic(client::TopicArgs),
     /// Produce one record per line of standard input.
@@ -60,6 +65,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Controller(args) => cluster::controller(args).await,
+            Command::Gateway(args) => cluster::gateway(args).await,
             Command::Topic(args) => client::topic(args).await,
             Command::Produce(args) => client::produce(args).await,
             Command::Consume(args) => client::consume(args).await,

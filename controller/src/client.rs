@@ -10,13 +10,17 @@ use shale_core::{Offset, PartitionId, TopicName};
 use crate::model::{ChunkRef, MetaError, TopicConfig, TopicInfo};
 use crate::types::CommitSegment;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
     #[error(transparent)]
     Meta(#[from] MetaError),
     /// Nothing was committed; the request may be retried.
     #[error("controller unavailable: {0}")]
     Unavailable(String),
+    /// This node is not the leader; nothing was committed. `leader` is the
+    /// leader's address when known.
+    #[error("not the controller leader (leader: {leader:?})")]
+    NotLeader { leader: Option<String> },
     /// The command was proposed but its fate is not known.
     #[error("controller outcome unknown: {0}")]
     OutcomeUnknown(String),

@@ -11,10 +11,12 @@
 //! - [`node`]: a running controller node and its [`Controller`] API.
 //! - [`client`]: the [`Controller`] trait the gateway talks to.
 
+pub mod api;
 pub mod client;
 pub mod model;
 pub mod network;
 pub mod node;
+pub mod remote;
 pub mod store;
 pub mod types;
 

@@ -134,12 +134,13 @@ impl ControllerNode {
         }
     }
 
-    async fn write(&self, command: Command) -> Result<CommandReply, ControllerError> {
+    /// Proposes a command and waits until it is applied.
+    pub async fn write(&self, command: Command) -> Result<CommandReply, ControllerError> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
             Err(_) => Err(ControllerError::OutcomeUnknown("timed out waiting for the commit".into())),
             Ok(Ok(response)) => Ok(response.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ControllerError::Unavailable(format!("not the leader (leader: {:?})", f.leader_id)))
+                Err(ControllerError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(ControllerError::Unavailable(e.to_string()))

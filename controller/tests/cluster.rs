@@ -100,9 +100,10 @@ async fn three_nodes_elect_replicate_and_fail_over() {
     let leader_node = members[first].as_ref().expect("live").node.clone();
     let follower = members.iter().flatten().find(|m| m.node.id() != leader_node.id()).expect("follower");
     let refused = follower.node.create_topic(topic(), 1, TopicConfig::default(), 0).await;
+    let hint = Some(peers[&leader_node.id()].clone());
     assert!(
-        matches!(refused, Err(ControllerError::Unavailable(_))),
-        "a follower does not take writes: {refused:?}"
+        matches!(&refused, Err(ControllerError::NotLeader { leader }) if *leader == hint),
+        "a follower does not take writes and names the leader: {refused:?}"
     );
 
     let info = leader_node.create_topic(topic(), 1, TopicConfig::default(), 0).await.expect("create");

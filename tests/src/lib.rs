@@ -10,7 +10,7 @@ pub mod history;
 pub mod process;
 
 pub use history::History;
-pub use process::{Backend, Client, Shale};
+pub use process::{Backend, Client, Process, Shale};
 
 /// A unique name for one test run's objects (an S3 key prefix).
 pub fn unique(name: &str) -> String {

@@ -49,6 +49,16 @@ impl Backend {
         }
     }
 
+    /// Store flags for `shale dev` or `shale gateway`; each S3 run gets its own
+    /// prefix, and the local disk uses `local_dir` for `gateway` (`dev` picks
+    /// its own).
+    pub fn store_args(&self, prefix: &str, local_dir: &Path) -> Vec<String> {
+        match self {
+            Backend::Local => vec![format!("--store=file://{}", local_dir.display())],
+            Backend::S3 { .. } => self.args(prefix),
+        }
+    }
+
     /// Flags for `shale dev`; each S3 run gets its own prefix.
     fn args(&self, prefix: &str) -> Vec<String> {
         match self {
@@ -75,6 +85,69 @@ pub fn binary() -> PathBuf {
     dir.join("shale")
 }
 
+/// Starts `shale ARGS` (a server command that prints its URL on its first line
+/// of output), logging to `log`; returns the process and the URL.
+pub async fn spawn_shale(args: &[String], log: &Path) -> anyhow::Result<(Child, String)> {
+    let bin = binary();
+    if !bin.exists() {
+        bail!("{} is missing: build it first (cargo build --bin shale)", bin.display());
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut child = Command::new(&bin)
+        .args(args)
+        .env("SHALE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("shale did not print its URL within 60 s")??
+        .context("shale exited before printing its URL")?;
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .with_context(|| format!("no URL in {line:?}"))?
+        .to_owned();
+    Ok((child, url))
+}
+
+/// Any `shale` server process, restartable with the same arguments. Killed when dropped.
+pub struct Process {
+    child: Child,
+    pub url: String,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Process {
+    pub async fn start(args: Vec<String>, log: PathBuf) -> anyhow::Result<Self> {
+        let (child, url) = spawn_shale(&args, &log).await?;
+        Ok(Self { child, url, args, log })
+    }
+
+    /// `kill -9`.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.child.start_kill()?;
+            self.child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again with the same arguments (and data).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9().await?;
+        let (child, url) = spawn_shale(&self.args, &self.log).await?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+}
+
 /// A running `shale dev`. Killed when dropped.
 pub struct Shale {
     child: Child,
@@ -97,35 +170,10 @@ impl Shale {
     }
 
     async fn spawn(data_dir: PathBuf, args: Vec<String>) -> anyhow::Result<Self> {
-        let bin = binary();
-        if !bin.exists() {
-            bail!("{} is missing: build it first (cargo build --bin shale)", bin.display());
-        }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("shale.log"))?;
-        let mut child = Command::new(&bin)
-            .arg("dev")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(&args)
-            .env("SHALE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .context("shale did not print its URL within 60 s")??
-            .context("shale exited before printing its URL")?;
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .with_context(|| format!("no URL in {line:?}"))?
-            .to_owned();
+        let mut full = vec!["dev".to_owned(), "--data-dir".to_owned(), data_dir.display().to_string()];
+        full.push("--listen=127.0.0.1:0".into());
+        full.extend(args.iter().cloned());
+        let (child, url) = spawn_shale(&full, &data_dir.join("shale.log")).await?;
         let shale = Self { child, url, data_dir, args };
         shale.client().wait_ready().await?;
         Ok(shale)

@@ -47,6 +47,7 @@ async fn concurrent_producers_read_back_exactly_once() -> anyhow::Result<()> {
                     history: history.clone(),
                     stop: stop.clone(),
                     stop_on_error: false,
+                    keep_going: false,
                 };
                 tokio::spawn(producer.run())
             })
@@ -100,6 +101,7 @@ async fn kill9_during_sustained_produce_loses_no_acknowledged_record() -> anyhow
                 history: history.clone(),
                 stop: stop.clone(),
                 stop_on_error: requests.is_none(),
+                keep_going: false,
             };
             tokio::spawn(producer.run())
         };

@@ -88,6 +88,9 @@ impl From<ControllerError> for ApiError {
         match e {
             ControllerError::Meta(m) => m.into(),
             ControllerError::Unavailable(m) => ApiError::new(ErrorCode::ControllerUnavailable, m),
+            e @ ControllerError::NotLeader { .. } => {
+                ApiError::new(ErrorCode::ControllerUnavailable, e.to_string())
+            }
             ControllerError::OutcomeUnknown(m) => ApiError::new(ErrorCode::OutcomeUnknown, m),
         }
     }

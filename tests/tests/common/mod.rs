@@ -34,13 +34,25 @@ pub struct Producer {
     /// A failed request ends the run quietly (the server was killed) instead
     /// of failing it.
     pub stop_on_error: bool,
+    /// A failed request is skipped and producing goes on (a controller fails
+    /// over behind the gateway). Its records may or may not be in the log.
+    pub keep_going: bool,
 }
 
 impl Producer {
     /// Runs until done; returns the number of acknowledged requests.
     pub async fn run(self) -> anyhow::Result<usize> {
-        let Producer { client, topic, name: producer, routing, requests, history, stop, stop_on_error } =
-            self;
+        let Producer {
+            client,
+            topic,
+            name: producer,
+            routing,
+            requests,
+            history,
+            stop,
+            stop_on_error,
+            keep_going,
+        } = self;
         let mut seq = 0u64;
         let mut sent = 0;
         while requests.is_none_or(|n| sent < n) && !stop.load(Ordering::Relaxed) {
@@ -64,11 +76,16 @@ impl Producer {
             let (status, reply) = match answer {
                 Ok(a) => a,
                 Err(_) if stop_on_error => break,
+                Err(_) if keep_going => (0, serde_json::Value::Null),
                 Err(e) => return Err(e),
             };
             if status != 200 {
                 if stop_on_error {
                     break;
+                }
+                if keep_going {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
                 }
                 bail!("{producer}: produce answered {status} {reply}");
             }

@@ -1,0 +1,98 @@
+//! `shale controller` (one node of a controller cluster) and `shale gateway`
+//! (a stateless gateway against a cluster).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use shale_controller::api::controller_router;
+use shale_controller::remote::RemoteController;
+use shale_controller::{ControllerNode, NodeConfig};
+use shale_core::SystemClock;
+use shale_gateway::{AppState, GatewayMetrics, router, serve};
+
+use crate::args::{GatewayArgs, StoreArgs};
+use crate::dev::shutdown_signal;
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// This node's id, as in --peers.
+    #[arg(long, env = "SHALE_NODE_ID")]
+    id: u64,
+    /// Address for Raft RPCs and the controller API; must match this node's --peers entry.
+    #[arg(long, env = "SHALE_LISTEN")]
+    listen: String,
+    /// Every node of the cluster: ID=HOST:PORT,ID=HOST:PORT,…
+    #[arg(long, env = "SHALE_PEERS", value_delimiter = ',', required = true)]
+    peers: Vec<String>,
+    /// Where this node keeps its Raft log and snapshots.
+    #[arg(long, env = "SHALE_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
+    peers
+        .iter()
+        .map(|p| {
+            let (id, addr) = p.split_once('=').with_context(|| format!("peer {p:?} is not ID=HOST:PORT"))?;
+            Ok((id.trim().parse().with_context(|| format!("peer id in {p:?}"))?, addr.trim().to_owned()))
+        })
+        .collect()
+}
+
+pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let peers = parse_peers(&args.peers)?;
+    if !peers.contains_key(&args.id) {
+        bail!("--id {} is not among --peers", args.id);
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let node = ControllerNode::start_cluster(NodeConfig::new(args.id, args.data_dir.clone()), peers)
+        .await
+        .context("starting the controller node")?;
+    tracing::info!(id = args.id, %addr, "controller started");
+    println!("shale controller {} listening on http://{addr}", args.id);
+    std::io::stdout().flush()?;
+    serve(listener, controller_router(node.clone()), shutdown_signal()).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayCmdArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "SHALE_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// The controller nodes: URL,URL,…
+    #[arg(long, env = "SHALE_CONTROLLERS", value_delimiter = ',', required = true)]
+    controllers: Vec<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
+    let config = args.gateway.config()?;
+    let Some(url) = args.store.store.clone() else {
+        bail!("--store is required: the gateway writes segments there (file://DIR or s3://BUCKET/PREFIX)");
+    };
+    let metrics = Arc::new(GatewayMetrics::new());
+    let store = args.store.open(&url, metrics.store.clone())?;
+    let controller = Arc::new(RemoteController::new(args.controllers.clone()));
+    let state = AppState::new(config, controller, store, metrics, Arc::new(SystemClock));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, controllers = ?args.controllers, "gateway started");
+    println!("shale gateway listening on http://{addr}");
+    std::io::stdout().flush()?;
+    serve(listener, router(state), shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! The controller's HTTP API, served by every node next to its Raft RPCs:
+//! writes are taken by the leader (a follower answers `NotLeader` with the
+//! leader's address, and [`crate::remote::RemoteController`] follows it);
+//! reads are served by any node, since the index only grows.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shale_core::{Offset, PartitionId, TopicName};
+
+use crate::client::{Controller, ControllerError, PartitionRead};
+use crate::model::{MetaError, TopicInfo};
+use crate::network::raft_router;
+use crate::node::ControllerNode;
+use crate::types::{Command, CommandReply};
+
+/// Longest a read may long-poll.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub type ApiResult<T> = Json<Result<T, ControllerError>>;
+
+/// Raft RPCs and the controller API of one node.
+pub fn controller_router(node: ControllerNode) -> Router {
+    let api = Router::new()
+        .route("/api/write", post(write))
+        .route("/api/topics", get(list))
+        .route("/api/topics/{topic}", get(describe))
+        .route("/api/read", get(read))
+        .route("/api/status", get(status))
+        .with_state(node.clone());
+    raft_router(node.raft().clone()).merge(api)
+}
+
+async fn write(State(node): State<ControllerNode>, Json(command): Json<Command>) -> ApiResult<CommandReply> {
+    Json(node.write(command).await)
+}
+
+async fn list(State(node): State<ControllerNode>) -> ApiResult<Vec<TopicInfo>> {
+    Json(node.list_topics().await)
+}
+
+async fn describe(State(node): State<ControllerNode>, Path(topic): Path<String>) -> ApiResult<TopicInfo> {
+    let Ok(name) = TopicName::new(topic.clone()) else {
+        return Json(Err(MetaError::TopicNotFound(topic).into()));
+    };
+    Json(node.describe_topic(&name).await)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadQuery {
+    pub topic: TopicName,
+    pub partition: PartitionId,
+    pub from: Offset,
+    pub max_chunks: usize,
+    pub wait_ms: u64,
+}
+
+async fn read(State(node): State<ControllerNode>, Query(q): Query<ReadQuery>) -> ApiResult<PartitionRead> {
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
+    Json(node.read_partition(&q.topic, q.partition, q.from, q.max_chunks, wait).await)
+}
+
+/// What a node knows of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_applied: Option<u64>,
+}
+
+async fn status(State(node): State<ControllerNode>) -> Json<Status> {
+    let m = node.raft().metrics().borrow().clone();
+    Json(Status {
+        id: node.id(),
+        leader: m.current_leader,
+        term: m.current_term,
+        last_applied: m.last_applied.map(|l| l.index),
+    })
+}

@@ -1,0 +1,202 @@
+//! A [`Controller`] reached over HTTP. Writes go to the leader, following
+//! `NotLeader` hints; reads go to any node that answers. A write is tried on
+//! another node only when it was certainly not committed (the connection was
+//! refused, or the node refused it); a lost answer is `OutcomeUnknown`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shale_core::{Offset, PartitionId, TopicName};
+use tokio::time::Instant;
+
+use crate::api::{ReadQuery, Status};
+use crate::client::{Controller, ControllerError, PartitionRead};
+use crate::model::{MetaError, TopicConfig, TopicInfo};
+use crate::types::{Command, CommandReply, CommitSegment};
+
+/// How long a write keeps looking for a leader (an election takes well under this).
+const FIND_LEADER_FOR: Duration = Duration::from_secs(10);
+/// How long one write may wait for its answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct RemoteController {
+    http: reqwest::Client,
+    /// `host:port` of every controller node.
+    nodes: Vec<String>,
+    leader: Mutex<Option<String>>,
+}
+
+impl RemoteController {
+    /// `nodes` as `host:port` or `http://host:port`.
+    pub fn new(nodes: Vec<String>) -> Self {
+        let nodes = nodes
+            .into_iter()
+            .map(|n| n.trim_start_matches("http://").trim_end_matches('/').to_owned())
+            .collect();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, nodes, leader: Mutex::new(None) }
+    }
+
+    fn leader_guess(&self) -> Option<String> {
+        self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_leader(&self, addr: Option<String>) {
+        *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = addr;
+    }
+
+    async fn write(&self, command: &Command) -> Result<CommandReply, ControllerError> {
+        let deadline = Instant::now() + FIND_LEADER_FOR;
+        let mut next = self.leader_guess();
+        let mut i = 0;
+        loop {
+            let addr = next.take().unwrap_or_else(|| {
+                i += 1;
+                self.nodes[i % self.nodes.len().max(1)].clone()
+            });
+            let sent = self
+                .http
+                .post(format!("http://{addr}/api/write"))
+                .timeout(WRITE_TIMEOUT)
+                .json(command)
+                .send()
+                .await;
+            let answer: Result<CommandReply, ControllerError> = match sent {
+                // nothing was sent: another node may take it
+                Err(e) if e.is_connect() => Err(ControllerError::Unavailable(e.to_string())),
+                Err(e) => return Err(ControllerError::OutcomeUnknown(e.to_string())),
+                Ok(response) => match response.json().await {
+                    Ok(answer) => answer,
+                    Err(e) => return Err(ControllerError::OutcomeUnknown(e.to_string())),
+                },
+            };
+            match answer {
+                Err(ControllerError::NotLeader { leader }) => {
+                    self.set_leader(leader.clone());
+                    next = leader;
+                }
+                Err(ControllerError::Unavailable(_)) => self.set_leader(None),
+                other => {
+                    self.set_leader(Some(addr));
+                    return other;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ControllerError::Unavailable("no controller leader answered".into()));
+            }
+            if next.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// A read from the first node that answers.
+    async fn read<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        path: &str,
+        query: Option<&Q>,
+        timeout: Duration,
+    ) -> Result<T, ControllerError> {
+        let mut last = String::from("no controller nodes");
+        let order = self.leader_guess().into_iter().chain(self.nodes.iter().cloned());
+        for addr in order {
+            let mut request = self.http.get(format!("http://{addr}{path}")).timeout(timeout);
+            if let Some(q) = query {
+                request = request.query(q);
+            }
+            match request.send().await {
+                Ok(response) => match response.json::<Result<T, ControllerError>>().await {
+                    Ok(answer) => return answer,
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(ControllerError::Unavailable(last))
+    }
+}
+
+fn unexpected(reply: CommandReply) -> ControllerError {
+    ControllerError::OutcomeUnknown(format!("unexpected reply {reply:?}"))
+}
+
+#[async_trait]
+impl Controller for RemoteController {
+    async fn create_topic(
+        &self,
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    ) -> Result<TopicInfo, ControllerError> {
+        match self.write(&Command::CreateTopic { name, partitions, config, created_ms }).await? {
+            CommandReply::TopicCreated(info) => Ok(info),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
+        match self.write(&Command::DeleteTopic { name }).await? {
+            CommandReply::TopicDeleted => Ok(()),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {
+        self.read::<_, ()>("/api/topics", None, Duration::from_secs(5)).await
+    }
+
+    async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError> {
+        self.read::<_, ()>(&format!("/api/topics/{name}"), None, Duration::from_secs(5)).await
+    }
+
+    async fn commit_segment(
+        &self,
+        commit: CommitSegment,
+    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
+        match self.write(&Command::CommitSegment(commit)).await? {
+            CommandReply::Committed(outcomes) => Ok(outcomes),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn read_partition(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        from: Offset,
+        max_chunks: usize,
+        wait: Duration,
+    ) -> Result<PartitionRead, ControllerError> {
+        let query =
+            ReadQuery { topic: topic.clone(), partition, from, max_chunks, wait_ms: wait.as_millis() as u64 };
+        self.read("/api/read", Some(&query), wait + Duration::from_secs(5)).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        for addr in &self.nodes {
+            let status = self
+                .http
+                .get(format!("http://{addr}/api/status"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(response) = status
+                && let Ok(s) = response.json::<Status>().await
+                && s.leader.is_some()
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
