@@ -138,6 +138,15 @@ impl Process {
         Ok(())
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) with `kill`.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("process has exited")?;
+        let status =
+            std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+        Ok(())
+    }
+
     /// Starts it again with the same arguments (and data).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9().await?;
