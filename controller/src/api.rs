@@ -30,6 +30,7 @@ pub fn controller_router(node: ControllerNode) -> Router {
         .route("/api/topics/{topic}", get(describe))
         .route("/api/read", get(read))
         .route("/api/status", get(status))
+        .route("/api/members", post(members))
         .with_state(node.clone());
     raft_router(node.raft().clone()).merge(api)
 }
@@ -79,5 +80,26 @@ async fn status(State(node): State<ControllerNode>) -> Json<Status> {
         leader: m.current_leader,
         term: m.current_term,
         last_applied: m.last_applied.map(|l| l.index),
+    })
+}
+
+/// A membership change, sent to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// Add a node (`addr` is its `host:port`): it catches up as a learner, then votes.
+    Add {
+        id: u64,
+        addr: String,
+    },
+    Remove {
+        id: u64,
+    },
+}
+
+async fn members(State(node): State<ControllerNode>, Json(change): Json<MemberChange>) -> ApiResult<()> {
+    Json(match change {
+        MemberChange::Add { id, addr } => node.add_node(id, addr).await,
+        MemberChange::Remove { id } => node.remove_node(id).await,
     })
 }

@@ -1,7 +1,7 @@
 //! A running controller node: openraft with our stores, and the
 //! [`Controller`] API served from it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,14 +139,45 @@ impl ControllerNode {
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
             Err(_) => Err(ControllerError::OutcomeUnknown("timed out waiting for the commit".into())),
             Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ControllerError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(ControllerError::Unavailable(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(ControllerError::OutcomeUnknown(e.to_string())),
+            Ok(Err(e)) => Err(write_error(e)),
         }
+    }
+
+    /// The current voters.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+    }
+
+    /// Adds a node: first as a learner that catches up, then as a voter.
+    /// Call on the leader.
+    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<(), ControllerError> {
+        self.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(write_error)?;
+        let mut voters = self.voters();
+        voters.insert(id);
+        self.raft.change_membership(voters, false).await.map_err(write_error)?;
+        Ok(())
+    }
+
+    /// Removes a voter. Call on the leader.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ControllerError> {
+        let mut voters = self.voters();
+        if !voters.remove(&id) {
+            return Err(MetaError::Invalid(format!("node {id} is not a voter")).into());
+        }
+        self.raft.change_membership(voters, false).await.map_err(write_error)?;
+        Ok(())
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ControllerError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ControllerError::NotLeader { leader: f.leader_node.map(|n| n.addr) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ControllerError::Unavailable(e.to_string())
+        }
+        RaftError::Fatal(e) => ControllerError::OutcomeUnknown(e.to_string()),
     }
 }
 

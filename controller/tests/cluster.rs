@@ -72,6 +72,77 @@ async fn high_watermark(node: &ControllerNode) -> u64 {
     node.describe_topic(&topic()).await.map_or(0, |t| t.partitions[0].high_watermark)
 }
 
+/// Starts node `id` of a cluster with `peers`, serving Raft and the API on `listener`.
+async fn start(id: u64, peers: &BTreeMap<u64, String>, listener: tokio::net::TcpListener) -> Member {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = ControllerNode::start_cluster(NodeConfig::new(id, dir.path().to_owned()), peers.clone())
+        .await
+        .expect("start");
+    let app = shale_controller::api::controller_router(node.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Member { node, server, _dir: dir }
+}
+
+async fn listeners(n: usize) -> Vec<tokio::net::TcpListener> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_catches_up_and_another_leaves() {
+    let mut ls = listeners(4).await;
+    let fourth = ls.pop().expect("listener");
+    let mut peers: BTreeMap<u64, String> = ls
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
+        .collect();
+    let mut members: Vec<Option<Member>> = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(Some(start(i as u64 + 1, &peers, l).await));
+    }
+    eventually("a leader", async || leader(&members).is_some()).await;
+    let leader_node = members[leader(&members).expect("leader")].as_ref().expect("live").node.clone();
+    let info = leader_node.create_topic(topic(), 1, TopicConfig::default(), 0).await.expect("create");
+    for n in 0..2 {
+        leader_node.commit_segment(segment(info.id, n)).await.expect("commit");
+    }
+
+    // node 4 joins: it knows the cluster; the cluster learns of it by a membership change
+    let addr4 = fourth.local_addr().expect("addr").to_string();
+    peers.insert(4, addr4.clone());
+    let joined = start(4, &peers, fourth).await;
+    leader_node.add_node(4, addr4).await.expect("add node 4");
+    assert_eq!(leader_node.voters(), [1, 2, 3, 4].into_iter().collect());
+    eventually("node 4 catches up", async || high_watermark(&joined.node).await == 6).await;
+
+    // a follower leaves; the remaining three go on, node 4 among them
+    let leaving = (1..=3).find(|id| *id != leader_node.id()).expect("a follower");
+    // through the HTTP API, as an operator would
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/api/members", peers[&leader_node.id()]))
+        .json(&serde_json::json!({"remove": {"id": leaving}}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer, serde_json::json!({"Ok": null}), "remove node {leaving}");
+    assert!(!leader_node.voters().contains(&leaving));
+    assert_eq!(leader_node.voters().len(), 3);
+    let outcome = leader_node.commit_segment(segment(info.id, 2)).await.expect("commit after the change");
+    assert_eq!(outcome, vec![Ok(6)]);
+    eventually("node 4 applies it", async || high_watermark(&joined.node).await == 9).await;
+    let refused = leader_node.remove_node(leaving).await;
+    assert!(refused.is_err(), "removing a non-member is refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_replicate_and_fail_over() {
     let mut listeners = Vec::new();
