@@ -86,3 +86,40 @@ pub trait Controller: Send + Sync + 'static {
     /// Whether the controller can take writes now (it knows a leader).
     async fn is_ready(&self) -> bool;
 }
+
+/// Turning command replies into API results, shared by every [`Controller`].
+pub mod replies {
+    use shale_core::Offset;
+
+    use super::ControllerError;
+    use crate::model::{MetaError, TopicInfo};
+    use crate::types::CommandReply;
+
+    fn unexpected(reply: CommandReply) -> ControllerError {
+        ControllerError::OutcomeUnknown(format!("unexpected reply {reply:?}"))
+    }
+
+    pub fn topic_created(reply: CommandReply) -> Result<TopicInfo, ControllerError> {
+        match reply {
+            CommandReply::TopicCreated(info) => Ok(info),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn topic_deleted(reply: CommandReply) -> Result<(), ControllerError> {
+        match reply {
+            CommandReply::TopicDeleted => Ok(()),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn committed(reply: CommandReply) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
+        match reply {
+            CommandReply::Committed(outcomes) => Ok(outcomes),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+}

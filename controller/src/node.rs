@@ -13,7 +13,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
-use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead};
+use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead, replies};
 use crate::model::{MetaError, TopicConfig, TopicInfo};
 use crate::network::{HttpNetwork, SingleNodeNetwork};
 use crate::store::{LogStore, SharedState, StateMachineStore};
@@ -181,10 +181,6 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Con
     }
 }
 
-fn unexpected(reply: CommandReply) -> ControllerError {
-    ControllerError::OutcomeUnknown(format!("unexpected reply {reply:?}"))
-}
-
 #[async_trait]
 impl Controller for ControllerNode {
     async fn create_topic(
@@ -194,19 +190,13 @@ impl Controller for ControllerNode {
         config: TopicConfig,
         created_ms: i64,
     ) -> Result<TopicInfo, ControllerError> {
-        match self.write(Command::CreateTopic { name, partitions, config, created_ms }).await? {
-            CommandReply::TopicCreated(info) => Ok(info),
-            CommandReply::Failed(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        replies::topic_created(
+            self.write(Command::CreateTopic { name, partitions, config, created_ms }).await?,
+        )
     }
 
     async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
-        match self.write(Command::DeleteTopic { name }).await? {
-            CommandReply::TopicDeleted => Ok(()),
-            CommandReply::Failed(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        replies::topic_deleted(self.write(Command::DeleteTopic { name }).await?)
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {
@@ -223,11 +213,7 @@ impl Controller for ControllerNode {
         &self,
         commit: CommitSegment,
     ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        match self.write(Command::CommitSegment(commit)).await? {
-            CommandReply::Committed(outcomes) => Ok(outcomes),
-            CommandReply::Failed(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        replies::committed(self.write(Command::CommitSegment(commit)).await?)
     }
 
     async fn read_partition(

@@ -14,7 +14,7 @@ use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
 use crate::api::{ReadQuery, Status};
-use crate::client::{Controller, ControllerError, PartitionRead};
+use crate::client::{Controller, ControllerError, PartitionRead, replies};
 use crate::model::{MetaError, TopicConfig, TopicInfo};
 use crate::types::{Command, CommandReply, CommitSegment};
 
@@ -157,10 +157,6 @@ impl RemoteController {
     }
 }
 
-fn unexpected(reply: CommandReply) -> ControllerError {
-    ControllerError::OutcomeUnknown(format!("unexpected reply {reply:?}"))
-}
-
 #[async_trait]
 impl Controller for RemoteController {
     async fn create_topic(
@@ -170,19 +166,13 @@ impl Controller for RemoteController {
         config: TopicConfig,
         created_ms: i64,
     ) -> Result<TopicInfo, ControllerError> {
-        match self.write(&Command::CreateTopic { name, partitions, config, created_ms }).await? {
-            CommandReply::TopicCreated(info) => Ok(info),
-            CommandReply::Failed(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        replies::topic_created(
+            self.write(&Command::CreateTopic { name, partitions, config, created_ms }).await?,
+        )
     }
 
     async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
-        match self.write(&Command::DeleteTopic { name }).await? {
-            CommandReply::TopicDeleted => Ok(()),
-            CommandReply::Failed(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        replies::topic_deleted(self.write(&Command::DeleteTopic { name }).await?)
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {
@@ -197,11 +187,7 @@ impl Controller for RemoteController {
         &self,
         commit: CommitSegment,
     ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        match self.write(&Command::CommitSegment(commit)).await? {
-            CommandReply::Committed(outcomes) => Ok(outcomes),
-            CommandReply::Failed(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        replies::committed(self.write(&Command::CommitSegment(commit)).await?)
     }
 
     async fn read_partition(
