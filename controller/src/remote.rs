@@ -204,20 +204,6 @@ impl Controller for RemoteController {
     }
 
     async fn is_ready(&self) -> bool {
-        for addr in &self.nodes {
-            let status = self
-                .http
-                .get(format!("http://{addr}/api/status"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(response) = status
-                && let Ok(s) = response.json::<Status>().await
-                && s.leader.is_some()
-            {
-                return true;
-            }
-        }
-        false
+        self.discover().await.is_some()
     }
 }

@@ -159,10 +159,9 @@ impl Process {
 
 /// A running `shale dev`. Killed when dropped.
 pub struct Shale {
-    child: Child,
+    process: Process,
     pub url: String,
     data_dir: PathBuf,
-    args: Vec<String>,
 }
 
 impl Shale {
@@ -173,17 +172,12 @@ impl Shale {
         prefix: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let mut args = backend.args(prefix);
+        let mut args = vec!["dev".to_owned(), "--data-dir".to_owned(), data_dir.display().to_string()];
+        args.push("--listen=127.0.0.1:0".into());
+        args.extend(backend.args(prefix));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        Self::spawn(data_dir.to_owned(), args).await
-    }
-
-    async fn spawn(data_dir: PathBuf, args: Vec<String>) -> anyhow::Result<Self> {
-        let mut full = vec!["dev".to_owned(), "--data-dir".to_owned(), data_dir.display().to_string()];
-        full.push("--listen=127.0.0.1:0".into());
-        full.extend(args.iter().cloned());
-        let (child, url) = spawn_shale(&full, &data_dir.join("shale.log")).await?;
-        let shale = Self { child, url, data_dir, args };
+        let process = Process::start(args, data_dir.join("shale.log")).await?;
+        let shale = Self { url: process.url.clone(), process, data_dir: data_dir.to_owned() };
         shale.client().wait_ready().await?;
         Ok(shale)
     }
@@ -194,17 +188,15 @@ impl Shale {
 
     /// `kill -9`: no shutdown, no flush.
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
-        self.child.start_kill()?;
-        self.child.wait().await?;
-        Ok(())
+        self.process.kill9().await
     }
 
     /// Starts a new process on the same data directory and flags.
     pub async fn restart(mut self) -> anyhow::Result<Self> {
-        if self.child.try_wait()?.is_none() {
-            self.kill9().await?;
-        }
-        Self::spawn(self.data_dir.clone(), self.args.clone()).await
+        self.process.restart().await?;
+        self.url = self.process.url.clone();
+        self.client().wait_ready().await?;
+        Ok(self)
     }
 
     /// The server's log, for failure messages.
