@@ -97,6 +97,14 @@ pub struct GatewayArgs {
     /// Bytes of decoded chunks cached for readers.
     #[arg(long, env = "SHALE_CACHE_BYTES", default_value_t = 32 << 20)]
     pub cache_bytes: u64,
+    /// Gateway lease in milliseconds: this long after its last heartbeat a
+    /// gateway's partitions move to others.
+    #[arg(long, env = "SHALE_LEASE_MS", default_value_t = 10_000)]
+    pub lease_ms: u64,
+    /// The URL clients reach this gateway at, as shown as partition leader
+    /// (default: http:// plus the address it listens on).
+    #[arg(long, env = "SHALE_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 impl GatewayArgs {
@@ -110,6 +118,7 @@ impl GatewayArgs {
             format!("--max-request-bytes={}", self.max_request_bytes),
             format!("--compression={}", self.compression.as_str()),
             format!("--cache-bytes={}", self.cache_bytes),
+            format!("--lease-ms={}", self.lease_ms),
         ]
     }
 
@@ -122,9 +131,23 @@ impl GatewayArgs {
             max_request_bytes: self.max_request_bytes,
             compression: self.compression,
             cache_bytes: self.cache_bytes,
+            lease: Duration::from_millis(self.lease_ms),
             ..GatewayConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
+    }
+
+    /// The URL to advertise for a gateway listening on `addr`.
+    pub fn advertised_url(&self, addr: std::net::SocketAddr) -> String {
+        match &self.advertise {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                if addr.ip().is_unspecified() {
+                    tracing::warn!(%addr, "listening on all interfaces: set --advertise to the URL clients use");
+                }
+                format!("http://{addr}")
+            }
+        }
     }
 }

@@ -12,6 +12,8 @@ use shale_controller::api::controller_router;
 use shale_controller::remote::RemoteController;
 use shale_controller::{ControllerNode, NodeConfig};
 use shale_core::SystemClock;
+use shale_core::store::StoreMetrics;
+use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
 use crate::args::{GatewayArgs, StoreArgs};
@@ -31,6 +33,13 @@ pub struct ControllerArgs {
     /// Where this node keeps its Raft log and snapshots.
     #[arg(long, env = "SHALE_DATA_DIR")]
     data_dir: PathBuf,
+    /// Take a snapshot after this many log entries.
+    #[arg(long, env = "SHALE_SNAPSHOT_EVERY", default_value_t = 1000)]
+    snapshot_every: u64,
+    /// The bucket (the gateways' --store): the leader copies snapshots there,
+    /// and a node started with an empty --data-dir starts from the newest.
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -52,9 +61,19 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let node = ControllerNode::start_cluster(NodeConfig::new(args.id, args.data_dir.clone()), peers)
-        .await
-        .context("starting the controller node")?;
+    let store = match &args.store.store {
+        Some(url) => Some(args.store.open(url, StoreMetrics::default())?),
+        None => {
+            tracing::warn!("no --store: snapshots stay on this node's disk only");
+            None
+        }
+    };
+    let config = NodeConfig {
+        snapshot_every: args.snapshot_every.max(1),
+        store,
+        ..NodeConfig::new(args.id, args.data_dir.clone())
+    };
+    let node = ControllerNode::start_cluster(config, peers).await.context("starting the controller node")?;
     tracing::info!(id = args.id, %addr, "controller started");
     println!("shale controller {} listening on http://{addr}", args.id);
     std::io::stdout().flush()?;
@@ -85,14 +104,17 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(GatewayMetrics::new());
     let store = args.store.open(&url, metrics.store.clone())?;
     let controller = Arc::new(RemoteController::new(args.controllers.clone()));
-    let state = AppState::new(config, controller, store, metrics, Arc::new(SystemClock));
+    let lease = config.lease;
+    let state = AppState::new(config, controller.clone(), store, metrics, Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let registration = register(controller, args.gateway.advertised_url(addr), lease);
     tracing::info!(%addr, controllers = ?args.controllers, "gateway started");
     println!("shale gateway listening on http://{addr}");
     std::io::stdout().flush()?;
     serve(listener, router(state), shutdown_signal()).await?;
+    registration.leave().await;
     Ok(())
 }

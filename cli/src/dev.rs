@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use shale_controller::{ControllerNode, NodeConfig};
 use shale_core::SystemClock;
+use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
 use crate::args::{GatewayArgs, StoreArgs};
@@ -34,19 +35,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(GatewayMetrics::new());
     let default_store = format!("file://{}", data_dir.join("objects").display());
     let store = args.store.open(&default_store, metrics.store.clone())?;
-    let controller = ControllerNode::start_single(NodeConfig::new(1, data_dir.join("controller")))
-        .await
-        .context("starting the controller")?;
+    let node_config =
+        NodeConfig { store: Some(store.clone()), ..NodeConfig::new(1, data_dir.join("controller")) };
+    let controller = ControllerNode::start_single(node_config).await.context("starting the controller")?;
+    let lease = config.lease;
     let state =
         AppState::new(config, Arc::new(controller.clone()), store.clone(), metrics, Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let registration = register(Arc::new(controller.clone()), args.gateway.advertised_url(addr), lease);
     tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
     println!("shale dev listening on http://{addr}");
     std::io::stdout().flush()?;
     serve(listener, router(state), shutdown_signal()).await?;
+    registration.leave().await;
     controller.shutdown().await;
     Ok(())
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
-use crate::model::{ChunkRef, MetaError, TopicConfig, TopicInfo};
+use crate::model::{ChunkRef, GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::types::CommitSegment;
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
@@ -83,6 +83,13 @@ pub trait Controller: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<PartitionRead, ControllerError>;
 
+    /// Registers the gateway at `url` or extends its lease by `lease_ms`
+    /// (from the controller leader's clock).
+    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError>;
+
+    /// Ends the lease of the gateway at `url`, handing its partitions over.
+    async fn leave(&self, url: &str) -> Result<(), ControllerError>;
+
     /// Whether the controller can take writes now (it knows a leader).
     async fn is_ready(&self) -> bool;
 }
@@ -92,7 +99,7 @@ pub mod replies {
     use shale_core::Offset;
 
     use super::ControllerError;
-    use crate::model::{MetaError, TopicInfo};
+    use crate::model::{GatewayLease, MetaError, TopicInfo};
     use crate::types::CommandReply;
 
     fn unexpected(reply: CommandReply) -> ControllerError {
@@ -118,6 +125,22 @@ pub mod replies {
     pub fn committed(reply: CommandReply) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
         match reply {
             CommandReply::Committed(outcomes) => Ok(outcomes),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn lease(reply: CommandReply) -> Result<GatewayLease, ControllerError> {
+        match reply {
+            CommandReply::Lease(lease) => Ok(lease),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn gone(reply: CommandReply) -> Result<(), ControllerError> {
+        match reply {
+            CommandReply::GatewaysGone(_) => Ok(()),
             CommandReply::Failed(e) => Err(e.into()),
             other => Err(unexpected(other)),
         }

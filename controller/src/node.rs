@@ -7,21 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use object_store::ObjectStore;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, SnapshotPolicy};
-use shale_core::{Offset, PartitionId, TopicName};
+use shale_core::{Clock, Offset, PartitionId, SystemClock, TopicName};
 use tokio::time::Instant;
 
 use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead, replies};
-use crate::model::{MetaError, TopicConfig, TopicInfo};
+use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::network::{HttpNetwork, SingleNodeNetwork};
-use crate::store::{LogStore, SharedState, StateMachineStore};
-use crate::types::{Command, CommandReply, CommitSegment, NodeId, Raft, TypeConfig};
+use crate::store::{LogStore, SharedState, StateMachineStore, bucket};
+use crate::types::{Command, CommandReply, CommitSegment, LogId, NodeId, Raft, TypeConfig};
 
 /// How long a write may wait for its entry to be applied before its outcome
 /// is reported as unknown.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the leader looks for expired gateway leases and new snapshots.
+const KEEPER_TICK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -32,11 +35,14 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot (for slow followers).
     pub keep_behind_snapshot: u64,
+    /// The bucket: the leader copies snapshots there, and a node started with
+    /// an empty data directory starts from the newest one.
+    pub store: Option<Arc<dyn ObjectStore>>,
 }
 
 impl NodeConfig {
     pub fn new(id: NodeId, data_dir: PathBuf) -> Self {
-        Self { id, data_dir, snapshot_every: 1000, keep_behind_snapshot: 100 }
+        Self { id, data_dir, snapshot_every: 1000, keep_behind_snapshot: 100, store: None }
     }
 }
 
@@ -46,6 +52,8 @@ pub enum StartError {
     Storage(#[from] crate::types::StorageError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("restoring the snapshot from the bucket: {0}")]
+    Restore(#[from] bucket::BucketError),
 }
 
 /// One controller node.
@@ -93,8 +101,19 @@ impl ControllerNode {
     ) -> Result<Self, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", config.data_dir.display())))?;
-        let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
-        let sm = StateMachineStore::open(&config.data_dir.join("state"))?;
+        let (log_path, state_dir) = (config.data_dir.join("raft-log.redb"), config.data_dir.join("state"));
+        if let Some(store) = config.store.as_ref().filter(|_| !log_path.exists() && !state_dir.exists()) {
+            // an empty data directory: start from the bucket's newest snapshot
+            // (openraft then purges the empty log up to it), then catch up
+            match bucket::restore(store, &state_dir).await? {
+                Some(key) => {
+                    tracing::info!(%key, "empty data directory: restored the snapshot from the bucket")
+                }
+                None => tracing::info!("empty data directory and no snapshot in the bucket: a new node"),
+            }
+        }
+        let log = LogStore::open(&log_path)?;
+        let sm = StateMachineStore::open(&state_dir)?;
         let shared = sm.shared();
         let raft_config = openraft::Config {
             cluster_name: "shale".into(),
@@ -116,7 +135,9 @@ impl ControllerNode {
         if !initialized && bootstrapper {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        Ok(Self { id: config.id, raft, shared })
+        let node = Self { id: config.id, raft, shared };
+        tokio::spawn(keep(node.clone(), config.store.clone(), state_dir));
+        Ok(node)
     }
 
     pub fn id(&self) -> NodeId {
@@ -134,8 +155,13 @@ impl ControllerNode {
         }
     }
 
-    /// Proposes a command and waits until it is applied.
-    pub async fn write(&self, command: Command) -> Result<CommandReply, ControllerError> {
+    /// Proposes a command and waits until it is applied. A gateway heartbeat
+    /// is stamped here with this node's clock: only the leader proposes, so
+    /// leases are measured on one clock.
+    pub async fn write(&self, mut command: Command) -> Result<CommandReply, ControllerError> {
+        if let Command::GatewayHeartbeat { now_ms, .. } = &mut command {
+            *now_ms = SystemClock.now_ms();
+        }
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
             Err(_) => Err(ControllerError::OutcomeUnknown("timed out waiting for the commit".into())),
             Ok(Ok(response)) => Ok(response.data),
@@ -166,6 +192,52 @@ impl ControllerNode {
         }
         self.raft.change_membership(voters, false).await.map_err(write_error)?;
         Ok(())
+    }
+}
+
+/// The leader's duties besides Raft: ending expired gateway leases on time,
+/// and copying each new snapshot to the bucket (taking a first one at once,
+/// so the bucket never lacks one). Ends when Raft stops.
+async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, state_dir: PathBuf) {
+    let mut shipped: Option<LogId> = None;
+    let mut first_requested = false;
+    loop {
+        tokio::time::sleep(KEEPER_TICK).await;
+        let (running, leader, snapshot) = {
+            let m = node.raft.metrics();
+            let m = m.borrow();
+            (m.running_state.is_ok(), m.current_leader, m.snapshot)
+        };
+        if !running {
+            return;
+        }
+        if leader != Some(node.id) {
+            continue;
+        }
+        let now_ms = SystemClock.now_ms();
+        let next_expiry = node.shared.read().metadata.gateways.next_expiry();
+        if next_expiry.is_some_and(|t| t <= now_ms)
+            && let Err(e) = node.write(Command::ExpireGateways { now_ms }).await
+        {
+            tracing::warn!(error = %e, "cannot end expired gateway leases");
+        }
+        let Some(store) = &store else { continue };
+        match snapshot {
+            None if !first_requested => {
+                first_requested = true;
+                if let Err(e) = node.raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "cannot request the first snapshot");
+                }
+            }
+            Some(id) if shipped != Some(id) => match bucket::upload(store.as_ref(), &state_dir).await {
+                Ok(key) => {
+                    tracing::info!(key = ?key, "snapshot copied to the bucket");
+                    shipped = Some(id);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot copy the snapshot to the bucket"),
+            },
+            _ => {}
+        }
     }
 }
 
@@ -247,6 +319,15 @@ impl Controller for ControllerNode {
                 Ok(Err(_)) => return Err(ControllerError::Unavailable("controller stopped".into())),
             }
         }
+    }
+
+    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
+        let command = Command::GatewayHeartbeat { url: url.to_owned(), now_ms: 0, lease_ms };
+        replies::lease(self.write(command).await?)
+    }
+
+    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
+        replies::gone(self.write(Command::GatewayLeave { url: url.to_owned() }).await?)
     }
 
     async fn is_ready(&self) -> bool {

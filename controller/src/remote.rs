@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::api::{ReadQuery, Status};
 use crate::client::{Controller, ControllerError, PartitionRead, replies};
-use crate::model::{MetaError, TopicConfig, TopicInfo};
+use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::types::{Command, CommandReply, CommitSegment};
 
 /// How long a write keeps looking for a leader (an election takes well under this).
@@ -201,6 +201,16 @@ impl Controller for RemoteController {
         let query =
             ReadQuery { topic: topic.clone(), partition, from, max_chunks, wait_ms: wait.as_millis() as u64 };
         self.read("/api/read", Some(&query), wait + PROBE_TIMEOUT).await
+    }
+
+    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
+        // the leader stamps the time
+        let command = Command::GatewayHeartbeat { url: url.to_owned(), now_ms: 0, lease_ms };
+        replies::lease(self.write(&command).await?)
+    }
+
+    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
+        replies::gone(self.write(&Command::GatewayLeave { url: url.to_owned() }).await?)
     }
 
     async fn is_ready(&self) -> bool {

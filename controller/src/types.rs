@@ -5,7 +5,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
-use crate::model::{MetaError, TopicConfig, TopicInfo};
+use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 pub type NodeId = u64;
 
@@ -33,9 +33,31 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 /// applying it never reads a clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    CreateTopic { name: TopicName, partitions: u32, config: TopicConfig, created_ms: i64 },
-    DeleteTopic { name: TopicName },
+    CreateTopic {
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    },
+    DeleteTopic {
+        name: TopicName,
+    },
     CommitSegment(CommitSegment),
+    /// A gateway (by its advertised URL) registers or extends its lease.
+    /// `now_ms` is the controller leader's clock.
+    GatewayHeartbeat {
+        url: String,
+        now_ms: i64,
+        lease_ms: u64,
+    },
+    /// Ends the leases expired by `now_ms` (proposed by the controller leader).
+    ExpireGateways {
+        now_ms: i64,
+    },
+    /// A gateway shutting down hands its partitions over at once.
+    GatewayLeave {
+        url: String,
+    },
 }
 
 /// A segment object already written to the store, to be committed: each chunk
@@ -88,5 +110,8 @@ pub enum CommandReply {
     TopicDeleted,
     /// Per chunk, in order: the base offset assigned, or why it was refused.
     Committed(Vec<Result<Offset, MetaError>>),
+    Lease(GatewayLease),
+    /// The gateways whose leases ended.
+    GatewaysGone(Vec<String>),
     Failed(MetaError),
 }

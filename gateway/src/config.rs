@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     pub cache_bytes: u64,
     /// Longest a fetch may wait for new records.
     pub max_wait: Duration,
+    /// The lease this gateway asks the controller for; it heartbeats every
+    /// third of it, and loses its partitions this long after its last one.
+    pub lease: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -38,6 +41,7 @@ impl Default for GatewayConfig {
             compression: Compression::Zstd,
             cache_bytes: 32 << 20,
             max_wait: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -53,6 +57,9 @@ impl GatewayConfig {
         }
         if self.buffer_bytes > u32::MAX as usize {
             return Err("buffer must be below 4 GiB".into());
+        }
+        if !(Duration::from_millis(500)..=Duration::from_secs(300)).contains(&self.lease) {
+            return Err("the lease must be between 500 ms and 300 s".into());
         }
         if self.max_flushes_in_flight == 0 {
             return Err("at least one flush must be allowed in flight".into());

@@ -5,6 +5,8 @@
 //!   one segment object per batch, commit it, then answer producers.
 //! - [`reader`]: the read path — index lookup, ranged GET of one chunk,
 //!   CRC check, decode, with a bounded cache of chunks.
+//! - [`registry`]: heartbeats that keep this gateway registered, so the
+//!   controller can make it a partition leader.
 //!
 //! The gateway keeps no durable state: offsets come from the controller.
 
@@ -13,6 +15,7 @@ pub mod batcher;
 pub mod config;
 pub mod metrics;
 pub mod reader;
+pub mod registry;
 pub mod serve;
 
 pub use api::{AppState, router};

@@ -11,7 +11,9 @@ use shale_core::{Offset, PartitionId, TopicName};
 use crate::types::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
 
 mod idempotency;
+mod leadership;
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
+pub use leadership::{GatewayLease, Gateways, MAX_LEASE_MS, MIN_LEASE_MS};
 
 /// Where a committed chunk lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,12 @@ pub struct PartitionState {
     /// The next offset to assign; every offset below it is committed.
     pub high_watermark: Offset,
     pub index: BTreeMap<Offset, ChunkRef>,
+    /// The URL of the gateway leading this partition, if any gateway is live.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Bumped whenever the leader changes.
+    #[serde(default)]
+    pub leader_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +91,9 @@ pub struct PartitionInfo {
     pub partition: PartitionId,
     pub log_start_offset: Offset,
     pub high_watermark: Offset,
+    /// The leader gateway's URL: send this partition's traffic there.
+    pub leader: Option<String>,
+    pub leader_epoch: u64,
 }
 
 /// A topic as shown to clients.
@@ -105,6 +116,8 @@ pub struct Metadata {
     pub next_topic_id: u64,
     #[serde(default)]
     pub idempotency: IdempotencyWindow,
+    #[serde(default)]
+    pub gateways: Gateways,
 }
 
 impl Metadata {
@@ -117,10 +130,35 @@ impl Metadata {
                 }
             }
             Command::DeleteTopic { name } => match self.topics.remove(name) {
-                Some(_) => CommandReply::TopicDeleted,
+                Some(_) => {
+                    leadership::rebalance(&mut self.topics, &self.gateways);
+                    CommandReply::TopicDeleted
+                }
                 None => CommandReply::Failed(MetaError::TopicNotFound(name.to_string())),
             },
             Command::CommitSegment(commit) => CommandReply::Committed(self.commit(commit)),
+            Command::GatewayHeartbeat { url, now_ms, lease_ms } => {
+                let expired = self.gateways.expire(*now_ms);
+                let (lease, joined) = self.gateways.heartbeat(url, *now_ms, *lease_ms);
+                if joined || !expired.is_empty() {
+                    leadership::rebalance(&mut self.topics, &self.gateways);
+                }
+                CommandReply::Lease(lease)
+            }
+            Command::ExpireGateways { now_ms } => {
+                let expired = self.gateways.expire(*now_ms);
+                if !expired.is_empty() {
+                    leadership::rebalance(&mut self.topics, &self.gateways);
+                }
+                CommandReply::GatewaysGone(expired)
+            }
+            Command::GatewayLeave { url } => {
+                let left = self.gateways.leave(url);
+                if left {
+                    leadership::rebalance(&mut self.topics, &self.gateways);
+                }
+                CommandReply::GatewaysGone(if left { vec![url.clone()] } else { Vec::new() })
+            }
         }
     }
 
@@ -147,6 +185,7 @@ impl Metadata {
             partitions: vec![PartitionState::default(); partitions as usize],
         };
         self.topics.insert(name.clone(), topic);
+        leadership::rebalance(&mut self.topics, &self.gateways);
         self.topic_info(name)
     }
 
@@ -323,6 +362,8 @@ impl Metadata {
                     partition: i as PartitionId,
                     log_start_offset: p.log_start_offset,
                     high_watermark: p.high_watermark,
+                    leader: p.leader.clone(),
+                    leader_epoch: p.leader_epoch,
                 })
                 .collect(),
         })

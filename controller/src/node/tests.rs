@@ -95,3 +95,58 @@ async fn read_partition_long_polls_until_a_commit() {
     assert!(matches!(err, Err(ControllerError::Meta(MetaError::PartitionNotFound { .. }))));
     node.shutdown().await;
 }
+
+/// Snapshot keys in the bucket.
+async fn bucket_snapshots(store: &Arc<dyn ObjectStore>) -> Vec<String> {
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from("controller/snapshots");
+    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.expect("list");
+    objects.into_iter().map(|o| o.location.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_node_with_an_empty_data_directory_starts_from_the_bucket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).expect("bucket dir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&bucket).expect("local store"));
+    let mut config = NodeConfig::new(1, dir.path().join("node-a"));
+    config.snapshot_every = 10;
+    config.store = Some(store.clone());
+
+    let node = ControllerNode::start_single(config.clone()).await.expect("start");
+    let info = node.create_topic(topic(), 2, TopicConfig::default(), 1).await.expect("create");
+    // five rounds of commits, each ending in a snapshot the leader copies to
+    // the bucket; the newest three are kept
+    for round in 0..5 {
+        for _ in 0..5 {
+            node.commit_segment(commit(info.id, 1, 2)).await.expect("commit");
+        }
+        node.raft().trigger().snapshot().await.expect("trigger");
+        let last = node.raft().metrics().borrow().last_applied.expect("applied").index;
+        let newest = format!("-{last}.snap");
+        let mut keys = Vec::new();
+        for _ in 0..100 {
+            keys = bucket_snapshots(&store).await;
+            if keys.iter().any(|k| k.ends_with(&newest)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(keys.iter().any(|k| k.ends_with(&newest)), "round {round}: index {last} in {keys:?}");
+        assert!(keys.len() <= 3, "older snapshots are pruned: {keys:?}");
+    }
+    assert_eq!(bucket_snapshots(&store).await.len(), 3);
+    node.shutdown().await;
+    drop(node);
+
+    // a replacement node with nothing on disk
+    config.data_dir = dir.path().join("node-b");
+    let node = ControllerNode::start_single(config).await.expect("start from the bucket");
+    let p = node.describe_topic(&topic()).await.expect("topic restored").partitions;
+    assert_eq!(p[1].high_watermark, 50, "every commit is in the restored state");
+    let next = node.commit_segment(commit(info.id, 1, 2)).await.expect("commit after restore");
+    assert_eq!(next, vec![Ok(50)], "offsets go on from the restored state");
+    node.shutdown().await;
+}

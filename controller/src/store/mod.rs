@@ -4,6 +4,7 @@
 // openraft's traits fix the error type to its (large) `StorageError`.
 #![allow(clippy::result_large_err)]
 
+pub mod bucket;
 mod log_store;
 mod state_machine;
 

@@ -67,7 +67,7 @@ impl StateMachineStore {
     /// Opens the state machine in `dir`, starting from the snapshot there if any.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let data = match read_snapshot_file(dir)? {
+        let data = match load_snapshot(dir)? {
             Some((_, bytes)) => decode_data(&bytes)?,
             None => StateMachineData::default(),
         };
@@ -85,34 +85,64 @@ fn decode_data(bytes: &[u8]) -> Result<StateMachineData, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| sm_err(ErrorVerb::Read, e))
 }
 
-/// `snapshot.bin` = meta_len:u32 meta(json) data(json), written atomically.
-fn write_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-    let err = |e: std::io::Error| {
-        storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e)
-    };
-    let meta_json = serde_json::to_vec(meta).map_err(|e| err(std::io::Error::other(e)))?;
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(err)?;
-    file.write_all(&(meta_json.len() as u32).to_le_bytes()).map_err(err)?;
-    file.write_all(&meta_json).map_err(err)?;
-    file.write_all(data).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(err)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+/// A snapshot file (`snapshot.bin`, and the same bytes in the bucket):
+/// `meta_len: u32 LE`, the meta as JSON, then the state as JSON.
+pub(crate) fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let meta_json = serde_json::to_vec(meta)?;
+    let mut out = Vec::with_capacity(4 + meta_json.len() + data.len());
+    out.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta_json);
+    out.extend_from_slice(data);
+    Ok(out)
 }
 
-fn read_snapshot_file(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
-    let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(sm_err(ErrorVerb::Read, e)),
-    };
-    let corrupt = || sm_err(ErrorVerb::Read, std::io::Error::other("snapshot file is truncated"));
+/// Splits a snapshot file into its meta and its state bytes.
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), std::io::Error> {
+    let corrupt = || std::io::Error::other("snapshot file is truncated");
     let len_bytes: [u8; 4] = bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
-    let meta_end = 4 + u32::from_le_bytes(len_bytes) as usize;
+    let meta_end = 4usize.saturating_add(u32::from_le_bytes(len_bytes) as usize);
     let meta_json = bytes.get(4..meta_end).ok_or_else(corrupt)?;
-    let meta: SnapshotMeta = serde_json::from_slice(meta_json).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-    Ok(Some((meta, bytes[meta_end..].to_vec())))
+    let meta = serde_json::from_slice(meta_json).map_err(std::io::Error::other)?;
+    Ok((meta, &bytes[meta_end..]))
+}
+
+/// Replaces `dir/snapshot.bin` atomically and durably.
+pub(crate) fn write_snapshot_file(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// The bytes of `dir/snapshot.bin`, if there is one.
+pub(crate) fn read_snapshot_file(dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads and splits `dir/snapshot.bin`.
+fn load_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let Some(bytes) = read_snapshot_file(dir).map_err(|e| sm_err(ErrorVerb::Read, e))? else {
+        return Ok(None);
+    };
+    let (meta, data) = decode_snapshot(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    Ok(Some((meta, data.to_vec())))
+}
+
+/// Encodes and writes a snapshot on a blocking thread.
+async fn save_snapshot(dir: PathBuf, meta: SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
+    let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+    let err = move |e: std::io::Error| storage_error(subject.clone(), ErrorVerb::Write, e);
+    let bytes = encode_snapshot(&meta, &data).map_err(|e| err(std::io::Error::other(e)))?;
+    tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &bytes))
+        .await
+        .map_err(|e| err(std::io::Error::other(e)))?
+        .map_err(err)
 }
 
 /// Builds snapshots from the shared state.
@@ -137,11 +167,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             (meta, data)
         };
-        let dir = self.dir.clone();
-        let (meta2, data2) = (meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &meta2, &data2))
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+        save_snapshot(self.dir.clone(), meta.clone(), data.clone()).await?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -197,11 +223,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut data = decode_data(&bytes)?;
         data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
-        let dir = self.dir.clone();
-        let meta2 = meta.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &meta2, &bytes))
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+        save_snapshot(self.dir.clone(), meta.clone(), bytes).await?;
         self.shared.replace(data);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
@@ -209,7 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let dir = self.dir.clone();
-        let found = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+        let found = tokio::task::spawn_blocking(move || load_snapshot(&dir))
             .await
             .map_err(|e| sm_err(ErrorVerb::Read, e))??;
         Ok(found.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
