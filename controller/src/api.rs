@@ -32,7 +32,7 @@ pub fn controller_router(node: ControllerNode) -> Router {
         .route("/api/status", get(status))
         .route("/api/members", post(members))
         .with_state(node.clone());
-    raft_router(node.raft().clone()).merge(api)
+    raft_router(node).merge(api)
 }
 
 async fn write(State(node): State<ControllerNode>, Json(command): Json<Command>) -> ApiResult<CommandReply> {

@@ -16,6 +16,7 @@ pub mod client;
 pub mod model;
 pub mod network;
 pub mod node;
+pub mod recovery;
 pub mod remote;
 pub mod store;
 pub mod types;

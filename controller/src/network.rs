@@ -1,10 +1,15 @@
 //! The Raft network: RPCs as JSON over HTTP (`POST /raft/{append,vote,snapshot}`
 //! on each controller, served by [`raft_router`]). A single-node controller
 //! uses [`SingleNodeNetwork`], which has no peers to reach.
+//!
+//! A node restored from the bucket answers vote requests with 503 until it has
+//! caught up (see [`crate::recovery`]): to candidates it is as if it were down.
 
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::BasicNode;
@@ -17,38 +22,42 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::{NodeId, Raft, TypeConfig};
+use crate::node::ControllerNode;
+use crate::types::{NodeId, TypeConfig};
 
 type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, BasicNode, E>>;
 
 /// Serves this node's side of the Raft RPCs.
-pub fn raft_router(raft: Raft) -> Router {
+pub fn raft_router(node: ControllerNode) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
-        .with_state(raft)
+        .with_state(node)
 }
 
 async fn append(
-    State(raft): State<Raft>,
+    State(node): State<ControllerNode>,
     Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.append_entries(rpc).await)
+    node.recovery().heard_leader(rpc.leader_commit.map(|c| c.index));
+    Json(node.raft().append_entries(rpc).await)
 }
 
-async fn vote(
-    State(raft): State<Raft>,
-    Json(rpc): Json<VoteRequest<NodeId>>,
-) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.vote(rpc).await)
+async fn vote(State(node): State<ControllerNode>, Json(rpc): Json<VoteRequest<NodeId>>) -> Response {
+    if !node.recovery().may_vote() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restored from the bucket: not voting until caught up")
+            .into_response();
+    }
+    let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = node.raft().vote(rpc).await;
+    Json(answer).into_response()
 }
 
 async fn snapshot(
-    State(raft): State<Raft>,
+    State(node): State<ControllerNode>,
     Json(rpc): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    Json(raft.install_snapshot(rpc).await)
+    Json(node.raft().install_snapshot(rpc).await)
 }
 
 /// Network factory for a controller cluster: one HTTP client for all peers.

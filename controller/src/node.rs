@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead, replies};
 use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::network::{HttpNetwork, SingleNodeNetwork};
+use crate::recovery::Recovery;
 use crate::store::{LogStore, SharedState, StateMachineStore, bucket};
 use crate::types::{Command, CommandReply, CommitSegment, LogId, NodeId, Raft, TypeConfig};
 
@@ -62,6 +63,7 @@ pub struct ControllerNode {
     id: NodeId,
     raft: Raft,
     shared: Arc<SharedState>,
+    recovery: Arc<Recovery>,
 }
 
 impl ControllerNode {
@@ -102,12 +104,14 @@ impl ControllerNode {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let (log_path, state_dir) = (config.data_dir.join("raft-log.redb"), config.data_dir.join("state"));
+        let mut recovery = Recovery::voting();
         if let Some(store) = config.store.as_ref().filter(|_| !log_path.exists() && !state_dir.exists()) {
             // an empty data directory: start from the bucket's newest snapshot
             // (openraft then purges the empty log up to it), then catch up
             match bucket::restore(store, &state_dir).await? {
                 Some(key) => {
-                    tracing::info!(%key, "empty data directory: restored the snapshot from the bucket")
+                    tracing::info!(%key, "empty data directory: restored the snapshot from the bucket");
+                    recovery = Recovery::abstaining();
                 }
                 None => tracing::info!("empty data directory and no snapshot in the bucket: a new node"),
             }
@@ -123,6 +127,7 @@ impl ControllerNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
             purge_batch_size: 16,
+            enable_elect: recovery.may_vote(),
             ..Default::default()
         }
         .validate()
@@ -135,7 +140,7 @@ impl ControllerNode {
         if !initialized && bootstrapper {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        let node = Self { id: config.id, raft, shared };
+        let node = Self { id: config.id, raft, shared, recovery: Arc::new(recovery) };
         tokio::spawn(keep(node.clone(), config.store.clone(), state_dir));
         Ok(node)
     }
@@ -146,6 +151,11 @@ impl ControllerNode {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Whether this node, restored from the bucket, may vote yet.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// Stops Raft; state on disk stays.
@@ -203,13 +213,17 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, state_d
     let mut first_requested = false;
     loop {
         tokio::time::sleep(KEEPER_TICK).await;
-        let (running, leader, snapshot) = {
+        let (running, leader, snapshot, applied) = {
             let m = node.raft.metrics();
             let m = m.borrow();
-            (m.running_state.is_ok(), m.current_leader, m.snapshot)
+            (m.running_state.is_ok(), m.current_leader, m.snapshot, m.last_applied)
         };
         if !running {
             return;
+        }
+        if node.recovery.check(applied.map(|a| a.index)) {
+            tracing::info!("caught up after the restore: voting and standing for election again");
+            node.raft.runtime_config().elect(true);
         }
         if leader != Some(node.id) {
             continue;

@@ -159,7 +159,7 @@ async fn three_nodes_elect_replicate_and_fail_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = NodeConfig::new(i as u64 + 1, dir.path().to_owned());
         let node = ControllerNode::start_cluster(config, peers.clone()).await.expect("start");
-        let app = raft_router(node.raft().clone());
+        let app = raft_router(node.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -7,6 +7,7 @@
 //! `SHALE_TEST_S3_URL` is set. Without it the S3 run prints why it is skipped.
 
 pub mod history;
+pub mod leader;
 pub mod process;
 
 pub use history::History;

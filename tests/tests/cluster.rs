@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use common::{Producer, Routing};
 use serde_json::Value;
+use shale_tests::leader::{LeaderProducer, partition_leaders};
 use shale_tests::{Backend, Client, History, Process, unique};
 
 fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
@@ -32,7 +34,11 @@ async fn leader(http: &reqwest::Client, controllers: &[Process]) -> Option<u64> 
     None
 }
 
-/// Starts three controllers and `gateways` gateways; returns them and a client per gateway.
+/// Gateway lease in the tests: short, so leadership moves fast.
+const LEASE_MS: u64 = 2000;
+
+/// Starts three controllers (snapshotting every 50 entries into the bucket)
+/// and `gateways` gateways; returns them and a client per gateway.
 async fn cluster(
     backend: &Backend,
     dir: &std::path::Path,
@@ -41,20 +47,23 @@ async fn cluster(
     let ports = free_ports(3)?;
     let peers: Vec<String> =
         ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
+    let prefix = unique("cluster");
+    let store = backend.store_args(&prefix, &dir.join("objects"));
     let mut controllers = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let id = (i + 1).to_string();
-        let args = vec![
+        let mut args = vec![
             "controller".into(),
             format!("--id={id}"),
             format!("--listen=127.0.0.1:{port}"),
             format!("--peers={}", peers.join(",")),
             format!("--data-dir={}", dir.join(format!("controller-{id}")).display()),
+            "--snapshot-every=50".into(),
         ];
+        args.extend(store.iter().cloned());
         controllers.push(Process::start(args, dir.join(format!("controller-{id}.log"))).await?);
     }
     let urls: Vec<String> = controllers.iter().map(|c| c.url.clone()).collect();
-    let prefix = unique("cluster");
     let mut started = Vec::new();
     for g in 0..gateways {
         let mut args = vec![
@@ -62,8 +71,9 @@ async fn cluster(
             "--listen=127.0.0.1:0".into(),
             format!("--controllers={}", urls.join(",")),
             "--flush-interval-ms=10".into(),
+            format!("--lease-ms={LEASE_MS}"),
         ];
-        args.extend(backend.store_args(&prefix, &dir.join("objects")));
+        args.extend(store.iter().cloned());
         started.push(Process::start(args, dir.join(format!("gateway-{g}.log"))).await?);
     }
     let clients: Vec<Client> = started.iter().map(|g| Client::new(&g.url)).collect();
@@ -216,6 +226,192 @@ async fn a_paused_leader_loses_its_lead_and_catches_up_after() -> anyhow::Result
         ensure!(caught_up, "{}: the healed node follows {new} and applied everything", backend.name());
         let report = history.verify(&clients[0], "orders", 3).await?;
         eprintln!("{}: paused leader {old}, new leader {new}, {report:?}", backend.name());
+    }
+    Ok(())
+}
+
+/// The index of the snapshot a node says it restored from the bucket, if it did.
+fn restored_index(log: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("restored the snapshot from the bucket"))?;
+    let key = line.split("controller/snapshots/").nth(1)?;
+    key.split(".snap").next()?.split_once('-')?.1.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_controller_rejoins_from_the_snapshot_in_the_bucket() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let (mut controllers, _gateways, clients) = cluster(&backend, dir.path(), 1).await?;
+        clients[0].create_topic("orders", 3).await?;
+        let history = Arc::new(History::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let producers = spawn_producers(&clients, &history, &stop);
+        let http = reqwest::Client::new();
+        // enough entries for several snapshots (one every 50)
+        let mut applied = 0;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            applied = status(&http, &controllers[0]).await.map_or(0, |s| s.2);
+            if applied > 200 {
+                break;
+            }
+        }
+        ensure!(applied > 200, "{}: only {applied} entries applied", backend.name());
+
+        // wipe a follower: kill it, delete its whole data directory, start it again
+        let leader_id = leader(&http, &controllers).await.context("no leader")?;
+        let wiped = (0..3).find(|i| *i as u64 + 1 != leader_id).context("a follower")?;
+        let id = wiped + 1;
+        controllers[wiped].kill9().await?;
+        std::fs::remove_dir_all(dir.path().join(format!("controller-{id}")))?;
+        let before = history.len();
+        ensure!(resumed(&history, before, 20).await, "the majority goes on without node {id}");
+        controllers[wiped].restart().await?;
+        let log = std::fs::read_to_string(dir.path().join(format!("controller-{id}.log")))?;
+        let index = restored_index(&log).with_context(|| {
+            format!("{}: node {id} did not restore a snapshot from the bucket", backend.name())
+        })?;
+        ensure!(index >= 50, "restored snapshot at index {index}, expected a recent one");
+
+        // it catches up with the leader
+        let before = history.len();
+        ensure!(resumed(&history, before, 20).await, "producing goes on after the rejoin");
+        stop.store(true, Ordering::Relaxed);
+        for p in producers {
+            p.await??;
+        }
+        let mut caught_up = None;
+        let mut views = Vec::new();
+        for _ in 0..100 {
+            views = futures::future::join_all(controllers.iter().map(|c| status(&http, c))).await;
+            let applied: Vec<u64> = views.iter().map(|v| v.map_or(0, |s| s.2)).collect();
+            if views.iter().all(Option::is_some) && applied.iter().all(|a| *a == applied[0]) {
+                caught_up = Some(applied[0]);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caught_up = caught_up.with_context(|| {
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("controller-{id}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            format!("node {id} did not catch up: {views:?}\n{}", tail.join("\n"))
+        })?;
+        ensure!(caught_up > index, "node {id} applied entries after its snapshot");
+        let log = std::fs::read_to_string(dir.path().join(format!("controller-{id}.log")))?;
+        ensure!(log.contains("caught up after the restore: voting"), "node {id} votes again once caught up");
+
+        // it is a full voter: with the other follower gone it makes the majority
+        let other = (0..3).find(|i| *i != wiped && *i as u64 + 1 != leader_id).context("other follower")?;
+        controllers[other].kill9().await?;
+        let (status_code, _) = clients[0]
+            .post_json("/v1/topics/orders/records", &serde_json::json!({"records": [{"value": "after"}]}))
+            .await?;
+        ensure!(status_code == 200, "a commit needs node {id} now, and it was {status_code}");
+        let report = history.verify(&clients[0], "orders", 3).await?;
+        eprintln!(
+            "{}: node {id} restored snapshot {index} and caught up to {caught_up}; {report:?}",
+            backend.name()
+        );
+    }
+    Ok(())
+}
+
+/// Partitions led per gateway URL.
+fn leader_counts(leaders: &[(Option<String>, u64)]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (leader, _) in leaders {
+        *out.entry(leader.clone().unwrap_or_default()).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_once() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let (_controllers, mut gateways, clients) = cluster(&backend, dir.path(), 3).await?;
+        clients[0].create_topic("orders", 6).await?;
+        // leadership spreads over the three gateways: two partitions each
+        let mut leaders = Vec::new();
+        for _ in 0..100 {
+            leaders = partition_leaders(&clients, "orders").await?;
+            let counts = leader_counts(&leaders);
+            if gateways.iter().all(|g| counts.get(&g.url) == Some(&2)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let counts = leader_counts(&leaders);
+        ensure!(gateways.iter().all(|g| counts.get(&g.url) == Some(&2)), "not spread evenly: {counts:?}");
+
+        let history = Arc::new(History::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = (0..3)
+            .map(|i| {
+                let producer = LeaderProducer {
+                    gateways: clients.clone(),
+                    topic: "orders".into(),
+                    partitions: 6,
+                    first_partition: 2 * i,
+                    name: format!("p{i}"),
+                    history: history.clone(),
+                    stop: stop.clone(),
+                };
+                tokio::spawn(producer.run())
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+
+        let victim = gateways[1].url.clone();
+        let before = partition_leaders(&clients, "orders").await?;
+        let acked_before = history.len();
+        gateways[1].kill9().await?;
+        let killed = std::time::Instant::now();
+        // within the lease its partitions move to the others, with new epochs
+        let mut after = before.clone();
+        while killed.elapsed() < Duration::from_millis(LEASE_MS + 3000) {
+            after = partition_leaders(&clients, "orders").await?;
+            if after.iter().all(|(l, _)| l.is_some() && l.as_ref() != Some(&victim)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let moved_in = killed.elapsed();
+        ensure!(
+            after.iter().all(|(l, _)| l.is_some() && l.as_ref() != Some(&victim)),
+            "{}: partitions still led by the killed gateway after {moved_in:?}: {after:?}",
+            backend.name()
+        );
+        ensure!(
+            moved_in <= Duration::from_millis(LEASE_MS + 500),
+            "{}: leadership moved after {moved_in:?}, lease is {LEASE_MS} ms",
+            backend.name()
+        );
+        for ((old, old_epoch), (new, new_epoch)) in before.iter().zip(&after) {
+            if old.as_ref() == Some(&victim) {
+                ensure!(new_epoch > old_epoch, "a moved partition gets a new epoch: {before:?} → {after:?}");
+            } else {
+                ensure!(new == old && new_epoch == old_epoch, "others stay put: {before:?} → {after:?}");
+            }
+        }
+        let counts = leader_counts(&after);
+        ensure!(counts.values().all(|n| *n == 3), "the two survivors lead three each: {counts:?}");
+        ensure!(resumed(&history, acked_before, 50).await, "producing goes on through the survivors");
+
+        stop.store(true, Ordering::Relaxed);
+        let mut retries = 0;
+        for p in producers {
+            let stats = p.await??;
+            retries += stats.retries;
+            eprintln!("{}: {stats:?}", backend.name());
+        }
+        ensure!(retries > 0, "some requests met the killed gateway and were retried");
+        let report = history.verify(&clients[0], "orders", 6).await?;
+        // every request was retried until acknowledged, so exactly once means
+        // the log holds the acknowledged records and nothing else
+        ensure!(report.stored == report.acknowledged, "{}: {report:?}", backend.name());
+        eprintln!("{}: leadership moved in {moved_in:?}, {retries} retries, {report:?}", backend.name());
     }
     Ok(())
 }
