@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::client::{Controller, ControllerError, PartitionRead};
-use crate::model::{MetaError, TopicInfo};
+use crate::model::{GatewayLease, MetaError, TopicInfo};
 use crate::network::raft_router;
 use crate::node::ControllerNode;
 use crate::types::{Command, CommandReply};
@@ -31,6 +31,7 @@ pub fn controller_router(node: ControllerNode) -> Router {
         .route("/api/read", get(read))
         .route("/api/status", get(status))
         .route("/api/members", post(members))
+        .route("/api/gateways", get(gateways))
         .with_state(node.clone());
     raft_router(node).merge(api)
 }
@@ -102,4 +103,9 @@ async fn members(State(node): State<ControllerNode>, Json(change): Json<MemberCh
         MemberChange::Add { id, addr } => node.add_node(id, addr).await,
         MemberChange::Remove { id } => node.remove_node(id).await,
     })
+}
+
+/// The live gateways and their leases (expiry in the leader's clock, ms).
+async fn gateways(State(node): State<ControllerNode>) -> Json<Vec<GatewayLease>> {
+    Json(node.gateways())
 }

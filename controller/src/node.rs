@@ -153,6 +153,11 @@ impl ControllerNode {
         &self.raft
     }
 
+    /// The live gateways, as this node has applied them.
+    pub fn gateways(&self) -> Vec<GatewayLease> {
+        self.shared.read().metadata.gateways.live().cloned().collect()
+    }
+
     /// Whether this node, restored from the bucket, may vote yet.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery

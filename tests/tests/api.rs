@@ -117,6 +117,10 @@ async fn every_error_case_answers_json() -> anyhow::Result<()> {
                 && info["partitions"][1]["high_watermark"] == 0,
             "{info}"
         );
+        // the one gateway of `shale dev` leads every partition, at epoch 1
+        for p in info["partitions"].as_array().into_iter().flatten() {
+            ensure!(p["leader"] == c.url.as_str() && p["leader_epoch"] == 1, "leadership: {info}");
+        }
         // delete
         let (status, _) = c.send(c.http.delete(format!("{}/v1/topics/t", c.url))).await?;
         ensure!(status == 204);

@@ -330,7 +330,7 @@ fn leader_counts(leaders: &[(Option<String>, u64)]) -> BTreeMap<String, usize> {
 async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_once() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let (_controllers, mut gateways, clients) = cluster(&backend, dir.path(), 3).await?;
+        let (controllers, mut gateways, clients) = cluster(&backend, dir.path(), 3).await?;
         clients[0].create_topic("orders", 6).await?;
         // leadership spreads over the three gateways: two partitions each
         let mut leaders = Vec::new();
@@ -397,6 +397,10 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         }
         let counts = leader_counts(&after);
         ensure!(counts.values().all(|n| *n == 3), "the two survivors lead three each: {counts:?}");
+        let live: Value = reqwest::get(format!("{}/api/gateways", controllers[2].url)).await?.json().await?;
+        let live: Vec<&str> =
+            live.as_array().into_iter().flatten().filter_map(|g| g["url"].as_str()).collect();
+        ensure!(live.len() == 2 && !live.contains(&victim.as_str()), "live gateways: {live:?}");
         ensure!(resumed(&history, acked_before, 50).await, "producing goes on through the survivors");
 
         stop.store(true, Ordering::Relaxed);
