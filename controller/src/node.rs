@@ -26,6 +26,9 @@ use crate::types::{Command, CommandReply, CommitSegment, LogId, NodeId, Raft, Ty
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the leader looks for expired gateway leases and new snapshots.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
+/// A new leader ends no lease this soon after taking over: gateways whose
+/// heartbeats failed during the election get to heartbeat again first.
+const NEW_LEADER_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -216,6 +219,7 @@ impl ControllerNode {
 async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, state_dir: PathBuf) {
     let mut shipped: Option<LogId> = None;
     let mut first_requested = false;
+    let mut leading_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(KEEPER_TICK).await;
         let (running, leader, snapshot, applied) = {
@@ -231,11 +235,14 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, state_d
             node.raft.runtime_config().elect(true);
         }
         if leader != Some(node.id) {
+            leading_since = None;
             continue;
         }
+        let settled = leading_since.get_or_insert_with(Instant::now).elapsed() >= NEW_LEADER_GRACE;
         let now_ms = SystemClock.now_ms();
         let next_expiry = node.shared.read().metadata.gateways.next_expiry();
-        if next_expiry.is_some_and(|t| t <= now_ms)
+        if settled
+            && next_expiry.is_some_and(|t| t <= now_ms)
             && let Err(e) = node.write(Command::ExpireGateways { now_ms }).await
         {
             tracing::warn!(error = %e, "cannot end expired gateway leases");

@@ -298,8 +298,16 @@ async fn a_wiped_controller_rejoins_from_the_snapshot_in_the_bucket() -> anyhow:
             format!("node {id} did not catch up: {views:?}\n{}", tail.join("\n"))
         })?;
         ensure!(caught_up > index, "node {id} applied entries after its snapshot");
-        let log = std::fs::read_to_string(dir.path().join(format!("controller-{id}.log")))?;
-        ensure!(log.contains("caught up after the restore: voting"), "node {id} votes again once caught up");
+        let mut voting = false;
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(dir.path().join(format!("controller-{id}.log")))?;
+            voting = log.contains("caught up after the restore: voting");
+            if voting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(voting, "node {id} votes again once caught up");
 
         // it is a full voter: with the other follower gone it makes the majority
         let other = (0..3).find(|i| *i != wiped && *i as u64 + 1 != leader_id).context("other follower")?;
@@ -416,6 +424,23 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         // the log holds the acknowledged records and nothing else
         ensure!(report.stored == report.acknowledged, "{}: {report:?}", backend.name());
         eprintln!("{}: leadership moved in {moved_in:?}, {retries} retries, {report:?}", backend.name());
+
+        // a gateway joining takes its share back, each moved partition with a new epoch
+        gateways[1].restart().await?;
+        let joined = gateways[1].url.clone();
+        let mut rebalanced = after.clone();
+        for _ in 0..100 {
+            rebalanced = partition_leaders(&clients, "orders").await?;
+            if leader_counts(&rebalanced).get(&joined) == Some(&2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let counts = leader_counts(&rebalanced);
+        ensure!(counts.len() == 3 && counts.values().all(|n| *n == 2), "after the join: {counts:?}");
+        for ((old, old_epoch), (new, new_epoch)) in after.iter().zip(&rebalanced) {
+            ensure!(new == old || new_epoch > old_epoch, "a moved partition gets a new epoch");
+        }
     }
     Ok(())
 }

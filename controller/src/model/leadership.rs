@@ -2,8 +2,8 @@
 //!
 //! Gateways heartbeat through the controller leader, which stamps each
 //! heartbeat with its own clock, so leases never compare two machines' clocks.
-//! A lease ends when its gateway leaves or when a command's time passes its
-//! expiry. Whenever the set of live gateways changes (or a topic is created
+//! A lease ends when its gateway leaves, or by `ExpireGateways`, which the
+//! controller leader proposes once its clock passes the lease's expiry. Whenever the set of live gateways changes (or a topic is created
 //! or deleted), every topic's partitions are spread evenly over the live
 //! gateways, moving as few as possible; a partition whose leader changes gets
 //! the next leader epoch. Leadership is routing and cache locality only: any

@@ -138,9 +138,8 @@ impl Metadata {
             },
             Command::CommitSegment(commit) => CommandReply::Committed(self.commit(commit)),
             Command::GatewayHeartbeat { url, now_ms, lease_ms } => {
-                let expired = self.gateways.expire(*now_ms);
                 let (lease, joined) = self.gateways.heartbeat(url, *now_ms, *lease_ms);
-                if joined || !expired.is_empty() {
+                if joined {
                     leadership::rebalance(&mut self.topics, &self.gateways);
                 }
                 CommandReply::Lease(lease)
