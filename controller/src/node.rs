@@ -18,7 +18,7 @@ use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead, repli
 use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::network::{HttpNetwork, SingleNodeNetwork};
 use crate::recovery::Recovery;
-use crate::store::{LogStore, SharedState, StateMachineStore, bucket};
+use crate::store::{LogStore, SNAPSHOT_FILE, SharedState, StateMachineStore, bucket};
 use crate::types::{Command, CommandReply, CommitSegment, LogId, NodeId, Raft, TypeConfig};
 
 /// How long a write may wait for its entry to be applied before its outcome
@@ -26,6 +26,8 @@ use crate::types::{Command, CommandReply, CommitSegment, LogId, NodeId, Raft, Ty
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the leader looks for expired gateway leases and new snapshots.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
+/// In the data directory while a node restored from the bucket catches up.
+const RESTORING_MARKER: &str = "restoring";
 /// A new leader ends no lease this soon after taking over: gateways whose
 /// heartbeats failed during the election get to heartbeat again first.
 const NEW_LEADER_GRACE: Duration = Duration::from_secs(2);
@@ -107,21 +109,33 @@ impl ControllerNode {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let (log_path, state_dir) = (config.data_dir.join("raft-log.redb"), config.data_dir.join("state"));
-        let mut recovery = Recovery::voting();
-        if let Some(store) = config.store.as_ref().filter(|_| !log_path.exists() && !state_dir.exists()) {
-            // an empty data directory: start from the bucket's newest snapshot
-            // (openraft then purges the empty log up to it), then catch up
+        // present from a restore until caught up, so a crash in between still abstains
+        let restoring = config.data_dir.join(RESTORING_MARKER);
+        let empty = !log_path.exists() && !state_dir.join(SNAPSHOT_FILE).exists();
+        if let Some(store) = config.store.as_ref().filter(|_| empty) {
+            // start from the bucket's newest snapshot (openraft then purges
+            // the empty log up to it), then catch up from the leader
+            std::fs::write(&restoring, b"")
+                .map_err(|e| StartError::Raft(format!("cannot write {}: {e}", restoring.display())))?;
             match bucket::restore(store, &state_dir).await? {
                 Some(key) => {
-                    tracing::info!(%key, "empty data directory: restored the snapshot from the bucket");
-                    recovery = Recovery::abstaining();
+                    tracing::info!(%key, "empty data directory: restored the snapshot from the bucket")
                 }
-                None => tracing::info!("empty data directory and no snapshot in the bucket: a new node"),
+                None => {
+                    tracing::info!("empty data directory and no snapshot in the bucket: a new node");
+                    let _ = std::fs::remove_file(&restoring);
+                }
             }
         }
         let log = LogStore::open(&log_path)?;
         let sm = StateMachineStore::open(&state_dir)?;
         let shared = sm.shared();
+        // the sole voter of its cluster has no one to wait for
+        let sole_voter = shared.read().membership.membership().voter_ids().eq([config.id]);
+        if sole_voter {
+            let _ = std::fs::remove_file(&restoring);
+        }
+        let recovery = if restoring.exists() { Recovery::abstaining() } else { Recovery::voting() };
         let raft_config = openraft::Config {
             cluster_name: "shale".into(),
             heartbeat_interval: 100,
@@ -144,7 +158,7 @@ impl ControllerNode {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
         let node = Self { id: config.id, raft, shared, recovery: Arc::new(recovery) };
-        tokio::spawn(keep(node.clone(), config.store.clone(), state_dir));
+        tokio::spawn(keep(node.clone(), config.store.clone(), config.data_dir.clone()));
         Ok(node)
     }
 
@@ -216,7 +230,8 @@ impl ControllerNode {
 /// The leader's duties besides Raft: ending expired gateway leases on time,
 /// and copying each new snapshot to the bucket (taking a first one at once,
 /// so the bucket never lacks one). Ends when Raft stops.
-async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, state_dir: PathBuf) {
+async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_dir: PathBuf) {
+    let state_dir = data_dir.join("state");
     let mut shipped: Option<LogId> = None;
     let mut first_requested = false;
     let mut leading_since: Option<Instant> = None;
@@ -233,6 +248,9 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, state_d
         if node.recovery.check(applied.map(|a| a.index)) {
             tracing::info!("caught up after the restore: voting and standing for election again");
             node.raft.runtime_config().elect(true);
+            if let Err(e) = std::fs::remove_file(data_dir.join(RESTORING_MARKER)) {
+                tracing::warn!(error = %e, "cannot remove the restore marker");
+            }
         }
         if leader != Some(node.id) {
             leading_since = None;

@@ -143,10 +143,19 @@ async fn a_node_with_an_empty_data_directory_starts_from_the_bucket() {
 
     // a replacement node with nothing on disk
     config.data_dir = dir.path().join("node-b");
-    let node = ControllerNode::start_single(config).await.expect("start from the bucket");
+    let node = ControllerNode::start_single(config.clone()).await.expect("start from the bucket");
     let p = node.describe_topic(&topic()).await.expect("topic restored").partitions;
     assert_eq!(p[1].high_watermark, 50, "every commit is in the restored state");
     let next = node.commit_segment(commit(info.id, 1, 2)).await.expect("commit after restore");
     assert_eq!(next, vec![Ok(50)], "offsets go on from the restored state");
+    // the sole voter of its cluster has no one to wait for (a member of a
+    // larger cluster abstains: tests/tests/cluster.rs)
+    assert!(node.recovery().may_vote());
+    assert!(!config.data_dir.join(RESTORING_MARKER).exists());
+    node.shutdown().await;
+    drop(node);
+    let node = ControllerNode::start_single(config).await.expect("restart");
+    let p = node.describe_topic(&topic()).await.expect("own state").partitions;
+    assert_eq!(p[1].high_watermark, 52, "its own log, not the bucket, after the restart");
     node.shutdown().await;
 }

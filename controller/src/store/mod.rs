@@ -9,7 +9,7 @@ mod log_store;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{SharedState, StateMachineStore};
+pub use state_machine::{SNAPSHOT_FILE, SharedState, StateMachineStore};
 
 use crate::types::StorageError;
 use openraft::{ErrorSubject, ErrorVerb};

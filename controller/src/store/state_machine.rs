@@ -18,7 +18,8 @@ use crate::types::{
     CommandReply, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// The latest snapshot, in the state directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// Everything the state machine holds; a snapshot is this, serialized.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
