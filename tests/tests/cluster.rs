@@ -416,6 +416,7 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         for p in producers {
             let stats = p.await??;
             retries += stats.retries;
+            ensure!(stats.to_leader * 10 >= stats.requests * 9, "requests follow leadership: {stats:?}");
             eprintln!("{}: {stats:?}", backend.name());
         }
         ensure!(retries > 0, "some requests met the killed gateway and were retried");
