@@ -135,6 +135,11 @@ impl GatewayArgs {
             ..GatewayConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;
+        if let Some(url) =
+            self.advertise.as_ref().filter(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+        {
+            anyhow::bail!("--advertise {url:?} is not an http:// or https:// URL");
+        }
         Ok(config)
     }
 

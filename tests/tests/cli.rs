@@ -71,3 +71,17 @@ async fn cli_creates_produces_consumes_and_describes() -> anyhow::Result<()> {
     ensure!(ok, "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn bad_server_flags_are_refused_before_anything_starts() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_string_lossy();
+    let (ok, _, err) =
+        shale("", &["dev", "--data-dir", &data, "--advertise", "gateway-1:7070"], None).await?;
+    ensure!(!ok && err.contains("not an http:// or https:// URL"), "{err}");
+    let (ok, _, err) = shale("", &["dev", "--data-dir", &data, "--lease-ms", "100"], None).await?;
+    ensure!(!ok && err.contains("lease must be between"), "{err}");
+    ensure!(!dir.path().join("data").exists(), "nothing was created");
+    Ok(())
+}
