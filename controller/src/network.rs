@@ -40,7 +40,9 @@ async fn append(
     State(node): State<ControllerNode>,
     Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    node.recovery().heard_leader(rpc.leader_commit.map(|c| c.index));
+    // a restored node catches up at least to what this append commits or carries
+    let carried = rpc.entries.last().map(|e| e.log_id.index);
+    node.recovery().heard_leader(rpc.leader_commit.map(|c| c.index).max(carried));
     Json(node.raft().append_entries(rpc).await)
 }
 

@@ -4,8 +4,12 @@
 //! entry after the snapshot. If it voted at once, it could help elect a
 //! leader that lacks an entry it had itself helped commit (the openraft FAQ,
 //! "wipe out the data of one node"). So it abstains — it grants no vote and
-//! starts no election — until it has applied everything the leader had
-//! committed when it first heard from it. If no leader is heard from within
+//! starts no election — until it has applied what the first append it
+//! received from a leader committed or carried. That is not proof against
+//! every interleaving (a leader elected a moment before may not have committed
+//! older entries yet), but it closes the case the FAQ describes: a node voting,
+//! right after its wipe, for a candidate that lacks an entry it had helped
+//! commit. If no leader is heard from within
 //! [`ABSTAIN_AT_MOST`], every node was restored (nothing anywhere is newer
 //! than the bucket), and it votes again so that a leader can be elected.
 
@@ -50,10 +54,11 @@ impl Recovery {
         matches!(*self.state(), State::Voting)
     }
 
-    /// A leader's append told us its commit index.
-    pub fn heard_leader(&self, leader_commit: Option<u64>) {
+    /// A leader's append reached up to `index` (its commit index or its last
+    /// entry, whichever is later); the first one sets the catch-up target.
+    pub fn heard_leader(&self, index: Option<u64>) {
         if let State::Abstaining { catch_up_to: target @ None, .. } = &mut *self.state() {
-            *target = Some(leader_commit.unwrap_or(0));
+            *target = Some(index.unwrap_or(0));
         }
     }
 
