@@ -28,10 +28,12 @@ fresh_garage() {
 
 # store ceiling, produce at saturation, e2e at 10 MiB/s, catchup: one run, ratios included
 fresh_garage
-"$shale" bench all "${s3[@]}" --duration-secs 10 --json "$out/all.json"
+"$shale" bench all "${s3[@]}" --duration-secs 10 --json "$out/all.json" --server-log "$out/all.log"
 # the latency targets: 10 MiB/s offered, flush interval 20 ms
 fresh_garage
-"$shale" bench e2e "${s3[@]}" --rate-mib 10 --flush-interval-ms 20 --duration-secs 20 --json "$out/e2e-20ms.json"
+"$shale" bench e2e "${s3[@]}" --rate-mib 10 --flush-interval-ms 20 --duration-secs 20 --json "$out/e2e-20ms.json" \
+  --server-log "$out/e2e-20ms.log"
 # overload: 1000 MiB/s offered, far above capacity
 fresh_garage
-"$shale" bench produce "${s3[@]}" --rate-mib 1000 --duration-secs 15 --json "$out/overload.json"
+"$shale" bench produce "${s3[@]}" --rate-mib 1000 --duration-secs 15 --json "$out/overload.json" \
+  --server-log "$out/overload.log"

@@ -47,8 +47,13 @@ async fn bench_workloads_report_their_figures() -> anyhow::Result<()> {
         "{e2e}"
     );
 
-    let catchup = bench(&[&["catchup", "--backlog-mib=2"][..], &small[..]].concat(), &file).await?;
+    let log = dir.path().join("server.log");
+    let log_arg = format!("--server-log={}", log.display());
+    let catchup = bench(&[&["catchup", "--backlog-mib=2", &log_arg][..], &small[..]].concat(), &file).await?;
     ensure!(catchup["backlog"].as_f64() >= Some(2.0) && catchup["cold cache"] == 1.0, "{catchup}");
     ensure!(catchup["store GETs"].as_f64() > Some(0.0), "a cold catch-up reads from the store: {catchup}");
+    // the server's log is kept where asked, across its restart (cold cache)
+    let text = std::fs::read_to_string(&log)?;
+    ensure!(text.matches("shale dev started").count() == 2, "server log: {text}");
     Ok(())
 }

@@ -74,6 +74,10 @@ pub struct TargetArgs {
     /// A running Shale; default: start `shale dev` on a temporary directory.
     #[arg(long, env = "SHALE_BENCH_URL")]
     url: Option<String>,
+    /// Where a self-started `shale dev` logs (appended); default: its temporary
+    /// directory, deleted afterwards.
+    #[arg(long)]
+    server_log: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]

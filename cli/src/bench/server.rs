@@ -2,6 +2,7 @@
 //! process starts on a temporary directory (and can restart, to empty caches).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ struct Owned {
     child: Child,
     dir: TempDir,
     args: Vec<String>,
+    log: PathBuf,
 }
 
 impl Server {
@@ -31,8 +33,9 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let mut args = target.store.to_args();
         args.extend(target.gateway.to_args());
-        let (child, url) = spawn(&dir, &args).await?;
-        Ok(Self { url, owned: Some(Owned { child, dir, args }) })
+        let log = target.server_log.clone().unwrap_or_else(|| dir.path().join("shale.log"));
+        let (child, url) = spawn(&dir, &args, &log).await?;
+        Ok(Self { url, owned: Some(Owned { child, dir, args, log }) })
     }
 
     /// Whether this process started the server (and can restart it).
@@ -45,7 +48,7 @@ impl Server {
         let Some(owned) = &mut self.owned else { return Ok(()) };
         owned.child.start_kill()?;
         owned.child.wait().await?;
-        let (child, url) = spawn(&owned.dir, &owned.args).await?;
+        let (child, url) = spawn(&owned.dir, &owned.args, &owned.log).await?;
         owned.child = child;
         self.url = url;
         Ok(())
@@ -57,9 +60,13 @@ impl Server {
     }
 }
 
-async fn spawn(dir: &TempDir, args: &[String]) -> anyhow::Result<(Child, String)> {
+async fn spawn(dir: &TempDir, args: &[String], log: &Path) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe()?;
-    let log = std::fs::File::create(dir.path().join("shale.log"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening the server log {}", log.display()))?;
     let mut child = Command::new(exe)
         .arg("dev")
         .arg("--data-dir")
