@@ -159,3 +159,49 @@ async fn a_node_with_an_empty_data_directory_starts_from_the_bucket() {
     assert_eq!(p[1].high_watermark, 52, "its own log, not the bucket, after the restart");
     node.shutdown().await;
 }
+
+/// A data directory holding only a snapshot of a three-voter cluster (as a
+/// restore from the bucket leaves it), with or without the restore marker.
+fn restored_dir(dir: &std::path::Path, marked: bool) -> NodeConfig {
+    use crate::store::{StateMachineData, encode_snapshot};
+    use crate::types::{LogId, SnapshotMeta, StoredMembership};
+    let nodes: BTreeMap<NodeId, BasicNode> =
+        (1..=3).map(|id| (id, BasicNode::new(format!("127.0.0.1:{}", 9 + id)))).collect();
+    let last = LogId::new(openraft::CommittedLeaderId::new(2, 1), 40);
+    let membership =
+        StoredMembership::new(Some(LogId::new(openraft::CommittedLeaderId::new(0, 0), 0)), nodes.into());
+    let data =
+        StateMachineData { last_applied: Some(last), membership: membership.clone(), ..Default::default() };
+    let meta =
+        SnapshotMeta { last_log_id: Some(last), last_membership: membership, snapshot_id: "2-40".into() };
+    let bytes = encode_snapshot(&meta, &serde_json::to_vec(&data).expect("json")).expect("encode");
+    std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    std::fs::write(dir.join("state").join(crate::store::SNAPSHOT_FILE), bytes).expect("snapshot");
+    if marked {
+        std::fs::write(dir.join(RESTORING_MARKER), b"").expect("marker");
+    }
+    NodeConfig::new(2, dir.to_owned())
+}
+
+#[tokio::test]
+async fn a_restored_cluster_member_stands_for_no_election_until_caught_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peers: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, format!("127.0.0.1:{}", 9 + id))).collect();
+    // restored (marker present, e.g. after a crash mid-recovery): abstains
+    let abstaining = ControllerNode::start_cluster(restored_dir(&dir.path().join("a"), true), peers.clone())
+        .await
+        .expect("a");
+    // the same state without the marker: an ordinary member
+    let ordinary =
+        ControllerNode::start_cluster(restored_dir(&dir.path().join("b"), false), peers).await.expect("b");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // > 2 election timeouts
+    assert!(!abstaining.recovery().may_vote());
+    assert_eq!(abstaining.raft().metrics().borrow().current_term, 0, "the abstaining node never campaigned");
+    assert!(ordinary.recovery().may_vote());
+    assert!(
+        ordinary.raft().metrics().borrow().current_term > 0,
+        "the ordinary node campaigns (and fails alone)"
+    );
+    abstaining.shutdown().await;
+    ordinary.shutdown().await;
+}

@@ -9,7 +9,9 @@ mod log_store;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{SNAPSHOT_FILE, SharedState, StateMachineStore};
+#[cfg(test)]
+pub(crate) use state_machine::encode_snapshot;
+pub use state_machine::{SNAPSHOT_FILE, SharedState, StateMachineData, StateMachineStore};
 
 use crate::types::StorageError;
 use openraft::{ErrorSubject, ErrorVerb};

@@ -88,7 +88,7 @@ fn decode_data(bytes: &[u8]) -> Result<StateMachineData, StorageError> {
 
 /// A snapshot file (`snapshot.bin`, and the same bytes in the bucket):
 /// `meta_len: u32 LE`, the meta as JSON, then the state as JSON.
-fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+pub(crate) fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     let meta_json = serde_json::to_vec(meta)?;
     let mut out = Vec::with_capacity(4 + meta_json.len() + data.len());
     out.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
