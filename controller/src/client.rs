@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::model::{ChunkRef, GatewayLease, MetaError, TopicConfig, TopicInfo};
-use crate::types::CommitSegment;
+use crate::types::{Command, CommandReply, CommitSegment};
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
@@ -51,26 +51,13 @@ pub struct PartitionRead {
 
 #[async_trait]
 pub trait Controller: Send + Sync + 'static {
-    async fn create_topic(
-        &self,
-        name: TopicName,
-        partitions: u32,
-        config: TopicConfig,
-        created_ms: i64,
-    ) -> Result<TopicInfo, ControllerError>;
-
-    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError>;
+    /// Proposes a command to the leader and waits until it is applied. The
+    /// write methods below are built on it.
+    async fn propose(&self, command: Command) -> Result<CommandReply, ControllerError>;
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError>;
 
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError>;
-
-    /// Commits a segment already in the store: per chunk, its base offset or
-    /// why it was refused.
-    async fn commit_segment(
-        &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError>;
 
     /// The chunks holding `from` and after (at most `max_chunks`). When `from`
     /// is at the high watermark, waits up to `wait` for a commit to pass it.
@@ -83,19 +70,49 @@ pub trait Controller: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<PartitionRead, ControllerError>;
 
-    /// Registers the gateway at `url` or extends its lease by `lease_ms`
-    /// (from the controller leader's clock).
-    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError>;
-
-    /// Ends the lease of the gateway at `url`, handing its partitions over.
-    async fn leave(&self, url: &str) -> Result<(), ControllerError>;
-
     /// Whether the controller can take writes now (it knows a leader).
     async fn is_ready(&self) -> bool;
+
+    async fn create_topic(
+        &self,
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    ) -> Result<TopicInfo, ControllerError> {
+        replies::topic_created(
+            self.propose(Command::CreateTopic { name, partitions, config, created_ms }).await?,
+        )
+    }
+
+    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
+        replies::topic_deleted(self.propose(Command::DeleteTopic { name }).await?)
+    }
+
+    /// Commits a segment already in the store: per chunk, its base offset or
+    /// why it was refused.
+    async fn commit_segment(
+        &self,
+        commit: CommitSegment,
+    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
+        replies::committed(self.propose(Command::CommitSegment(commit)).await?)
+    }
+
+    /// Registers the gateway at `url` or extends its lease by `lease_ms`. The
+    /// node that proposes the heartbeat (the leader) stamps its time.
+    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
+        let command = Command::GatewayHeartbeat { url: url.to_owned(), now_ms: 0, lease_ms };
+        replies::lease(self.propose(command).await?)
+    }
+
+    /// Ends the lease of the gateway at `url`, handing its partitions over.
+    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
+        replies::gone(self.propose(Command::GatewayLeave { url: url.to_owned() }).await?)
+    }
 }
 
-/// Turning command replies into API results, shared by every [`Controller`].
-pub mod replies {
+/// Turning command replies into API results.
+mod replies {
     use shale_core::Offset;
 
     use super::ControllerError;

@@ -14,12 +14,12 @@ use openraft::{BasicNode, SnapshotPolicy};
 use shale_core::{Clock, Offset, PartitionId, SystemClock, TopicName};
 use tokio::time::Instant;
 
-use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead, replies};
-use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead};
+use crate::model::{GatewayLease, MetaError, TopicInfo};
 use crate::network::{HttpNetwork, SingleNodeNetwork};
 use crate::recovery::Recovery;
 use crate::store::{LogStore, SNAPSHOT_FILE, SharedState, StateMachineStore, bucket};
-use crate::types::{Command, CommandReply, CommitSegment, LogId, NodeId, Raft, TypeConfig};
+use crate::types::{Command, CommandReply, LogId, NodeId, Raft, TypeConfig};
 
 /// How long a write may wait for its entry to be applied before its outcome
 /// is reported as unknown.
@@ -299,20 +299,8 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Con
 
 #[async_trait]
 impl Controller for ControllerNode {
-    async fn create_topic(
-        &self,
-        name: TopicName,
-        partitions: u32,
-        config: TopicConfig,
-        created_ms: i64,
-    ) -> Result<TopicInfo, ControllerError> {
-        replies::topic_created(
-            self.write(Command::CreateTopic { name, partitions, config, created_ms }).await?,
-        )
-    }
-
-    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
-        replies::topic_deleted(self.write(Command::DeleteTopic { name }).await?)
+    async fn propose(&self, command: Command) -> Result<CommandReply, ControllerError> {
+        self.write(command).await
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {
@@ -323,13 +311,6 @@ impl Controller for ControllerNode {
 
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError> {
         Ok(self.shared.read().metadata.topic_info(name)?)
-    }
-
-    async fn commit_segment(
-        &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        replies::committed(self.write(Command::CommitSegment(commit)).await?)
     }
 
     async fn read_partition(
@@ -363,15 +344,6 @@ impl Controller for ControllerNode {
                 Ok(Err(_)) => return Err(ControllerError::Unavailable("controller stopped".into())),
             }
         }
-    }
-
-    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
-        let command = Command::GatewayHeartbeat { url: url.to_owned(), now_ms: 0, lease_ms };
-        replies::lease(self.write(command).await?)
-    }
-
-    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
-        replies::gone(self.write(Command::GatewayLeave { url: url.to_owned() }).await?)
     }
 
     async fn is_ready(&self) -> bool {

@@ -14,9 +14,9 @@ use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
 use crate::api::{ReadQuery, Status};
-use crate::client::{Controller, ControllerError, PartitionRead, replies};
-use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
-use crate::types::{Command, CommandReply, CommitSegment};
+use crate::client::{Controller, ControllerError, PartitionRead};
+use crate::model::TopicInfo;
+use crate::types::{Command, CommandReply};
 
 /// How long a write keeps looking for a leader (an election takes well under this).
 const FIND_LEADER_FOR: Duration = Duration::from_secs(10);
@@ -159,20 +159,8 @@ impl RemoteController {
 
 #[async_trait]
 impl Controller for RemoteController {
-    async fn create_topic(
-        &self,
-        name: TopicName,
-        partitions: u32,
-        config: TopicConfig,
-        created_ms: i64,
-    ) -> Result<TopicInfo, ControllerError> {
-        replies::topic_created(
-            self.write(&Command::CreateTopic { name, partitions, config, created_ms }).await?,
-        )
-    }
-
-    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
-        replies::topic_deleted(self.write(&Command::DeleteTopic { name }).await?)
+    async fn propose(&self, command: Command) -> Result<CommandReply, ControllerError> {
+        self.write(&command).await
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {
@@ -181,13 +169,6 @@ impl Controller for RemoteController {
 
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError> {
         self.read::<_, ()>(&format!("/api/topics/{name}"), None, PROBE_TIMEOUT).await
-    }
-
-    async fn commit_segment(
-        &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        replies::committed(self.write(&Command::CommitSegment(commit)).await?)
     }
 
     async fn read_partition(
@@ -201,16 +182,6 @@ impl Controller for RemoteController {
         let query =
             ReadQuery { topic: topic.clone(), partition, from, max_chunks, wait_ms: wait.as_millis() as u64 };
         self.read("/api/read", Some(&query), wait + PROBE_TIMEOUT).await
-    }
-
-    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
-        // the leader stamps the time
-        let command = Command::GatewayHeartbeat { url: url.to_owned(), now_ms: 0, lease_ms };
-        replies::lease(self.write(&command).await?)
-    }
-
-    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
-        replies::gone(self.write(&Command::GatewayLeave { url: url.to_owned() }).await?)
     }
 
     async fn is_ready(&self) -> bool {

@@ -76,21 +76,16 @@ impl LeaderProducer {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             let mut failed: Option<String> = None;
             let offsets = loop {
-                let leader = leaders.get(partition as usize).and_then(|(l, _)| l.clone());
-                let target = match (&leader, &failed) {
-                    (Some(l), Some(f)) if l == f => None,
-                    (Some(l), _) => gateways.iter().find(|g| &g.url == l),
-                    (None, _) => None,
-                };
-                let to_leader = target.is_some();
-                let target = match target {
-                    Some(t) => t,
-                    // no leader known, or it just failed: any other gateway
-                    None => gateways.iter().find(|g| Some(&g.url) != failed.as_ref()).unwrap_or(&gateways[0]),
-                };
-                if failed.is_none() && to_leader {
+                let leader = leaders.get(partition as usize).and_then(|(l, _)| l.as_deref());
+                let leader = leader.filter(|l| Some(*l) != failed.as_deref());
+                let target = leader.and_then(|l| gateways.iter().find(|g| g.url == l));
+                if failed.is_none() && target.is_some() {
                     stats.to_leader += 1;
                 }
+                // no leader known, or it just failed: any other gateway
+                let target = target
+                    .or_else(|| gateways.iter().find(|g| Some(g.url.as_str()) != failed.as_deref()))
+                    .unwrap_or(&gateways[0]);
                 let request =
                     target.http.post(format!("{}{path}", target.url)).header("Idempotency-Key", &key);
                 match target.send(request.json(&body)).await {

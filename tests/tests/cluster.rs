@@ -147,16 +147,8 @@ async fn repeated_controller_leader_kills_lose_no_acknowledged_record() -> anyho
             controllers[(id - 1) as usize].kill9().await?;
             killed.push(id);
             // producing resumes through a new leader
-            let mut resumed = false;
-            for _ in 0..100 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if history.len() > acked_before + 20 {
-                    resumed = true;
-                    break;
-                }
-            }
             ensure!(
-                resumed,
+                resumed(&history, acked_before, 20).await,
                 "{}: round {round}: producing did not resume after killing leader {id}",
                 backend.name()
             );
@@ -334,6 +326,25 @@ fn leader_counts(leaders: &[(Option<String>, u64)]) -> BTreeMap<String, usize> {
     out
 }
 
+type Leaders = Vec<(Option<String>, u64)>;
+
+/// Polls the leadership of `orders` every 50 ms until `done` holds or
+/// `within` has passed; returns the last view.
+async fn leaders_until(
+    clients: &[Client],
+    within: Duration,
+    done: impl Fn(&Leaders) -> bool,
+) -> anyhow::Result<Leaders> {
+    let start = std::time::Instant::now();
+    loop {
+        let leaders = partition_leaders(clients, "orders").await?;
+        if done(&leaders) || start.elapsed() >= within {
+            return Ok(leaders);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_once() -> anyhow::Result<()> {
     for backend in Backend::all() {
@@ -341,17 +352,12 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         let (controllers, mut gateways, clients) = cluster(&backend, dir.path(), 3).await?;
         clients[0].create_topic("orders", 6).await?;
         // leadership spreads over the three gateways: two partitions each
-        let mut leaders = Vec::new();
-        for _ in 0..100 {
-            leaders = partition_leaders(&clients, "orders").await?;
-            let counts = leader_counts(&leaders);
-            if gateways.iter().all(|g| counts.get(&g.url) == Some(&2)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let counts = leader_counts(&leaders);
-        ensure!(gateways.iter().all(|g| counts.get(&g.url) == Some(&2)), "not spread evenly: {counts:?}");
+        let even = |l: &Leaders| {
+            let counts = leader_counts(l);
+            gateways.iter().all(|g| counts.get(&g.url) == Some(&2))
+        };
+        let leaders = leaders_until(&clients, Duration::from_secs(10), even).await?;
+        ensure!(even(&leaders), "not spread evenly: {:?}", leader_counts(&leaders));
 
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -377,17 +383,11 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         gateways[1].kill9().await?;
         let killed = std::time::Instant::now();
         // within the lease its partitions move to the others, with new epochs
-        let mut after = before.clone();
-        while killed.elapsed() < Duration::from_millis(LEASE_MS + 3000) {
-            after = partition_leaders(&clients, "orders").await?;
-            if after.iter().all(|(l, _)| l.is_some() && l.as_ref() != Some(&victim)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let moved = |l: &Leaders| l.iter().all(|(l, _)| l.is_some() && l.as_ref() != Some(&victim));
+        let after = leaders_until(&clients, Duration::from_millis(LEASE_MS + 3000), moved).await?;
         let moved_in = killed.elapsed();
         ensure!(
-            after.iter().all(|(l, _)| l.is_some() && l.as_ref() != Some(&victim)),
+            moved(&after),
             "{}: partitions still led by the killed gateway after {moved_in:?}: {after:?}",
             backend.name()
         );
@@ -429,14 +429,8 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         // a gateway joining takes its share back, each moved partition with a new epoch
         gateways[1].restart().await?;
         let joined = gateways[1].url.clone();
-        let mut rebalanced = after.clone();
-        for _ in 0..100 {
-            rebalanced = partition_leaders(&clients, "orders").await?;
-            if leader_counts(&rebalanced).get(&joined) == Some(&2) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let took_share = |l: &Leaders| leader_counts(l).get(&joined) == Some(&2);
+        let rebalanced = leaders_until(&clients, Duration::from_secs(10), took_share).await?;
         let counts = leader_counts(&rebalanced);
         ensure!(counts.len() == 3 && counts.values().all(|n| *n == 2), "after the join: {counts:?}");
         for ((old, old_epoch), (new, new_epoch)) in after.iter().zip(&rebalanced) {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use shale_core::TopicName;
 
 use super::*;
-use crate::types::ChunkCommit;
+use crate::model::TopicConfig;
+use crate::types::{ChunkCommit, CommitSegment};
 
 fn topic() -> TopicName {
     TopicName::new("orders").expect("valid")
