@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,7 @@ use crate::client::{Controller, ControllerError, PartitionRead};
 use crate::model::{GatewayLease, MetaError, TopicInfo};
 use crate::network::raft_router;
 use crate::node::ControllerNode;
+pub use crate::status::{MemberStatus, Status};
 use crate::types::{Command, CommandReply};
 
 /// Longest a read may long-poll.
@@ -32,6 +35,7 @@ pub fn controller_router(node: ControllerNode) -> Router {
         .route("/api/status", get(status))
         .route("/api/members", post(members))
         .route("/api/gateways", get(gateways))
+        .route("/metrics", get(metrics))
         .with_state(node.clone());
     raft_router(node).merge(api)
 }
@@ -65,23 +69,13 @@ async fn read(State(node): State<ControllerNode>, Query(q): Query<ReadQuery>) ->
     Json(node.read_partition(&q.topic, q.partition, q.from, q.max_chunks, wait).await)
 }
 
-/// What a node knows of the cluster.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub id: u64,
-    pub leader: Option<u64>,
-    pub term: u64,
-    pub last_applied: Option<u64>,
+async fn status(State(node): State<ControllerNode>) -> Json<Status> {
+    Json(node.status())
 }
 
-async fn status(State(node): State<ControllerNode>) -> Json<Status> {
-    let m = node.raft().metrics().borrow().clone();
-    Json(Status {
-        id: node.id(),
-        leader: m.current_leader,
-        term: m.current_term,
-        last_applied: m.last_applied.map(|l| l.index),
-    })
+async fn metrics(State(node): State<ControllerNode>) -> Response {
+    let body = crate::metrics::render(&node.status());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 /// A membership change, sent to the leader.

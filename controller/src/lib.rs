@@ -13,11 +13,13 @@
 
 pub mod api;
 pub mod client;
+pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod node;
 pub mod recovery;
 pub mod remote;
+pub mod status;
 pub mod store;
 pub mod types;
 

@@ -16,8 +16,10 @@ use tokio::time::Instant;
 
 use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead};
 use crate::model::{GatewayLease, MetaError, TopicInfo};
+use crate::network::codec::SNAPSHOT_CHUNK_BYTES;
 use crate::network::{HttpNetwork, SingleNodeNetwork};
 use crate::recovery::Recovery;
+use crate::status::{FollowerEvent, FollowerWatch, MemberStatus, Status};
 use crate::store::{LogStore, SNAPSHOT_FILE, SharedState, StateMachineStore, bucket};
 use crate::types::{Command, CommandReply, LogId, NodeId, Raft, TypeConfig};
 
@@ -26,6 +28,9 @@ use crate::types::{Command, CommandReply, LogId, NodeId, Raft, TypeConfig};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the leader looks for expired gateway leases and new snapshots.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
+/// How long sending one snapshot chunk may take; the last one includes
+/// installing the whole snapshot on the receiver.
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
 /// In the data directory while a node restored from the bucket catches up.
 const RESTORING_MARKER: &str = "restoring";
 /// A new leader ends no lease this soon after taking over: gateways whose
@@ -144,6 +149,10 @@ impl ControllerNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
             purge_batch_size: 16,
+            // snapshots travel in chunks that fit the receiver's body limit;
+            // each chunk (the last one is installed too) gets this long
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
             enable_elect: recovery.may_vote(),
             ..Default::default()
         }
@@ -201,6 +210,31 @@ impl ControllerNode {
         }
     }
 
+    /// What this node knows of the cluster; on the leader, how far each
+    /// member's log matches.
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched =
+                    m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map(|l| l.index);
+                let lag = matched.map(|i| m.last_log_index.unwrap_or(0).saturating_sub(i));
+                MemberStatus { id: *id, addr: node.addr.clone(), voter: voters.contains(id), matched, lag }
+            })
+            .collect();
+        Status {
+            id: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            members,
+        }
+    }
+
     /// The current voters.
     pub fn voters(&self) -> BTreeSet<NodeId> {
         self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
@@ -235,6 +269,7 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
     let mut shipped: Option<LogId> = None;
     let mut first_requested = false;
     let mut leading_since: Option<Instant> = None;
+    let mut followers = FollowerWatch::default();
     loop {
         tokio::time::sleep(KEEPER_TICK).await;
         let (running, leader, snapshot, applied) = {
@@ -254,7 +289,16 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
         }
         if leader != Some(node.id) {
             leading_since = None;
+            followers = FollowerWatch::default();
             continue;
+        }
+        for event in followers.observe(&node.status(), std::time::Instant::now()) {
+            match event {
+                FollowerEvent::Stuck { id, matched, lag } => {
+                    tracing::warn!(node = id, ?matched, lag, "follower is not catching up")
+                }
+                FollowerEvent::CaughtUp { id } => tracing::info!(node = id, "follower caught up"),
+            }
         }
         let settled = leading_since.get_or_insert_with(Instant::now).elapsed() >= NEW_LEADER_GRACE;
         let now_ms = SystemClock.now_ms();

@@ -138,6 +138,18 @@ impl Process {
         Ok(())
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Peak resident memory (`VmHWM`) in KiB, read from `/proc`.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Sends a signal by name (`STOP`, `CONT`, …) with `kill`.
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
         let pid = self.child.id().context("process has exited")?;

@@ -13,81 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use common::{Producer, Routing};
 use serde_json::Value;
+use shale_tests::cluster::{LEASE_MS, Options, cluster, leader, status};
 use shale_tests::leader::{LeaderProducer, partition_leaders};
-use shale_tests::{Backend, Client, History, Process, unique};
-
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let sockets: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-    sockets.iter().map(|s| Ok(s.local_addr()?.port())).collect()
-}
-
-/// The id of the leader, as the first live controller that knows one says.
-async fn leader(http: &reqwest::Client, controllers: &[Process]) -> Option<u64> {
-    for c in controllers {
-        let Ok(response) = http.get(format!("{}/api/status", c.url)).send().await else { continue };
-        let Ok(status) = response.json::<Value>().await else { continue };
-        if let Some(id) = status["leader"].as_u64() {
-            return Some(id);
-        }
-    }
-    None
-}
-
-/// Gateway lease in the tests: short, so leadership moves fast.
-const LEASE_MS: u64 = 2000;
-
-/// Starts three controllers (snapshotting every 50 entries into the bucket)
-/// and `gateways` gateways; returns them and a client per gateway.
-async fn cluster(
-    backend: &Backend,
-    dir: &std::path::Path,
-    gateways: usize,
-) -> anyhow::Result<(Vec<Process>, Vec<Process>, Vec<Client>)> {
-    let ports = free_ports(3)?;
-    let peers: Vec<String> =
-        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
-    let prefix = unique("cluster");
-    let store = backend.store_args(&prefix, &dir.join("objects"));
-    let mut controllers = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let id = (i + 1).to_string();
-        let mut args = vec![
-            "controller".into(),
-            format!("--id={id}"),
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--peers={}", peers.join(",")),
-            format!("--data-dir={}", dir.join(format!("controller-{id}")).display()),
-            "--snapshot-every=50".into(),
-        ];
-        args.extend(store.iter().cloned());
-        controllers.push(Process::start(args, dir.join(format!("controller-{id}.log"))).await?);
-    }
-    let urls: Vec<String> = controllers.iter().map(|c| c.url.clone()).collect();
-    let mut started = Vec::new();
-    for g in 0..gateways {
-        let mut args = vec![
-            "gateway".into(),
-            "--listen=127.0.0.1:0".into(),
-            format!("--controllers={}", urls.join(",")),
-            "--flush-interval-ms=10".into(),
-            format!("--lease-ms={LEASE_MS}"),
-        ];
-        args.extend(store.iter().cloned());
-        started.push(Process::start(args, dir.join(format!("gateway-{g}.log"))).await?);
-    }
-    let clients: Vec<Client> = started.iter().map(|g| Client::new(&g.url)).collect();
-    for c in &clients {
-        c.wait_ready().await?;
-    }
-    Ok((controllers, started, clients))
-}
-
-/// A controller's view: (id, leader it knows, last applied index).
-async fn status(http: &reqwest::Client, controller: &Process) -> Option<(u64, Option<u64>, u64)> {
-    let s: Value = http.get(format!("{}/api/status", controller.url)).send().await.ok()?.json().await.ok()?;
-    Some((s["id"].as_u64()?, s["leader"].as_u64(), s["last_applied"].as_u64().unwrap_or(0)))
-}
+use shale_tests::{Backend, Client, History, Process};
 
 fn spawn_producers(
     clients: &[Client],
@@ -132,7 +60,8 @@ async fn resumed(history: &History, before: usize, more: usize) -> bool {
 async fn repeated_controller_leader_kills_lose_no_acknowledged_record() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let (mut controllers, _gateways, clients) = cluster(&backend, dir.path(), 2).await?;
+        let (mut controllers, _gateways, clients) =
+            cluster(&backend, dir.path(), &Options { gateways: 2, ..Options::default() }).await?;
         clients[0].create_topic("orders", 3).await?;
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -170,7 +99,7 @@ async fn repeated_controller_leader_kills_lose_no_acknowledged_record() -> anyho
 async fn a_paused_leader_loses_its_lead_and_catches_up_after() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let (controllers, _gateways, clients) = cluster(&backend, dir.path(), 1).await?;
+        let (controllers, _gateways, clients) = cluster(&backend, dir.path(), &Options::default()).await?;
         clients[0].create_topic("orders", 3).await?;
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -233,7 +162,8 @@ fn restored_index(log: &str) -> Option<u64> {
 async fn a_wiped_controller_rejoins_from_the_snapshot_in_the_bucket() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let (mut controllers, _gateways, clients) = cluster(&backend, dir.path(), 1).await?;
+        let (mut controllers, _gateways, clients) =
+            cluster(&backend, dir.path(), &Options::default()).await?;
         clients[0].create_topic("orders", 3).await?;
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -349,7 +279,8 @@ async fn leaders_until(
 async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_once() -> anyhow::Result<()> {
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
-        let (controllers, mut gateways, clients) = cluster(&backend, dir.path(), 3).await?;
+        let (controllers, mut gateways, clients) =
+            cluster(&backend, dir.path(), &Options { gateways: 3, ..Options::default() }).await?;
         clients[0].create_topic("orders", 6).await?;
         // leadership spreads over the three gateways: two partitions each
         let even = |l: &Leaders| {

@@ -226,17 +226,20 @@ fn the_window_is_bounded_in_entries() {
 }
 
 proptest! {
-    /// Commands survive a JSON round trip (the log and snapshot encoding).
+    /// Commands survive a round trip in JSON (the log) and MessagePack (Raft
+    /// RPCs and snapshots).
     #[test]
-    fn command_round_trip(count in 1u32..1000, partition in 0u32..8, ts in any::<i64>()) {
+    fn command_round_trip(count in 1u32..1000, partition in 0u32..8, ts in any::<i64>(), guarded: bool) {
         let cmd = Command::CommitSegment(CommitSegment {
             object: "segments/ab/01.seg".into(),
             committed_ms: ts,
             chunks: vec![chunk("t", 1, partition, count)],
-            requests: vec![],
+            requests: if guarded { vec![keyed("k", vec![(0, count)])] } else { vec![] },
         });
         let json = serde_json::to_vec(&cmd).expect("encode");
-        prop_assert_eq!(serde_json::from_slice::<Command>(&json).expect("decode"), cmd);
+        prop_assert_eq!(&serde_json::from_slice::<Command>(&json).expect("decode"), &cmd);
+        let packed = rmp_serde::to_vec_named(&cmd).expect("encode");
+        prop_assert_eq!(rmp_serde::from_slice::<Command>(&packed).expect("decode"), cmd);
     }
 
     /// Applying the same commands to two copies gives the same state.
@@ -251,7 +254,9 @@ proptest! {
         }
         prop_assert_eq!(&a, &b);
         let json = serde_json::to_vec(&a).expect("encode");
-        prop_assert_eq!(serde_json::from_slice::<Metadata>(&json).expect("decode"), a);
+        prop_assert_eq!(&serde_json::from_slice::<Metadata>(&json).expect("decode"), &a);
+        let packed = rmp_serde::to_vec_named(&a).expect("encode");
+        prop_assert_eq!(rmp_serde::from_slice::<Metadata>(&packed).expect("decode"), a);
     }
 
 }

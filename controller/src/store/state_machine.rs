@@ -82,12 +82,21 @@ impl StateMachineStore {
     }
 }
 
+/// The state in a snapshot: MessagePack with named fields. Snapshots from
+/// before it (JSON, starting with `{`) are still read.
+fn encode_data(data: &StateMachineData) -> Result<Vec<u8>, StorageError> {
+    rmp_serde::to_vec_named(data).map_err(|e| sm_err(ErrorVerb::Read, e))
+}
+
 fn decode_data(bytes: &[u8]) -> Result<StateMachineData, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| sm_err(ErrorVerb::Read, e))
+    if bytes.first() == Some(&b'{') {
+        return serde_json::from_slice(bytes).map_err(|e| sm_err(ErrorVerb::Read, e));
+    }
+    rmp_serde::from_slice(bytes).map_err(|e| sm_err(ErrorVerb::Read, e))
 }
 
 /// A snapshot file (`snapshot.bin`, and the same bytes in the bucket):
-/// `meta_len: u32 LE`, the meta as JSON, then the state as JSON.
+/// `meta_len: u32 LE`, the meta as JSON, then the state (see [`encode_data`]).
 pub(crate) fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     let meta_json = serde_json::to_vec(meta)?;
     let mut out = Vec::with_capacity(4 + meta_json.len() + data.len());
@@ -153,23 +162,33 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Copies the state under the read lock (a memory copy), then encodes
+    /// and writes it on a blocking thread, so applying entries waits only for
+    /// the copy, never for the encoding or the disk.
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (meta, data) = {
-            let state = self.shared.read();
-            let data = serde_json::to_vec(&*state).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let snapshot_id = match state.last_applied {
-                Some(id) => format!("{}-{}", id.leader_id.term, id.index),
-                None => "0-0".to_owned(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: state.last_applied,
-                last_membership: state.membership.clone(),
-                snapshot_id,
-            };
-            (meta, data)
+        let started = std::time::Instant::now();
+        let copy = self.shared.read().clone();
+        let copied_in = started.elapsed();
+        let snapshot_id = match copy.last_applied {
+            Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+            None => "0-0".to_owned(),
         };
+        let meta = SnapshotMeta {
+            last_log_id: copy.last_applied,
+            last_membership: copy.membership.clone(),
+            snapshot_id,
+        };
+        let data = tokio::task::spawn_blocking(move || encode_data(&copy))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Read, e))??;
         save_snapshot(self.dir.clone(), meta.clone(), data.clone()).await?;
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes = data.len(),
+            copy_ms = copied_in.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

@@ -1,0 +1,92 @@
+//! The controller's Prometheus metrics (`GET /metrics` on every node),
+//! rendered from its [`Status`] at each scrape.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::status::Status;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Member {
+    node: u64,
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn as_i64(v: Option<u64>) -> i64 {
+    v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The metrics text for one scrape.
+pub fn render(status: &Status) -> String {
+    let mut registry = Registry::with_prefix("shale_controller");
+    gauge(&mut registry, "term", "Current Raft term", as_i64(Some(status.term)));
+    gauge(&mut registry, "is_leader", "1 when this node leads", i64::from(status.is_leader()));
+    gauge(
+        &mut registry,
+        "last_applied_index",
+        "Last log index applied (-1: none)",
+        as_i64(status.last_applied),
+    );
+    gauge(
+        &mut registry,
+        "last_log_index",
+        "Last index in this node's log (-1: none)",
+        as_i64(status.last_log_index),
+    );
+    let matched = Family::<Member, Gauge>::default();
+    let lag = Family::<Member, Gauge>::default();
+    for m in &status.members {
+        if let (Some(i), Some(l)) = (m.matched, m.lag) {
+            matched.get_or_create(&Member { node: m.id }).set(as_i64(Some(i)));
+            lag.get_or_create(&Member { node: m.id }).set(as_i64(Some(l)));
+        }
+    }
+    registry.register(
+        "member_matched_index",
+        "On the leader: last index matching the leader's, per member",
+        matched,
+    );
+    registry.register("follower_lag_entries", "On the leader: entries each member is behind", lag);
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "cannot render metrics");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::MemberStatus;
+
+    #[test]
+    fn lag_is_shown_per_member() {
+        let status = Status {
+            id: 1,
+            leader: Some(1),
+            term: 3,
+            last_applied: Some(90),
+            last_log_index: Some(90),
+            members: vec![
+                MemberStatus { id: 1, addr: "a".into(), voter: true, matched: Some(90), lag: Some(0) },
+                MemberStatus { id: 2, addr: "b".into(), voter: true, matched: Some(40), lag: Some(50) },
+                MemberStatus { id: 3, addr: "c".into(), voter: false, matched: None, lag: None },
+            ],
+        };
+        let text = render(&status);
+        assert!(text.contains("shale_controller_follower_lag_entries{node=\"2\"} 50"), "{text}");
+        assert!(text.contains("shale_controller_member_matched_index{node=\"1\"} 90"), "{text}");
+        assert!(!text.contains("node=\"3\""), "no figure for an unknown match: {text}");
+        assert!(text.contains("shale_controller_is_leader 1"), "{text}");
+    }
+}
