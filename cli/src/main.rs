@@ -12,8 +12,32 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "shale", version, about = "Shale: a Kafka-style log on object storage")]
 struct Cli {
+    /// Log lines as text for people or JSON for log shippers (stderr).
+    #[arg(long, global = true, env = "SHALE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Shale's own events at `info`, libraries (openraft's state dumps among
+/// them) at `warn`. `SHALE_LOG` replaces it.
+const DEFAULT_LOG_FILTER: &str =
+    "warn,shale=info,shale_core=info,shale_controller=info,shale_gateway=info,shale_tests=info";
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("SHALE_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,10 +81,7 @@ fn pin_mmap_threshold() {}
 fn main() -> anyhow::Result<()> {
     pin_mmap_threshold();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SHALE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(cli.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {

@@ -270,15 +270,24 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
     let mut first_requested = false;
     let mut leading_since: Option<Instant> = None;
     let mut followers = FollowerWatch::default();
+    let mut known_leader = None;
     loop {
         tokio::time::sleep(KEEPER_TICK).await;
-        let (running, leader, snapshot, applied) = {
+        let (running, leader, term, snapshot, applied) = {
             let m = node.raft.metrics();
             let m = m.borrow();
-            (m.running_state.is_ok(), m.current_leader, m.snapshot, m.last_applied)
+            (m.running_state.is_ok(), m.current_leader, m.current_term, m.snapshot, m.last_applied)
         };
         if !running {
             return;
+        }
+        if leader != known_leader {
+            match leader {
+                Some(id) if id == node.id => tracing::info!(term, "this node leads the controller cluster"),
+                Some(id) => tracing::info!(leader = id, term, "controller leader changed"),
+                None => tracing::warn!(term, "no controller leader"),
+            }
+            known_leader = leader;
         }
         if node.recovery.check(applied.map(|a| a.index)) {
             tracing::info!("caught up after the restore: voting and standing for election again");
@@ -319,7 +328,7 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
             }
             Some(id) if shipped != Some(id) => match bucket::upload(store.as_ref(), &state_dir).await {
                 Ok(key) => {
-                    tracing::info!(key = ?key, "snapshot copied to the bucket");
+                    tracing::info!(key = key.as_deref().unwrap_or("none"), "snapshot copied to the bucket");
                     shipped = Some(id);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot copy the snapshot to the bucket"),

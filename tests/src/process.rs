@@ -95,7 +95,7 @@ pub async fn spawn_shale(args: &[String], log: &Path) -> anyhow::Result<(Child, 
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut child = Command::new(&bin)
         .args(args)
-        .env("SHALE_LOG", "info")
+        .env_remove("SHALE_LOG")
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
