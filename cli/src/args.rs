@@ -156,3 +156,28 @@ impl GatewayArgs {
         }
     }
 }
+
+/// How a controller node or a gateway proves it belongs to the cluster.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// File holding the cluster secret (at least 16 characters): controllers
+    /// require it on every Raft RPC and controller API call; gateways present it.
+    #[arg(long, env = "SHALE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Run a controller outside loopback without a cluster secret (unsafe:
+    /// anyone who reaches it can change the cluster).
+    #[arg(long, env = "SHALE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+}
+
+impl ClusterArgs {
+    pub fn secret(&self) -> anyhow::Result<Option<shale_controller_client::ClusterSecret>> {
+        let Some(path) = &self.cluster_secret_file else { return Ok(None) };
+        Ok(Some(shale_controller_client::ClusterSecret::from_file(path)?))
+    }
+}
+
+/// Whether every address `listen` resolves to is a loopback address.
+pub fn is_loopback(addr: std::net::SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}

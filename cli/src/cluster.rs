@@ -9,14 +9,15 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use shale_controller::api::controller_router;
-use shale_controller::remote::RemoteController;
-use shale_controller::{ControllerNode, NodeConfig};
+use shale_controller::{ControllerNode, NodeConfig, PeerAccess};
+use shale_controller_client::RemoteController;
+use shale_controller_client::remote::ClientOptions;
 use shale_core::SystemClock;
 use shale_core::store::StoreMetrics;
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{GatewayArgs, StoreArgs};
+use crate::args::{ClusterArgs, GatewayArgs, StoreArgs, is_loopback};
 use crate::dev::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -40,6 +41,8 @@ pub struct ControllerArgs {
     /// and a node started with an empty --data-dir starts from the newest.
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -61,6 +64,16 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let secret = args.cluster.secret()?;
+    if secret.is_none() && !is_loopback(addr) && !args.cluster.insecure_no_auth {
+        bail!(
+            "{addr} is not a loopback address: give --cluster-secret-file (or --insecure-no-auth to run unprotected)"
+        );
+    }
+    if secret.is_none() {
+        tracing::warn!(%addr, "no cluster secret: anyone who reaches this node can change the cluster");
+    }
+    let peers_access = PeerAccess { secret, ..PeerAccess::default() };
     let store = match &args.store.store {
         Some(url) => Some(args.store.open(url, StoreMetrics::default())?),
         None => {
@@ -71,13 +84,14 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let config = NodeConfig {
         snapshot_every: args.snapshot_every.max(1),
         store,
+        peers: peers_access.clone(),
         ..NodeConfig::new(args.id, args.data_dir.clone())
     };
     let node = ControllerNode::start_cluster(config, peers).await.context("starting the controller node")?;
     tracing::info!(id = args.id, %addr, "controller started");
     println!("shale controller {} listening on http://{addr}", args.id);
     std::io::stdout().flush()?;
-    serve(listener, controller_router(node.clone()), shutdown_signal()).await?;
+    serve(listener, controller_router(node.clone(), peers_access), shutdown_signal()).await?;
     node.shutdown().await;
     Ok(())
 }
@@ -94,6 +108,8 @@ pub struct GatewayCmdArgs {
     store: StoreArgs,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
@@ -103,7 +119,8 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(GatewayMetrics::new());
     let store = args.store.open(&url, metrics.store.clone())?;
-    let controller = Arc::new(RemoteController::new(args.controllers.clone()));
+    let options = ClientOptions { secret: args.cluster.secret()?, ..ClientOptions::default() };
+    let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
     let lease = config.lease;
     let state = AppState::new(config, controller.clone(), store, metrics, Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind(&args.listen)

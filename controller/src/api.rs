@@ -1,76 +1,125 @@
-//! The controller's HTTP API, served by every node next to its Raft RPCs:
+//! The controller's HTTP API, served by every node next to its Raft RPCs.
+//! One route per operation ([`shale_controller_client::api`] names them);
 //! writes are taken by the leader (a follower answers `NotLeader` with the
-//! leader's address, and [`crate::remote::RemoteController`] follows it);
-//! reads are served by any node, since the index only grows.
+//! leader's address, and the client follows it); reads are served by any
+//! node, since the index only grows. Every route but `/metrics` requires the
+//! cluster credential when one is configured.
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use shale_core::{Offset, PartitionId, TopicName};
+use shale_controller_client::api::{
+    self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, MemberChange, ReadQuery,
+};
+use shale_controller_client::{ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead};
+use shale_core::{Offset, TopicName};
 
-use crate::client::{Controller, ControllerError, PartitionRead};
 use crate::model::{GatewayLease, MetaError, TopicInfo};
-use crate::network::raft_router;
+use crate::network::{PeerAccess, raft_router};
 use crate::node::ControllerNode;
-pub use crate::status::{MemberStatus, Status};
-use crate::types::{Command, CommandReply};
+use crate::status::Status;
 
 /// Longest a read may long-poll.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Largest controller API body: a segment commit with one chunk for each of
+/// many thousands of partitions.
+const MAX_API_BODY: usize = 64 << 20;
 
 pub type ApiResult<T> = Json<Result<T, ControllerError>>;
 
-/// Raft RPCs and the controller API of one node.
-pub fn controller_router(node: ControllerNode) -> Router {
+#[derive(Clone)]
+struct ApiState {
+    node: ControllerNode,
+    peers: PeerAccess,
+}
+
+/// Raft RPCs and the controller API of one node; `peers` holds the cluster
+/// credential that every route but `/metrics` requires.
+pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
+    let state = ApiState { node: node.clone(), peers: peers.clone() };
     let api = Router::new()
-        .route("/api/write", post(write))
-        .route("/api/topics", get(list))
-        .route("/api/topics/{topic}", get(describe))
-        .route("/api/read", get(read))
-        .route("/api/status", get(status))
-        .route("/api/members", post(members))
-        .route("/api/gateways", get(gateways))
-        .route("/metrics", get(metrics))
-        .with_state(node.clone());
-    raft_router(node).merge(api)
+        .route(api::TOPICS, get(list).post(create_topic))
+        .route("/api/topics/{topic}", get(describe).delete(delete_topic))
+        .route(api::SEGMENTS, post(commit_segment))
+        .route(api::HEARTBEAT, post(heartbeat))
+        .route(api::LEAVE, post(leave))
+        .route(api::READ, get(read))
+        .route(api::STATUS, get(status))
+        .route(api::MEMBERS, post(members))
+        .route(api::GATEWAYS, get(gateways))
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .with_state(state);
+    let protected = raft_router(node.clone()).merge(api);
+    let protected = match peers.secret.clone() {
+        Some(secret) => protected.layer(middleware::from_fn_with_state(secret, require_secret)),
+        None => protected,
+    };
+    protected.merge(Router::new().route("/metrics", get(metrics)).with_state(node))
 }
 
-async fn write(State(node): State<ControllerNode>, Json(command): Json<Command>) -> ApiResult<CommandReply> {
-    Json(node.write(command).await)
+/// Refuses, with 401 and before anything runs, a request without the secret.
+async fn require_secret(State(secret): State<ClusterSecret>, request: Request, next: Next) -> Response {
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !secret.accepts(presented) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "the cluster credential is missing or wrong",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
-async fn list(State(node): State<ControllerNode>) -> ApiResult<Vec<TopicInfo>> {
-    Json(node.list_topics().await)
+async fn create_topic(State(s): State<ApiState>, Json(r): Json<CreateTopicRequest>) -> ApiResult<TopicInfo> {
+    Json(s.node.create_topic(r.name, r.partitions, r.config, r.created_ms).await)
 }
 
-async fn describe(State(node): State<ControllerNode>, Path(topic): Path<String>) -> ApiResult<TopicInfo> {
+async fn delete_topic(State(s): State<ApiState>, Path(topic): Path<String>) -> ApiResult<()> {
     let Ok(name) = TopicName::new(topic.clone()) else {
         return Json(Err(MetaError::TopicNotFound(topic).into()));
     };
-    Json(node.describe_topic(&name).await)
+    Json(s.node.delete_topic(name).await)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReadQuery {
-    pub topic: TopicName,
-    pub partition: PartitionId,
-    pub from: Offset,
-    pub max_chunks: usize,
-    pub wait_ms: u64,
+async fn commit_segment(
+    State(s): State<ApiState>,
+    Json(commit): Json<CommitSegment>,
+) -> ApiResult<Vec<Result<Offset, MetaError>>> {
+    Json(s.node.commit_segment(commit).await)
 }
 
-async fn read(State(node): State<ControllerNode>, Query(q): Query<ReadQuery>) -> ApiResult<PartitionRead> {
+async fn heartbeat(State(s): State<ApiState>, Json(r): Json<HeartbeatRequest>) -> ApiResult<GatewayLease> {
+    Json(s.node.heartbeat(&r.url, r.lease_ms).await)
+}
+
+async fn leave(State(s): State<ApiState>, Json(r): Json<LeaveRequest>) -> ApiResult<()> {
+    Json(s.node.leave(&r.url).await)
+}
+
+async fn list(State(s): State<ApiState>) -> ApiResult<Vec<TopicInfo>> {
+    Json(s.node.list_topics().await)
+}
+
+async fn describe(State(s): State<ApiState>, Path(topic): Path<String>) -> ApiResult<TopicInfo> {
+    let Ok(name) = TopicName::new(topic.clone()) else {
+        return Json(Err(MetaError::TopicNotFound(topic).into()));
+    };
+    Json(s.node.describe_topic(&name).await)
+}
+
+async fn read(State(s): State<ApiState>, Query(q): Query<ReadQuery>) -> ApiResult<PartitionRead> {
     let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
-    Json(node.read_partition(&q.topic, q.partition, q.from, q.max_chunks, wait).await)
+    Json(s.node.read_partition(&q.topic, q.partition, q.from, q.max_chunks, wait).await)
 }
 
-async fn status(State(node): State<ControllerNode>) -> Json<Status> {
-    Json(node.status())
+async fn status(State(s): State<ApiState>) -> Json<Status> {
+    Json(s.node.status())
 }
 
 async fn metrics(State(node): State<ControllerNode>) -> Response {
@@ -78,28 +127,20 @@ async fn metrics(State(node): State<ControllerNode>) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
-/// A membership change, sent to the leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberChange {
-    /// Add a node (`addr` is its `host:port`): it catches up as a learner, then votes.
-    Add {
-        id: u64,
-        addr: String,
-    },
-    Remove {
-        id: u64,
-    },
-}
-
-async fn members(State(node): State<ControllerNode>, Json(change): Json<MemberChange>) -> ApiResult<()> {
+async fn members(State(s): State<ApiState>, Json(change): Json<MemberChange>) -> ApiResult<()> {
     Json(match change {
-        MemberChange::Add { id, addr } => node.add_node(id, addr).await,
-        MemberChange::Remove { id } => node.remove_node(id).await,
+        MemberChange::Add { id, addr } => match s.peers.identify(&addr).await {
+            Ok(found) if found == id => s.node.add_node(id, addr).await,
+            Ok(found) => {
+                Err(MetaError::Invalid(format!("the node at {addr} is node {found}, not {id}")).into())
+            }
+            Err(e) => Err(ControllerError::Unavailable(format!("cannot reach the node at {addr}: {e}"))),
+        },
+        MemberChange::Remove { id } => s.node.remove_node(id).await,
     })
 }
 
 /// The live gateways and their leases (expiry in the leader's clock, ms).
-async fn gateways(State(node): State<ControllerNode>) -> Json<Vec<GatewayLease>> {
-    Json(node.gateways())
+async fn gateways(State(s): State<ApiState>) -> Json<Vec<GatewayLease>> {
+    Json(s.node.gateways())
 }

@@ -9,21 +9,22 @@
 //! - [`model`]: the pure, deterministic metadata state machine.
 //! - [`store`]: the durable log store (redb) and the state machine store.
 //! - [`node`]: a running controller node and its [`Controller`] API.
-//! - [`client`]: the [`Controller`] trait the gateway talks to.
+//!
+//! The [`Controller`] trait, its HTTP client and the wire types live in
+//! `shale-controller-client`, so that gateways link no Raft server.
 
 pub mod api;
-pub mod client;
 pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod node;
 pub mod recovery;
-pub mod remote;
 pub mod status;
 pub mod store;
 pub mod types;
 
-pub use client::{ChunkSpan, Controller, ControllerError, PartitionRead};
 pub use model::{ChunkRef, MetaError, PartitionInfo, TopicConfig, TopicInfo};
+pub use network::PeerAccess;
 pub use node::{ControllerNode, NodeConfig};
+pub use shale_controller_client::{ChunkSpan, Controller, ControllerError, PartitionRead, RemoteController};
 pub use types::{ChunkCommit, Command, CommandReply, CommitSegment};

@@ -14,10 +14,12 @@ use openraft::{BasicNode, SnapshotPolicy};
 use shale_core::{Clock, Offset, PartitionId, SystemClock, TopicName};
 use tokio::time::Instant;
 
-use crate::client::{ChunkSpan, Controller, ControllerError, PartitionRead};
-use crate::model::{GatewayLease, MetaError, TopicInfo};
+use shale_controller_client::client::replies;
+use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
+
+use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::network::codec::SNAPSHOT_CHUNK_BYTES;
-use crate::network::{HttpNetwork, SingleNodeNetwork};
+use crate::network::{HttpNetwork, PeerAccess, SingleNodeNetwork};
 use crate::recovery::Recovery;
 use crate::status::{FollowerEvent, FollowerWatch, MemberStatus, Status};
 use crate::store::{LogStore, SNAPSHOT_FILE, SharedState, StateMachineStore, bucket};
@@ -49,11 +51,20 @@ pub struct NodeConfig {
     /// The bucket: the leader copies snapshots there, and a node started with
     /// an empty data directory starts from the newest one.
     pub store: Option<Arc<dyn ObjectStore>>,
+    /// How this node reaches its peers (cluster credential, TLS).
+    pub peers: PeerAccess,
 }
 
 impl NodeConfig {
     pub fn new(id: NodeId, data_dir: PathBuf) -> Self {
-        Self { id, data_dir, snapshot_every: 1000, keep_behind_snapshot: 100, store: None }
+        Self {
+            id,
+            data_dir,
+            snapshot_every: 1000,
+            keep_behind_snapshot: 100,
+            store: None,
+            peers: PeerAccess::default(),
+        }
     }
 }
 
@@ -103,7 +114,9 @@ impl ControllerNode {
             return Err(StartError::Raft(format!("node {} is not among the peers", config.id)));
         }
         let members = peers.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
-        Self::start(&config, HttpNetwork::new(), members).await
+        let network = HttpNetwork::new(config.id, &config.peers)
+            .map_err(|e| StartError::Raft(format!("the peer HTTP client: {e}")))?;
+        Self::start(&config, network, members).await
     }
 
     async fn start<N: RaftNetworkFactory<TypeConfig>>(
@@ -243,6 +256,19 @@ impl ControllerNode {
     /// Adds a node: first as a learner that catches up, then as a voter.
     /// Call on the leader.
     pub async fn add_node(&self, id: NodeId, addr: String) -> Result<(), ControllerError> {
+        let taken = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some_and(|node| node.addr != addr);
+        if taken {
+            return Err(
+                MetaError::Invalid(format!("node {id} is already a member at another address")).into()
+            );
+        }
         self.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(write_error)?;
         let mut voters = self.voters();
         voters.insert(id);
@@ -352,8 +378,37 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Con
 
 #[async_trait]
 impl Controller for ControllerNode {
-    async fn propose(&self, command: Command) -> Result<CommandReply, ControllerError> {
-        self.write(command).await
+    async fn create_topic(
+        &self,
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    ) -> Result<TopicInfo, ControllerError> {
+        replies::topic_created(
+            self.write(Command::CreateTopic { name, partitions, config, created_ms }).await?,
+        )
+    }
+
+    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
+        replies::topic_deleted(self.write(Command::DeleteTopic { name }).await?)
+    }
+
+    async fn commit_segment(
+        &self,
+        commit: CommitSegment,
+    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
+        replies::committed(self.write(Command::CommitSegment(commit)).await?)
+    }
+
+    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
+        // stamped with this node's clock in `write`
+        let command = Command::GatewayHeartbeat { url: url.to_owned(), now_ms: 0, lease_ms };
+        replies::lease(self.write(command).await?)
+    }
+
+    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
+        replies::gone(self.write(Command::GatewayLeave { url: url.to_owned() }).await?)
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {

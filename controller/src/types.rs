@@ -1,11 +1,11 @@
-//! The Raft type config and the commands replicated through the log.
+//! The Raft type config. The commands replicated through the log are wire
+//! types of the client crate ([`shale_controller_client::command`]).
 
 use std::io::Cursor;
 
-use serde::{Deserialize, Serialize};
-use shale_core::{Offset, PartitionId, TopicName};
-
-use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
+pub use shale_controller_client::command::{
+    ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit,
+};
 
 pub type NodeId = u64;
 
@@ -28,90 +28,3 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 pub type Snapshot = openraft::Snapshot<TypeConfig>;
-
-/// A change to the metadata. Every command carries the timestamps it needs, so
-/// applying it never reads a clock.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Command {
-    CreateTopic {
-        name: TopicName,
-        partitions: u32,
-        config: TopicConfig,
-        created_ms: i64,
-    },
-    DeleteTopic {
-        name: TopicName,
-    },
-    CommitSegment(CommitSegment),
-    /// A gateway (by its advertised URL) registers or extends its lease.
-    /// `now_ms` is the controller leader's clock.
-    GatewayHeartbeat {
-        url: String,
-        now_ms: i64,
-        lease_ms: u64,
-    },
-    /// Ends the leases expired by `now_ms` (proposed by the controller leader).
-    ExpireGateways {
-        now_ms: i64,
-    },
-    /// A gateway shutting down hands its partitions over at once.
-    GatewayLeave {
-        url: String,
-    },
-}
-
-/// A segment object already written to the store, to be committed: each chunk
-/// gets the next offsets of its partition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommitSegment {
-    /// The object's key in the bucket.
-    pub object: String,
-    pub committed_ms: i64,
-    pub chunks: Vec<ChunkCommit>,
-    /// Requests with an idempotency key or an expected offset. Their records
-    /// sit in chunks of their own, so refusing one refuses nothing else.
-    #[serde(default)]
-    pub requests: Vec<RequestCommit>,
-}
-
-/// A produce request that must be checked as a whole when committed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestCommit {
-    pub idempotency_key: Option<String>,
-    /// Append only if the partition's next offset is this (single partition).
-    pub expected_offset: Option<Offset>,
-    /// The request's records in order, as runs of (chunk index, record count).
-    pub runs: Vec<(u32, u32)>,
-}
-
-/// One chunk of a segment being committed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChunkCommit {
-    pub topic: TopicName,
-    /// The topic incarnation the gateway saw, so a chunk for a deleted and
-    /// re-created topic is refused rather than mixed into the new one.
-    pub topic_id: u64,
-    pub partition: PartitionId,
-    pub position: u64,
-    pub len: u32,
-    pub record_count: u32,
-    pub max_timestamp_ms: i64,
-    /// The request (index in `CommitSegment::requests`) owning this chunk.
-    #[serde(default)]
-    pub request: Option<u32>,
-}
-
-/// What applying a command returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum CommandReply {
-    /// Blank and membership entries.
-    None,
-    TopicCreated(TopicInfo),
-    TopicDeleted,
-    /// Per chunk, in order: the base offset assigned, or why it was refused.
-    Committed(Vec<Result<Offset, MetaError>>),
-    Lease(GatewayLease),
-    /// The gateways whose leases ended.
-    GatewaysGone(Vec<String>),
-    Failed(MetaError),
-}

@@ -1,6 +1,8 @@
-//! Three real openraft controller nodes talking HTTP on 127.0.0.1: they
-//! bootstrap themselves, elect a leader, replicate commits, and fail over when
-//! the leader dies, with offsets continuing and never reused.
+//! Three real openraft controller nodes talking HTTP on 127.0.0.1 with a
+//! cluster secret: they bootstrap themselves, elect a leader, replicate
+//! commits, and fail over when the leader dies, with offsets continuing and
+//! never reused. Requests without the secret, and nodes that claim another
+//! node's id, change nothing.
 
 // A test: a failed expectation should panic with its message.
 #![allow(clippy::expect_used)]
@@ -8,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shale_controller::network::raft_router;
+use shale_controller::api::controller_router;
 use shale_controller::{
-    ChunkCommit, CommitSegment, Controller, ControllerError, ControllerNode, NodeConfig, TopicConfig,
+    ChunkCommit, CommitSegment, Controller, ControllerError, ControllerNode, NodeConfig, PeerAccess,
+    TopicConfig,
 };
+use shale_controller_client::ClusterSecret;
 use shale_core::TopicName;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -21,6 +25,17 @@ struct Member {
     node: ControllerNode,
     server: JoinHandle<()>,
     _dir: TempDir,
+}
+
+const SECRET: &str = "test-cluster-secret-0123456789";
+
+fn access() -> PeerAccess {
+    PeerAccess { secret: Some(ClusterSecret::new(SECRET).expect("valid")), ..PeerAccess::default() }
+}
+
+/// A client that presents the cluster secret.
+fn authorized() -> reqwest::Client {
+    access().client().expect("client")
 }
 
 fn topic() -> TopicName {
@@ -75,10 +90,9 @@ async fn high_watermark(node: &ControllerNode) -> u64 {
 /// Starts node `id` of a cluster with `peers`, serving Raft and the API on `listener`.
 async fn start(id: u64, peers: &BTreeMap<u64, String>, listener: tokio::net::TcpListener) -> Member {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = ControllerNode::start_cluster(NodeConfig::new(id, dir.path().to_owned()), peers.clone())
-        .await
-        .expect("start");
-    let app = shale_controller::api::controller_router(node.clone());
+    let config = NodeConfig { peers: access(), ..NodeConfig::new(id, dir.path().to_owned()) };
+    let node = ControllerNode::start_cluster(config, peers.clone()).await.expect("start");
+    let app = controller_router(node.clone(), access());
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -117,6 +131,19 @@ async fn a_node_joins_catches_up_and_another_leaves() {
     let addr4 = fourth.local_addr().expect("addr").to_string();
     peers.insert(4, addr4.clone());
     let joined = start(4, &peers, fourth).await;
+    // the leader asks the node at the address who it is: claiming another id is refused
+    let leader_addr = peers[&leader_node.id()].clone();
+    let post_change = |change: serde_json::Value| {
+        let url = format!("http://{leader_addr}/api/members");
+        async move {
+            authorized().post(url).json(&change).send().await.expect("send").json::<serde_json::Value>().await
+        }
+    };
+    let wrong = post_change(serde_json::json!({"add": {"id": 5, "addr": addr4}})).await.expect("json");
+    assert!(wrong["Err"].to_string().contains("is node 4, not 5"), "{wrong}");
+    let taken = post_change(serde_json::json!({"add": {"id": 2, "addr": addr4}})).await.expect("json");
+    assert!(taken.get("Err").is_some(), "node 2's id at node 4's address: {taken}");
+    assert_eq!(leader_node.voters(), [1, 2, 3].into_iter().collect(), "neither changed membership");
     leader_node.add_node(4, addr4).await.expect("add node 4");
     assert_eq!(leader_node.voters(), [1, 2, 3, 4].into_iter().collect());
     eventually("node 4 catches up", async || high_watermark(&joined.node).await == 6).await;
@@ -124,7 +151,7 @@ async fn a_node_joins_catches_up_and_another_leaves() {
     // a follower leaves; the remaining three go on, node 4 among them
     let leaving = (1..=3).find(|id| *id != leader_node.id()).expect("a follower");
     // through the HTTP API, as an operator would
-    let answer: serde_json::Value = reqwest::Client::new()
+    let answer: serde_json::Value = authorized()
         .post(format!("http://{}/api/members", peers[&leader_node.id()]))
         .json(&serde_json::json!({"remove": {"id": leaving}}))
         .send()
@@ -157,9 +184,9 @@ async fn three_nodes_elect_replicate_and_fail_over() {
     let mut members: Vec<Option<Member>> = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = NodeConfig::new(i as u64 + 1, dir.path().to_owned());
+        let config = NodeConfig { peers: access(), ..NodeConfig::new(i as u64 + 1, dir.path().to_owned()) };
         let node = ControllerNode::start_cluster(config, peers.clone()).await.expect("start");
-        let app = raft_router(node.clone());
+        let app = controller_router(node.clone(), access());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -199,4 +226,62 @@ async fn three_nodes_elect_replicate_and_fail_over() {
     for m in members.iter().flatten() {
         eventually("the survivors apply it", async || high_watermark(&m.node).await == 12).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cluster_secret_nothing_changes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let peers = BTreeMap::from([(1, addr.clone())]);
+    let member = start(1, &peers, listener).await;
+    eventually("it leads", async || member.node.raft().metrics().borrow().current_leader == Some(1)).await;
+    let term = member.node.raft().metrics().borrow().current_term;
+    let anyone = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+
+    // a vote with a far higher term, a topic, a membership change: all 401
+    let vote = shale_controller::network::codec::encode(&openraft::raft::VoteRequest::new(
+        openraft::Vote::new(term + 100, 9),
+        None,
+    ))
+    .expect("encode");
+    let attempts = [
+        anyone.post(url("/raft/vote")).body(vote.clone()),
+        anyone
+            .post(url("/api/topics"))
+            .json(&serde_json::json!({"name": "x", "partitions": 1, "created_ms": 0})),
+        anyone.post(url("/api/members")).json(&serde_json::json!({"remove": {"id": 1}})),
+        anyone.get(url("/api/topics")),
+        anyone
+            .post(url("/api/gateways/heartbeat"))
+            .header("authorization", "Bearer wrong-secret-0123456789")
+            .json(&serde_json::json!({"url": "http://evil", "lease_ms": 10000})),
+    ];
+    for attempt in attempts {
+        let response = attempt.send().await.expect("send");
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    }
+    assert_eq!(member.node.raft().metrics().borrow().current_term, term, "the term did not move");
+    assert!(member.node.list_topics().await.expect("list").is_empty());
+    assert!(member.node.gateways().is_empty());
+    assert_eq!(member.node.voters(), [1].into_iter().collect());
+
+    // with the secret, but naming another node than the vote speaks for: 403
+    let refused = authorized()
+        .post(url("/raft/vote"))
+        .header("shale-node-id", "1")
+        .body(vote.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 403);
+    // a sender that is not a member: 403
+    let stranger = authorized().post(url("/raft/vote")).header("shale-node-id", "9").body(vote).send().await;
+    assert_eq!(stranger.expect("send").status(), 403);
+    assert_eq!(member.node.raft().metrics().borrow().current_term, term, "the term did not move");
+
+    // metrics stay open for scrapers; the API works with the secret
+    assert_eq!(anyone.get(url("/metrics")).send().await.expect("send").status(), 200);
+    assert_eq!(authorized().get(url("/api/topics")).send().await.expect("send").status(), 200);
 }

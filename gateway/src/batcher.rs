@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use shale_controller::types::RequestCommit;
-use shale_controller::{ChunkCommit, CommitSegment, Controller, ControllerError, MetaError};
+use shale_controller_client::RequestCommit;
+use shale_controller_client::{ChunkCommit, CommitSegment, Controller, ControllerError, MetaError};
 use shale_core::keys::segment_key;
 use shale_core::segment::{ChunkEntry, Compression, SegmentWriter};
 use shale_core::{Clock, Offset, PartitionId, Record, TopicName};
@@ -403,6 +403,6 @@ impl Committer {
 }
 
 /// Per record (partition, offset) from runs of consecutive offsets.
-fn expand(runs: &[shale_controller::model::OffsetRun]) -> Acked {
+fn expand(runs: &[shale_controller_client::OffsetRun]) -> Acked {
     runs.iter().flat_map(|r| (0..u64::from(r.count)).map(move |i| (r.partition, r.base_offset + i))).collect()
 }

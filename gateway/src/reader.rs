@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use quick_cache::{OptionsBuilder, Weighter};
-use shale_controller::{ChunkSpan, Controller, ControllerError};
+use shale_controller_client::{ChunkSpan, Controller, ControllerError};
 use shale_core::segment::decode_chunk;
 use shale_core::{Offset, PartitionId, Record, TopicName};
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shale_controller::Controller;
+use shale_controller_client::Controller;
 use tokio::task::JoinHandle;
 
 /// How long a clean shutdown waits for the controller to take the leave.

@@ -10,6 +10,25 @@ use crate::{Backend, Client, Process, unique};
 /// Gateway lease in the tests: short, so leadership moves fast.
 pub const LEASE_MS: u64 = 2000;
 
+/// The cluster secret of every test cluster.
+pub const CLUSTER_SECRET: &str = "shale-test-cluster-secret-0123456789";
+
+/// An HTTP client for the controllers' API: it presents the cluster secret.
+pub fn cluster_http() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {CLUSTER_SECRET}")) {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().default_headers(headers).build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Writes the cluster secret to `dir/cluster.secret`; returns its flag.
+pub fn secret_flag(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("cluster.secret");
+    std::fs::write(&path, CLUSTER_SECRET)?;
+    Ok(format!("--cluster-secret-file={}", path.display()))
+}
+
 /// `n` free ports on 127.0.0.1.
 pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let sockets: Vec<std::net::TcpListener> =
@@ -45,15 +64,22 @@ impl Default for Options {
 }
 
 /// The flags of controller `id` of a cluster whose nodes are `peers`.
-pub fn controller_args(id: u64, port: u16, peers: &str, dir: &Path, snapshot_every: u64) -> Vec<String> {
-    vec![
+pub fn controller_args(
+    id: u64,
+    port: u16,
+    peers: &str,
+    dir: &Path,
+    snapshot_every: u64,
+) -> anyhow::Result<Vec<String>> {
+    Ok(vec![
+        secret_flag(dir)?,
         "controller".into(),
         format!("--id={id}"),
         format!("--listen=127.0.0.1:{port}"),
         format!("--peers={peers}"),
         format!("--data-dir={}", dir.join(format!("controller-{id}")).display()),
         format!("--snapshot-every={snapshot_every}"),
-    ]
+    ])
 }
 
 /// Starts three controllers and `options.gateways` gateways; returns them
@@ -71,7 +97,7 @@ pub async fn cluster(
     let mut controllers = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let id = i as u64 + 1;
-        let mut args = controller_args(id, *port, &peers.join(","), dir, options.snapshot_every);
+        let mut args = controller_args(id, *port, &peers.join(","), dir, options.snapshot_every)?;
         args.extend(store.iter().cloned());
         controllers.push(Process::start(args, dir.join(format!("controller-{id}.log"))).await?);
     }
@@ -84,6 +110,7 @@ pub async fn cluster(
             format!("--controllers={}", urls.join(",")),
             format!("--flush-interval-ms={}", options.flush_interval_ms),
             format!("--lease-ms={LEASE_MS}"),
+            secret_flag(dir)?,
         ];
         args.extend(store.iter().cloned());
         started.push(Process::start(args, dir.join(format!("gateway-{g}.log"))).await?);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
-use shale_tests::cluster::{Options, cluster, controller_args, free_ports, leader, status};
+use shale_tests::cluster::{Options, cluster, cluster_http, controller_args, free_ports, leader, status};
 use shale_tests::{Backend, Process};
 
 /// 10 topics of 10 000 partitions (the most one topic may have).
@@ -49,7 +49,7 @@ async fn lagging_and_new_controllers_catch_up_with_100k_partitions() -> anyhow::
         gateway.create_topic(&format!("t{t}"), PARTITIONS).await?;
     }
     eprintln!("created {TOPICS} topics of {PARTITIONS} partitions in {:?}", creating.elapsed());
-    let http = reqwest::Client::new();
+    let http = cluster_http();
     let leader_id = leader(&http, &controllers).await.context("no leader")?;
     let lagging = (0..3).find(|i| *i as u64 + 1 != leader_id).context("a follower")?;
     let leader_node = &controllers[(leader_id - 1) as usize];
@@ -99,7 +99,7 @@ async fn lagging_and_new_controllers_catch_up_with_100k_partitions() -> anyhow::
         .map(|(i, c)| format!("{}={}", i + 1, c.url.trim_start_matches("http://")))
         .chain([format!("4=127.0.0.1:{port}")])
         .collect();
-    let args = controller_args(4, port, &peers.join(","), dir.path(), SNAPSHOT_EVERY);
+    let args = controller_args(4, port, &peers.join(","), dir.path(), SNAPSHOT_EVERY)?;
     let added = Process::start(args, dir.path().join("controller-4.log")).await?;
     let started = Instant::now();
     let change = json!({"add": {"id": 4, "addr": format!("127.0.0.1:{port}")}});

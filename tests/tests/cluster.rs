@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use common::{Producer, Routing};
 use serde_json::Value;
-use shale_tests::cluster::{LEASE_MS, Options, cluster, leader, status};
+use shale_tests::cluster::{LEASE_MS, Options, cluster, cluster_http, leader, status};
 use shale_tests::leader::{LeaderProducer, partition_leaders};
 use shale_tests::{Backend, Client, History, Process};
 
@@ -67,7 +67,7 @@ async fn repeated_controller_leader_kills_lose_no_acknowledged_record() -> anyho
         let stop = Arc::new(AtomicBool::new(false));
         let producers = spawn_producers(&clients, &history, &stop);
 
-        let http = reqwest::Client::new();
+        let http = cluster_http();
         let mut killed = Vec::new();
         for round in 0..3 {
             tokio::time::sleep(Duration::from_millis(800)).await;
@@ -104,7 +104,7 @@ async fn a_paused_leader_loses_its_lead_and_catches_up_after() -> anyhow::Result
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
         let producers = spawn_producers(&clients, &history, &stop);
-        let http = reqwest::Client::new();
+        let http = cluster_http();
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         // cut the leader off: stopped, it can neither commit nor lead
@@ -168,7 +168,7 @@ async fn a_wiped_controller_rejoins_from_the_snapshot_in_the_bucket() -> anyhow:
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
         let producers = spawn_producers(&clients, &history, &stop);
-        let http = reqwest::Client::new();
+        let http = cluster_http();
         // enough entries for several snapshots (one every 50)
         let mut applied = 0;
         for _ in 0..200 {
@@ -336,7 +336,8 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         }
         let counts = leader_counts(&after);
         ensure!(counts.values().all(|n| *n == 3), "the two survivors lead three each: {counts:?}");
-        let live: Value = reqwest::get(format!("{}/api/gateways", controllers[2].url)).await?.json().await?;
+        let live: Value =
+            cluster_http().get(format!("{}/api/gateways", controllers[2].url)).send().await?.json().await?;
         let live: Vec<&str> =
             live.as_array().into_iter().flatten().filter_map(|g| g["url"].as_str()).collect();
         ensure!(live.len() == 2 && !live.contains(&victim.as_str()), "live gateways: {live:?}");

@@ -14,20 +14,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::TopicState;
+use super::{GatewayLease, TopicState};
 use shale_core::TopicName;
 
 /// Shortest and longest lease a gateway may ask for.
 pub const MIN_LEASE_MS: u64 = 500;
 pub const MAX_LEASE_MS: u64 = 300_000;
-
-/// A live gateway: its advertised URL (its identity) and its lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewayLease {
-    pub url: String,
-    pub registered_ms: i64,
-    pub expires_ms: i64,
-}
 
 /// The live gateways, by URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

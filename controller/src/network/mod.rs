@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use openraft::BasicNode;
@@ -33,7 +33,10 @@ use self::codec::{
     APPEND_TARGET_BYTES, CONTENT_TYPE, MAX_APPEND_BYTES, MAX_SNAPSHOT_CHUNK_BODY, MAX_VOTE_BYTES,
 };
 use crate::node::ControllerNode;
+use crate::status::Status;
 use crate::types::{NodeId, TypeConfig};
+use shale_controller_client::ClusterSecret;
+use shale_controller_client::api::NODE_ID_HEADER;
 
 type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, BasicNode, E>>;
 
@@ -58,18 +61,45 @@ fn bad_request(e: codec::CodecError) -> Response {
     (StatusCode::BAD_REQUEST, format!("raft rpc: {e}")).into_response()
 }
 
-async fn append(State(node): State<ControllerNode>, body: Bytes) -> Response {
+/// Refuses an RPC whose sender does not name itself as the node the RPC
+/// speaks for, or that this node knows is not a member. Every node holds
+/// the cluster secret, so this catches a misconfigured node joining under
+/// another's id, not a malicious member (mTLS with per-node certificates
+/// would be needed for that).
+fn refuse_sender(node: &ControllerNode, headers: &HeaderMap, claimed: Option<NodeId>) -> Option<Response> {
+    let named =
+        headers.get(NODE_ID_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<NodeId>().ok());
+    let message = if named.is_none() || named != claimed {
+        format!("the sender names itself {named:?} but speaks for node {claimed:?}")
+    } else {
+        let metrics = node.raft().metrics();
+        let membership = metrics.borrow().membership_config.clone();
+        let membership = membership.membership();
+        let stranger =
+            membership.nodes().next().is_some() && named.is_some_and(|id| membership.get_node(&id).is_none());
+        if !stranger {
+            return None;
+        }
+        format!("node {named:?} is not a member of this cluster")
+    };
+    Some((StatusCode::FORBIDDEN, message).into_response())
+}
+
+async fn append(State(node): State<ControllerNode>, headers: HeaderMap, body: Bytes) -> Response {
     let rpc: AppendEntriesRequest<TypeConfig> = match codec::decode(&body) {
         Ok(rpc) => rpc,
         Err(e) => return bad_request(e),
     };
+    if let Some(refused) = refuse_sender(&node, &headers, rpc.vote.leader_id().voted_for()) {
+        return refused;
+    }
     // a restored node catches up at least to what this append commits or carries
     let carried = rpc.entries.last().map(|e| e.log_id.index);
     node.recovery().heard_leader(rpc.leader_commit.map(|c| c.index).max(carried));
     reply(&node.raft().append_entries(rpc).await)
 }
 
-async fn vote(State(node): State<ControllerNode>, body: Bytes) -> Response {
+async fn vote(State(node): State<ControllerNode>, headers: HeaderMap, body: Bytes) -> Response {
     if !node.recovery().may_vote() {
         return (StatusCode::SERVICE_UNAVAILABLE, "restored from the bucket: not voting until caught up")
             .into_response();
@@ -78,42 +108,89 @@ async fn vote(State(node): State<ControllerNode>, body: Bytes) -> Response {
         Ok(rpc) => rpc,
         Err(e) => return bad_request(e),
     };
+    if let Some(refused) = refuse_sender(&node, &headers, rpc.vote.leader_id().voted_for()) {
+        return refused;
+    }
     reply(&node.raft().vote(rpc).await)
 }
 
-async fn snapshot(State(node): State<ControllerNode>, body: Bytes) -> Response {
+async fn snapshot(State(node): State<ControllerNode>, headers: HeaderMap, body: Bytes) -> Response {
     let rpc = match codec::decode_snapshot_chunk(&body) {
         Ok(rpc) => rpc,
         Err(e) => return bad_request(e),
     };
+    if let Some(refused) = refuse_sender(&node, &headers, rpc.vote.leader_id().voted_for()) {
+        return refused;
+    }
     reply(&node.raft().install_snapshot(rpc).await)
+}
+
+/// How this node reaches its peers, and what it asks of them: the cluster
+/// credential (presented and required) and TLS.
+#[derive(Debug, Clone, Default)]
+pub struct PeerAccess {
+    pub secret: Option<ClusterSecret>,
+    /// Peers serve HTTPS; verify them against `ca_cert_pem` (PEM) too.
+    pub tls: bool,
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+impl PeerAccess {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// An HTTP client that presents the credential on every request.
+    pub fn client(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(secret) = &self.secret
+            && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&secret.header_value())
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).default_headers(headers);
+        if let Some(pem) = &self.ca_cert_pem {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        builder.build()
+    }
+
+    /// Asks the node at `addr` (`host:port`) which id it has.
+    pub async fn identify(&self, addr: &str) -> Result<NodeId, String> {
+        let http = self.client().map_err(|e| e.to_string())?;
+        let url = format!("{}://{addr}{}", self.scheme(), shale_controller_client::api::STATUS);
+        let response =
+            http.get(url).timeout(Duration::from_secs(2)).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("it answered {}", response.status()));
+        }
+        let status: Status = response.json().await.map_err(|e| e.to_string())?;
+        Ok(status.id)
+    }
 }
 
 /// Network factory for a controller cluster: one HTTP client for all peers.
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
     http: reqwest::Client,
+    scheme: &'static str,
+    /// This node, named on every RPC it sends.
+    id: NodeId,
 }
 
 impl HttpNetwork {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http }
-    }
-}
-
-impl Default for HttpNetwork {
-    fn default() -> Self {
-        Self::new()
+    pub fn new(id: NodeId, access: &PeerAccess) -> Result<Self, reqwest::Error> {
+        Ok(Self { http: access.client()?, scheme: access.scheme(), id })
     }
 }
 
 /// A connection to one peer.
 pub struct HttpPeer {
     http: reqwest::Client,
+    scheme: &'static str,
+    from: NodeId,
     target: NodeId,
     addr: String,
 }
@@ -122,7 +199,13 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = HttpPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        HttpPeer { http: self.http.clone(), target, addr: node.addr.clone() }
+        HttpPeer {
+            http: self.http.clone(),
+            scheme: self.scheme,
+            from: self.id,
+            target,
+            addr: node.addr.clone(),
+        }
     }
 }
 
@@ -138,12 +221,13 @@ impl HttpPeer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{path}", self.addr);
+        let url = format!("{}://{}/raft/{path}", self.scheme, self.addr);
         let response = self
             .http
             .post(url)
             .timeout(option.hard_ttl())
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(NODE_ID_HEADER, self.from)
             .body(body)
             .send()
             .await

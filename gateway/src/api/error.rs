@@ -6,7 +6,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use shale_controller::{ControllerError, MetaError};
+use shale_controller_client::{ControllerError, MetaError};
 use shale_core::ErrorCode;
 use shale_core::names::InvalidTopicName;
 

@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use object_store::ObjectStore;
-use shale_controller::Controller;
+use shale_controller_client::Controller;
 use shale_core::{Clock, ErrorCode};
 
 pub use error::ApiError;

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use shale_controller::{TopicConfig, TopicInfo};
+use shale_controller_client::{TopicConfig, TopicInfo};
 use shale_core::TopicName;
 
 use super::extract::{ApiPath, Body, json_body};

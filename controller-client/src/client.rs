@@ -1,5 +1,5 @@
-//! The controller API the gateway uses. Today it is served in process by
-//! [`crate::ControllerNode`]; a networked client implements the same trait.
+//! The controller API the gateway (and `shale dev`) uses: served in process
+//! by the controller node, or over HTTP by [`crate::RemoteController`].
 
 use std::time::Duration;
 
@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
-use crate::model::{ChunkRef, GatewayLease, MetaError, TopicConfig, TopicInfo};
-use crate::types::{Command, CommandReply, CommitSegment};
+use crate::command::CommitSegment;
+use crate::meta::{ChunkRef, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
@@ -51,10 +51,6 @@ pub struct PartitionRead {
 
 #[async_trait]
 pub trait Controller: Send + Sync + 'static {
-    /// Proposes a command to the leader and waits until it is applied. The
-    /// write methods below are built on it.
-    async fn propose(&self, command: Command) -> Result<CommandReply, ControllerError>;
-
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError>;
 
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError>;
@@ -79,45 +75,32 @@ pub trait Controller: Send + Sync + 'static {
         partitions: u32,
         config: TopicConfig,
         created_ms: i64,
-    ) -> Result<TopicInfo, ControllerError> {
-        replies::topic_created(
-            self.propose(Command::CreateTopic { name, partitions, config, created_ms }).await?,
-        )
-    }
+    ) -> Result<TopicInfo, ControllerError>;
 
-    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
-        replies::topic_deleted(self.propose(Command::DeleteTopic { name }).await?)
-    }
+    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError>;
 
     /// Commits a segment already in the store: per chunk, its base offset or
     /// why it was refused.
     async fn commit_segment(
         &self,
         commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        replies::committed(self.propose(Command::CommitSegment(commit)).await?)
-    }
+    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError>;
 
     /// Registers the gateway at `url` or extends its lease by `lease_ms`. The
     /// node that proposes the heartbeat (the leader) stamps its time.
-    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
-        let command = Command::GatewayHeartbeat { url: url.to_owned(), now_ms: 0, lease_ms };
-        replies::lease(self.propose(command).await?)
-    }
+    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError>;
 
     /// Ends the lease of the gateway at `url`, handing its partitions over.
-    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
-        replies::gone(self.propose(Command::GatewayLeave { url: url.to_owned() }).await?)
-    }
+    async fn leave(&self, url: &str) -> Result<(), ControllerError>;
 }
 
-/// Turning command replies into API results.
-mod replies {
+/// Turning command replies into API results (for the node that applies them).
+pub mod replies {
     use shale_core::Offset;
 
     use super::ControllerError;
-    use crate::model::{GatewayLease, MetaError, TopicInfo};
-    use crate::types::CommandReply;
+    use crate::command::CommandReply;
+    use crate::meta::{GatewayLease, MetaError, TopicInfo};
 
     fn unexpected(reply: CommandReply) -> ControllerError {
         ControllerError::OutcomeUnknown(format!("unexpected reply {reply:?}"))

@@ -8,15 +8,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
-use crate::api::{ReadQuery, Status};
+use crate::api::{self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery};
 use crate::client::{Controller, ControllerError, PartitionRead};
-use crate::model::TopicInfo;
-use crate::types::{Command, CommandReply};
+use crate::command::CommitSegment;
+use crate::meta::{GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::secret::ClusterSecret;
+use crate::status::Status;
 
 /// How long a write keeps looking for a leader (an election takes well under this).
 const FIND_LEADER_FOR: Duration = Duration::from_secs(10);
@@ -29,6 +32,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct RemoteController {
     http: reqwest::Client,
+    /// `http` or `https`.
+    scheme: &'static str,
     /// `host:port` of every controller node.
     nodes: Vec<String>,
     leader: Mutex<Option<String>>,
@@ -37,18 +42,57 @@ pub struct RemoteController {
     reader: AtomicUsize,
 }
 
+/// How a client reaches the controller nodes.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Presented on every request.
+    pub secret: Option<ClusterSecret>,
+    /// Trust this CA (PEM) for `https://` nodes, besides the system's roots.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error("controller URLs must all be http:// or all https://")]
+    MixedSchemes,
+    #[error("the CA certificate: {0}")]
+    Ca(reqwest::Error),
+    #[error("the HTTP client: {0}")]
+    Http(reqwest::Error),
+}
+
 impl RemoteController {
-    /// `nodes` as `host:port` or `http://host:port`.
-    pub fn new(nodes: Vec<String>) -> Self {
+    /// `nodes` as `host:port`, `http://host:port` or `https://host:port`.
+    pub fn new(nodes: Vec<String>, options: &ClientOptions) -> Result<Self, ClientSetupError> {
+        let tls = nodes.iter().any(|n| n.starts_with("https://"));
+        if tls && nodes.iter().any(|n| !n.starts_with("https://")) {
+            return Err(ClientSetupError::MixedSchemes);
+        }
         let nodes = nodes
             .into_iter()
-            .map(|n| n.trim_start_matches("http://").trim_end_matches('/').to_owned())
+            .map(|n| {
+                n.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
             .collect();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, nodes, leader: Mutex::new(None), reader: AtomicUsize::new(0) }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(secret) = &options.secret
+            && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&secret.header_value())
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).default_headers(headers);
+        if let Some(pem) = &options.ca_cert_pem {
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(ClientSetupError::Ca)?);
+        }
+        let http = builder.build().map_err(ClientSetupError::Http)?;
+        let scheme = if tls { "https" } else { "http" };
+        Ok(Self { http, scheme, nodes, leader: Mutex::new(None), reader: AtomicUsize::new(0) })
     }
 
     fn leader_guess(&self) -> Option<String> {
@@ -59,7 +103,13 @@ impl RemoteController {
         *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = addr;
     }
 
-    async fn write(&self, command: &Command) -> Result<CommandReply, ControllerError> {
+    /// Sends a write to the leader and decodes its answer.
+    async fn write<B: Serialize + Sync, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ControllerError> {
         let deadline = Instant::now() + FIND_LEADER_FOR;
         loop {
             let leader = match self.leader_guess() {
@@ -67,19 +117,21 @@ impl RemoteController {
                 None => self.discover().await,
             };
             if let Some(addr) = leader {
-                let sent = self
-                    .http
-                    .post(format!("http://{addr}/api/write"))
-                    .timeout(WRITE_TIMEOUT)
-                    .json(command)
-                    .send()
-                    .await;
-                let answer: Result<CommandReply, ControllerError> = match sent {
+                let url = format!("{}://{addr}{path}", self.scheme);
+                let sent =
+                    self.http.request(method.clone(), url).timeout(WRITE_TIMEOUT).json(body).send().await;
+                let answer: Result<T, ControllerError> = match sent {
                     // nothing was sent: another node may take it
                     Err(e) if e.is_connect() => Err(ControllerError::Unavailable(e.to_string())),
                     Err(e) => {
                         self.set_leader(None);
                         return Err(ControllerError::OutcomeUnknown(e.to_string()));
+                    }
+                    Ok(response) if response.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                        // refused before anything was done
+                        return Err(ControllerError::Unavailable(
+                            "the controller refused this node's cluster credential".into(),
+                        ));
                     }
                     Ok(response) => match response.json().await {
                         Ok(answer) => answer,
@@ -114,7 +166,7 @@ impl RemoteController {
         let probes = self.nodes.iter().map(|addr| async move {
             let response = self
                 .http
-                .get(format!("http://{addr}/api/status"))
+                .get(format!("{}://{addr}{}", self.scheme, api::STATUS))
                 .timeout(PROBE_TIMEOUT)
                 .send()
                 .await
@@ -138,7 +190,8 @@ impl RemoteController {
         let start = self.reader.load(Ordering::Relaxed);
         for k in 0..self.nodes.len() {
             let i = (start + k) % self.nodes.len();
-            let mut request = self.http.get(format!("http://{}{path}", self.nodes[i])).timeout(timeout);
+            let url = format!("{}://{}{path}", self.scheme, self.nodes[i]);
+            let mut request = self.http.get(url).timeout(timeout);
             if let Some(q) = query {
                 request = request.query(q);
             }
@@ -159,16 +212,12 @@ impl RemoteController {
 
 #[async_trait]
 impl Controller for RemoteController {
-    async fn propose(&self, command: Command) -> Result<CommandReply, ControllerError> {
-        self.write(&command).await
-    }
-
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {
-        self.read::<_, ()>("/api/topics", None, PROBE_TIMEOUT).await
+        self.read::<_, ()>(api::TOPICS, None, PROBE_TIMEOUT).await
     }
 
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo, ControllerError> {
-        self.read::<_, ()>(&format!("/api/topics/{name}"), None, PROBE_TIMEOUT).await
+        self.read::<_, ()>(&format!("{}/{name}", api::TOPICS), None, PROBE_TIMEOUT).await
     }
 
     async fn read_partition(
@@ -181,10 +230,40 @@ impl Controller for RemoteController {
     ) -> Result<PartitionRead, ControllerError> {
         let query =
             ReadQuery { topic: topic.clone(), partition, from, max_chunks, wait_ms: wait.as_millis() as u64 };
-        self.read("/api/read", Some(&query), wait + PROBE_TIMEOUT).await
+        self.read(api::READ, Some(&query), wait + PROBE_TIMEOUT).await
     }
 
     async fn is_ready(&self) -> bool {
         self.discover().await.is_some()
+    }
+
+    async fn create_topic(
+        &self,
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    ) -> Result<TopicInfo, ControllerError> {
+        let body = CreateTopicRequest { name, partitions, config, created_ms };
+        self.write(Method::POST, api::TOPICS, &body).await
+    }
+
+    async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
+        self.write(Method::DELETE, &format!("{}/{name}", api::TOPICS), &()).await
+    }
+
+    async fn commit_segment(
+        &self,
+        commit: CommitSegment,
+    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
+        self.write(Method::POST, api::SEGMENTS, &commit).await
+    }
+
+    async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {
+        self.write(Method::POST, api::HEARTBEAT, &HeartbeatRequest { url: url.to_owned(), lease_ms }).await
+    }
+
+    async fn leave(&self, url: &str) -> Result<(), ControllerError> {
+        self.write(Method::POST, api::LEAVE, &LeaveRequest { url: url.to_owned() }).await
     }
 }

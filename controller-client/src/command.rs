@@ -1,0 +1,95 @@
+//! The commands replicated through the controller's Raft log, and their
+//! replies. Every command carries the timestamps it needs, so applying it
+//! never reads a clock.
+
+use serde::{Deserialize, Serialize};
+use shale_core::{Offset, PartitionId, TopicName};
+
+use crate::meta::{GatewayLease, MetaError, TopicConfig, TopicInfo};
+
+/// A change to the metadata. Every command carries the timestamps it needs, so
+/// applying it never reads a clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateTopic {
+        name: TopicName,
+        partitions: u32,
+        config: TopicConfig,
+        created_ms: i64,
+    },
+    DeleteTopic {
+        name: TopicName,
+    },
+    CommitSegment(CommitSegment),
+    /// A gateway (by its advertised URL) registers or extends its lease.
+    /// `now_ms` is the controller leader's clock.
+    GatewayHeartbeat {
+        url: String,
+        now_ms: i64,
+        lease_ms: u64,
+    },
+    /// Ends the leases expired by `now_ms` (proposed by the controller leader).
+    ExpireGateways {
+        now_ms: i64,
+    },
+    /// A gateway shutting down hands its partitions over at once.
+    GatewayLeave {
+        url: String,
+    },
+}
+
+/// A segment object already written to the store, to be committed: each chunk
+/// gets the next offsets of its partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitSegment {
+    /// The object's key in the bucket.
+    pub object: String,
+    pub committed_ms: i64,
+    pub chunks: Vec<ChunkCommit>,
+    /// Requests with an idempotency key or an expected offset. Their records
+    /// sit in chunks of their own, so refusing one refuses nothing else.
+    #[serde(default)]
+    pub requests: Vec<RequestCommit>,
+}
+
+/// A produce request that must be checked as a whole when committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestCommit {
+    pub idempotency_key: Option<String>,
+    /// Append only if the partition's next offset is this (single partition).
+    pub expected_offset: Option<Offset>,
+    /// The request's records in order, as runs of (chunk index, record count).
+    pub runs: Vec<(u32, u32)>,
+}
+
+/// One chunk of a segment being committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkCommit {
+    pub topic: TopicName,
+    /// The topic incarnation the gateway saw, so a chunk for a deleted and
+    /// re-created topic is refused rather than mixed into the new one.
+    pub topic_id: u64,
+    pub partition: PartitionId,
+    pub position: u64,
+    pub len: u32,
+    pub record_count: u32,
+    pub max_timestamp_ms: i64,
+    /// The request (index in `CommitSegment::requests`) owning this chunk.
+    #[serde(default)]
+    pub request: Option<u32>,
+}
+
+/// What applying a command returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// Blank and membership entries.
+    None,
+    TopicCreated(TopicInfo),
+    TopicDeleted,
+    /// Per chunk, in order: the base offset assigned, or why it was refused.
+    Committed(Vec<Result<Offset, MetaError>>),
+    Lease(GatewayLease),
+    /// The gateways whose leases ended.
+    GatewaysGone(Vec<String>),
+    Failed(MetaError),
+}

@@ -1,0 +1,23 @@
+//! The controller as its clients see it: the [`Controller`] trait, the HTTP
+//! client [`RemoteController`], and the wire types (commands, metadata,
+//! status, routes). Gateways, compactors and Lambda builds link this crate,
+//! never the Raft server (no openraft, no redb).
+//!
+//! - [`meta`]: topics, partitions, chunks, leases and the controller's errors.
+//! - [`command`]: the commands replicated through the Raft log.
+//! - [`api`]: the controller's HTTP routes and their bodies.
+//! - [`secret`]: the cluster credential.
+
+pub mod api;
+pub mod client;
+pub mod command;
+pub mod meta;
+pub mod remote;
+pub mod secret;
+pub mod status;
+
+pub use client::{ChunkSpan, Controller, ControllerError, PartitionRead};
+pub use command::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
+pub use meta::{ChunkRef, GatewayLease, MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo};
+pub use remote::RemoteController;
+pub use secret::ClusterSecret;

@@ -1,0 +1,85 @@
+//! The metadata as clients see it: topics, partitions, chunks, leases, and
+//! the errors the controller answers with.
+
+use serde::{Deserialize, Serialize};
+use shale_core::{Offset, PartitionId, TopicName};
+
+/// Where a committed chunk lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub object: String,
+    pub position: u64,
+    pub len: u32,
+    pub record_count: u32,
+    pub max_timestamp_ms: i64,
+}
+
+/// Topic settings. Stored and shown now; enforced by the compactor.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Delete data older than this (milliseconds); none = keep forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest data beyond this many bytes per partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+}
+
+/// Consecutive offsets of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRun {
+    pub partition: PartitionId,
+    pub base_offset: Offset,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    /// The idempotency key was committed before: nothing was written again;
+    /// these are the original offsets, in request order.
+    #[error("request already committed")]
+    Duplicate { offsets: Vec<OffsetRun> },
+    #[error("expected next offset {expected}, but it is {actual}")]
+    OffsetMismatch { expected: Offset, actual: Offset },
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("topic {0} does not exist")]
+    TopicNotFound(String),
+    #[error("topic {topic} has no partition {partition} (it has {partitions})")]
+    PartitionNotFound { topic: String, partition: PartitionId, partitions: u32 },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// A partition as shown to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub partition: PartitionId,
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+    /// The leader gateway's URL: send this partition's traffic there.
+    pub leader: Option<String>,
+    pub leader_epoch: u64,
+}
+
+/// A topic as shown to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: TopicName,
+    pub id: u64,
+    pub config: TopicConfig,
+    pub created_ms: i64,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// A live gateway: its advertised URL (its identity) and its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayLease {
+    pub url: String,
+    pub registered_ms: i64,
+    pub expires_ms: i64,
+}
