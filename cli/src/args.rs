@@ -164,10 +164,6 @@ pub struct ClusterArgs {
     /// require it on every Raft RPC and controller API call; gateways present it.
     #[arg(long, env = "SHALE_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<std::path::PathBuf>,
-    /// Run a controller outside loopback without a cluster secret (unsafe:
-    /// anyone who reaches it can change the cluster).
-    #[arg(long, env = "SHALE_INSECURE_NO_AUTH")]
-    pub insecure_no_auth: bool,
 }
 
 impl ClusterArgs {
@@ -177,7 +173,75 @@ impl ClusterArgs {
     }
 }
 
-/// Whether every address `listen` resolves to is a loopback address.
+/// Whether a listener is reachable from this machine only.
 pub fn is_loopback(addr: std::net::SocketAddr) -> bool {
     addr.ip().is_loopback()
+}
+
+/// Who may use the public API of a gateway (or `shale dev`).
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Require `Authorization: Bearer <token>` on every /v1 route. On by
+    /// default on any listener but loopback.
+    #[arg(long, env = "SHALE_AUTH")]
+    pub auth: bool,
+    /// Serve a non-loopback listener without authentication (unsafe).
+    #[arg(long, env = "SHALE_INSECURE_NO_AUTH", conflicts_with = "auth")]
+    pub insecure_no_auth: bool,
+    /// Where the first start writes an admin token (mode 0600) when auth is
+    /// on (`shale dev`: DATA_DIR/admin.token).
+    #[arg(long, env = "SHALE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+impl AuthArgs {
+    /// Auth is on when asked for, or off loopback unless explicitly waived.
+    pub fn mode(&self, listen: std::net::SocketAddr) -> shale_gateway::auth::AuthMode {
+        use shale_gateway::auth::AuthMode;
+        if self.auth || (!is_loopback(listen) && !self.insecure_no_auth) {
+            AuthMode::Tokens
+        } else {
+            AuthMode::Off
+        }
+    }
+
+    /// Says, first thing, how this listener is protected.
+    pub fn announce(&self, listen: std::net::SocketAddr) {
+        use shale_gateway::auth::AuthMode;
+        match self.mode(listen) {
+            AuthMode::Tokens => tracing::info!(%listen, "authentication is on: /v1 needs a bearer token"),
+            AuthMode::Off if is_loopback(listen) => tracing::warn!(
+                %listen,
+                "authentication is off: listening on loopback only (pass --auth to require tokens)"
+            ),
+            AuthMode::Off => {
+                tracing::warn!(%listen, "authentication is off (--insecure-no-auth): anyone who reaches this address may read, write and delete every topic")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shale_gateway::auth::AuthMode;
+
+    use super::*;
+
+    fn auth(auth: bool, insecure_no_auth: bool) -> AuthArgs {
+        AuthArgs { auth, insecure_no_auth, admin_token_file: None }
+    }
+
+    #[test]
+    fn auth_is_on_off_loopback_unless_waived() {
+        let loopback: std::net::SocketAddr = "127.0.0.1:7070".parse().expect("addr");
+        let v6_loopback: std::net::SocketAddr = "[::1]:7070".parse().expect("addr");
+        let public: std::net::SocketAddr = "0.0.0.0:7070".parse().expect("addr");
+        let lan: std::net::SocketAddr = "10.1.2.3:7070".parse().expect("addr");
+        assert_eq!(auth(false, false).mode(loopback), AuthMode::Off);
+        assert_eq!(auth(false, false).mode(v6_loopback), AuthMode::Off);
+        assert_eq!(auth(true, false).mode(loopback), AuthMode::Tokens);
+        assert_eq!(auth(false, false).mode(public), AuthMode::Tokens);
+        assert_eq!(auth(false, false).mode(lan), AuthMode::Tokens);
+        assert_eq!(auth(false, true).mode(public), AuthMode::Off);
+    }
 }

@@ -15,6 +15,95 @@ pub struct Target {
     /// Shale gateway URL.
     #[arg(long, env = "SHALE_URL", default_value = DEFAULT_URL, global = true)]
     url: String,
+    /// Bearer token for the API (see `shale token create`).
+    #[arg(long, env = "SHALE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl Target {
+    /// An HTTP client that presents the token, if any, on every request.
+    fn http(&self) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .context("the token has characters a header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    }
+
+    fn base(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints it once (needs admin on *).
+    Create {
+        name: String,
+        /// OPERATION:TOPIC, e.g. produce:orders, consume:orders*, admin:*
+        /// (operations: produce, consume, describe, admin). Repeatable.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+    },
+    /// List tokens: names, grants, creation times (never the tokens).
+    List,
+    /// Revoke a token by name.
+    Revoke { name: String },
+}
+
+/// `OPERATION:TOPIC` as a grant object.
+fn parse_grant(text: &str) -> anyhow::Result<Value> {
+    let (operation, topic) =
+        text.split_once(':').with_context(|| format!("grant {text:?} is not OPERATION:TOPIC"))?;
+    Ok(json!({"operation": operation, "topic": topic}))
+}
+
+pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let http = args.target.http()?;
+    let base = args.target.base();
+    match args.command {
+        TokenCommand::Create { name, grants } => {
+            let grants = grants.iter().map(|g| parse_grant(g)).collect::<anyhow::Result<Vec<_>>>()?;
+            let body = json!({"name": name, "grants": grants});
+            let created = send(http.post(format!("{base}/v1/tokens")).json(&body)).await?;
+            println!("{}", created["token"].as_str().unwrap_or_default());
+            eprintln!("created token {name}: keep it now, it is not shown again");
+        }
+        TokenCommand::List => {
+            let list = send(http.get(format!("{base}/v1/tokens"))).await?;
+            for t in list["tokens"].as_array().into_iter().flatten() {
+                let grants: Vec<String> = t["grants"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| {
+                        format!(
+                            "{}:{}",
+                            g["operation"].as_str().unwrap_or("?"),
+                            g["topic"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                println!("{}\t{}", t["name"].as_str().unwrap_or("?"), grants.join(","));
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            send(http.delete(format!("{base}/v1/tokens/{name}"))).await?;
+            eprintln!("revoked token {name}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -103,8 +192,8 @@ async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
 }
 
 pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let base = args.target.url.trim_end_matches('/');
+    let http = args.target.http()?;
+    let base = args.target.base();
     match args.command {
         TopicCommand::Create { name, partitions, retention_ms } => {
             let mut config = json!({});
@@ -135,8 +224,8 @@ pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let base = args.target.url.trim_end_matches('/');
+    let http = args.target.http()?;
+    let base = args.target.base();
     let url = match args.partition {
         Some(p) => format!("{base}/v1/topics/{}/partitions/{p}/records", args.topic),
         None => format!("{base}/v1/topics/{}/records", args.topic),
@@ -173,8 +262,8 @@ fn decode_field(v: &Value) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let base = args.target.url.trim_end_matches('/');
+    let http = args.target.http()?;
+    let base = args.target.base();
     let url = format!("{base}/v1/topics/{}/partitions/{}/records", args.topic, args.partition);
     let mut offset = args.from.clone();
     let mut printed = 0u64;

@@ -12,12 +12,13 @@ use shale_controller::api::controller_router;
 use shale_controller::{ControllerNode, NodeConfig, PeerAccess};
 use shale_controller_client::RemoteController;
 use shale_controller_client::remote::ClientOptions;
-use shale_core::SystemClock;
 use shale_core::store::StoreMetrics;
+use shale_core::{Clock, SystemClock};
+use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{ClusterArgs, GatewayArgs, StoreArgs, is_loopback};
+use crate::args::{AuthArgs, ClusterArgs, GatewayArgs, StoreArgs, is_loopback};
 use crate::dev::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -43,6 +44,10 @@ pub struct ControllerArgs {
     store: StoreArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Run outside loopback without a cluster secret (unsafe: anyone who
+    /// reaches this node can change the cluster).
+    #[arg(long, env = "SHALE_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
 fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -65,7 +70,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let secret = args.cluster.secret()?;
-    if secret.is_none() && !is_loopback(addr) && !args.cluster.insecure_no_auth {
+    if secret.is_none() && !is_loopback(addr) && !args.insecure_no_auth {
         bail!(
             "{addr} is not a loopback address: give --cluster-secret-file (or --insecure-no-auth to run unprotected)"
         );
@@ -110,6 +115,8 @@ pub struct GatewayCmdArgs {
     gateway: GatewayArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
@@ -122,11 +129,18 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let options = ClientOptions { secret: args.cluster.secret()?, ..ClientOptions::default() };
     let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
     let lease = config.lease;
-    let state = AppState::new(config, controller.clone(), store, metrics, Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    args.auth.announce(addr);
+    let auth = args.auth.mode(addr);
+    if auth == AuthMode::Tokens
+        && let Some(path) = &args.auth.admin_token_file
+    {
+        log_bootstrap(&bootstrap_admin(controller.as_ref(), path, SystemClock.now_ms()).await, path);
+    }
+    let state = AppState::new(config, controller.clone(), store, metrics, Arc::new(SystemClock), auth);
     let registration = register(controller, args.gateway.advertised_url(addr), lease);
     tracing::info!(%addr, controllers = ?args.controllers, "gateway started");
     println!("shale gateway listening on http://{addr}");

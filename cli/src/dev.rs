@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use shale_controller::{ControllerNode, NodeConfig};
-use shale_core::SystemClock;
+use shale_core::{Clock, SystemClock};
+use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{GatewayArgs, StoreArgs};
+use crate::args::{AuthArgs, GatewayArgs, StoreArgs};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -25,10 +26,18 @@ pub struct DevArgs {
     store: StoreArgs,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = args.gateway.config()?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    args.auth.announce(addr);
+    let auth = args.auth.mode(addr);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::path::absolute(&args.data_dir)?;
@@ -39,12 +48,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         NodeConfig { store: Some(store.clone()), ..NodeConfig::new(1, data_dir.join("controller")) };
     let controller = ControllerNode::start_single(node_config).await.context("starting the controller")?;
     let lease = config.lease;
-    let state =
-        AppState::new(config, Arc::new(controller.clone()), store.clone(), metrics, Arc::new(SystemClock));
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    if auth == AuthMode::Tokens {
+        let path = args.auth.admin_token_file.clone().unwrap_or_else(|| data_dir.join("admin.token"));
+        log_bootstrap(&bootstrap_admin(&controller, &path, SystemClock.now_ms()).await, &path);
+    }
+    let state = AppState::new(
+        config,
+        Arc::new(controller.clone()),
+        store.clone(),
+        metrics,
+        Arc::new(SystemClock),
+        auth,
+    );
     let registration = register(Arc::new(controller.clone()), args.gateway.advertised_url(addr), lease);
     tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
     println!("shale dev listening on http://{addr}");

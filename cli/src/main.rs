@@ -54,6 +54,8 @@ enum Command {
     Produce(client::ProduceArgs),
     /// Print records of one partition, one per line.
     Consume(client::ConsumeArgs),
+    /// Create, list or revoke API tokens.
+    Token(client::TokenArgs),
     /// Measure throughput, latency and cost against the store's own ceiling.
     Bench(bench::BenchArgs),
 }
@@ -91,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             Command::Topic(args) => client::topic(args).await,
             Command::Produce(args) => client::produce(args).await,
             Command::Consume(args) => client::consume(args).await,
+            Command::Token(args) => client::token(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

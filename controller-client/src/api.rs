@@ -20,6 +20,8 @@ pub const SEGMENTS: &str = "/api/segments";
 pub const HEARTBEAT: &str = "/api/gateways/heartbeat";
 pub const LEAVE: &str = "/api/gateways/leave";
 pub const MEMBERS: &str = "/api/members";
+/// Tokens: `GET` (with hashes, for gateways), `POST`, `DELETE /api/tokens/{name}`.
+pub const TOKENS: &str = "/api/tokens";
 
 /// The header in which a node names itself on Raft RPCs.
 pub const NODE_ID_HEADER: &str = "shale-node-id";

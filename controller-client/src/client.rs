@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
+use crate::auth::{TokenInfo, TokenRecord};
 use crate::command::CommitSegment;
 use crate::meta::{ChunkRef, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
@@ -92,6 +93,13 @@ pub trait Controller: Send + Sync + 'static {
 
     /// Ends the lease of the gateway at `url`, handing its partitions over.
     async fn leave(&self, url: &str) -> Result<(), ControllerError>;
+
+    /// Every token with its hash (gateways verify tokens against these).
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, ControllerError>;
+
+    async fn create_token(&self, token: TokenRecord) -> Result<TokenInfo, ControllerError>;
+
+    async fn revoke_token(&self, name: &str) -> Result<(), ControllerError>;
 }
 
 /// Turning command replies into API results (for the node that applies them).
@@ -133,6 +141,22 @@ pub mod replies {
     pub fn lease(reply: CommandReply) -> Result<GatewayLease, ControllerError> {
         match reply {
             CommandReply::Lease(lease) => Ok(lease),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn token_created(reply: CommandReply) -> Result<crate::auth::TokenInfo, ControllerError> {
+        match reply {
+            CommandReply::TokenCreated(info) => Ok(info),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn token_revoked(reply: CommandReply) -> Result<(), ControllerError> {
+        match reply {
+            CommandReply::TokenRevoked => Ok(()),
             CommandReply::Failed(e) => Err(e.into()),
             other => Err(unexpected(other)),
         }

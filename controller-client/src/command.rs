@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
+use crate::auth::{TokenInfo, TokenRecord};
 use crate::meta::{GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 /// A change to the metadata. Every command carries the timestamps it needs, so
@@ -35,6 +36,11 @@ pub enum Command {
     /// A gateway shutting down hands its partitions over at once.
     GatewayLeave {
         url: String,
+    },
+    /// A token for the public API; only its hash is stored.
+    CreateToken(TokenRecord),
+    RevokeToken {
+        name: String,
     },
 }
 
@@ -91,5 +97,7 @@ pub enum CommandReply {
     Lease(GatewayLease),
     /// The gateways whose leases ended.
     GatewaysGone(Vec<String>),
+    TokenCreated(TokenInfo),
+    TokenRevoked,
     Failed(MetaError),
 }

@@ -6,9 +6,11 @@
 //! - [`meta`]: topics, partitions, chunks, leases and the controller's errors.
 //! - [`command`]: the commands replicated through the Raft log.
 //! - [`api`]: the controller's HTTP routes and their bodies.
+//! - [`auth`]: tokens, principals and grants on the public API.
 //! - [`secret`]: the cluster credential.
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod command;
 pub mod meta;

@@ -50,6 +50,10 @@ pub enum MetaError {
     PartitionNotFound { topic: String, partition: PartitionId, partitions: u32 },
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("token {0} already exists")]
+    TokenExists(String),
+    #[error("token {0} does not exist")]
+    TokenNotFound(String),
 }
 
 /// A partition as shown to clients.

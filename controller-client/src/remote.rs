@@ -15,6 +15,7 @@ use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
 use crate::api::{self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery};
+use crate::auth::{TokenInfo, TokenRecord};
 use crate::client::{Controller, ControllerError, PartitionRead};
 use crate::command::CommitSegment;
 use crate::meta::{GatewayLease, MetaError, TopicConfig, TopicInfo};
@@ -265,5 +266,17 @@ impl Controller for RemoteController {
 
     async fn leave(&self, url: &str) -> Result<(), ControllerError> {
         self.write(Method::POST, api::LEAVE, &LeaveRequest { url: url.to_owned() }).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, ControllerError> {
+        self.read::<_, ()>(api::TOKENS, None, PROBE_TIMEOUT).await
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<TokenInfo, ControllerError> {
+        self.write(Method::POST, api::TOKENS, &token).await
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<(), ControllerError> {
+        self.write(Method::DELETE, &format!("{}/{name}", api::TOKENS), &()).await
     }
 }

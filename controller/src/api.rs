@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use shale_controller_client::api::{
     self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, MemberChange, ReadQuery,
 };
+use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::{ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead};
 use shale_core::{Offset, TopicName};
 
@@ -52,6 +53,8 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
         .route(api::STATUS, get(status))
         .route(api::MEMBERS, post(members))
         .route(api::GATEWAYS, get(gateways))
+        .route(api::TOKENS, get(list_tokens).post(create_token))
+        .route("/api/tokens/{name}", axum::routing::delete(revoke_token))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
         .with_state(state);
     let protected = raft_router(node.clone()).merge(api);
@@ -138,6 +141,18 @@ async fn members(State(s): State<ApiState>, Json(change): Json<MemberChange>) ->
         },
         MemberChange::Remove { id } => s.node.remove_node(id).await,
     })
+}
+
+async fn list_tokens(State(s): State<ApiState>) -> ApiResult<Vec<TokenRecord>> {
+    Json(s.node.list_tokens().await)
+}
+
+async fn create_token(State(s): State<ApiState>, Json(token): Json<TokenRecord>) -> ApiResult<TokenInfo> {
+    Json(s.node.create_token(token).await)
+}
+
+async fn revoke_token(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<()> {
+    Json(s.node.revoke_token(&name).await)
 }
 
 /// The live gateways and their leases (expiry in the leader's clock, ms).

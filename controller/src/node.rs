@@ -14,6 +14,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use shale_core::{Clock, Offset, PartitionId, SystemClock, TopicName};
 use tokio::time::Instant;
 
+use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::client::replies;
 use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
 
@@ -409,6 +410,18 @@ impl Controller for ControllerNode {
 
     async fn leave(&self, url: &str) -> Result<(), ControllerError> {
         replies::gone(self.write(Command::GatewayLeave { url: url.to_owned() }).await?)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, ControllerError> {
+        Ok(self.shared.read().metadata.tokens.values().cloned().collect())
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<TokenInfo, ControllerError> {
+        replies::token_created(self.write(Command::CreateToken(token)).await?)
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<(), ControllerError> {
+        replies::token_revoked(self.write(Command::RevokeToken { name: name.to_owned() }).await?)
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {

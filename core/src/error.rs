@@ -17,6 +17,12 @@ pub enum ErrorCode {
     InvalidOffset,
     /// A key or value is not valid in the requested encoding.
     InvalidEncoding,
+    /// No token, or an unknown or revoked one (`WWW-Authenticate: Bearer`).
+    Unauthenticated,
+    /// The token's grants do not allow this operation on this topic. Also
+    /// the answer for a topic the principal may not describe, whether or not
+    /// it exists.
+    Forbidden,
     /// No such route.
     NotFound,
     /// The route exists but not with this method.
@@ -24,6 +30,8 @@ pub enum ErrorCode {
     TopicNotFound,
     PartitionNotFound,
     TopicExists,
+    TokenNotFound,
+    TokenExists,
     /// A single record exceeds the record size limit.
     RecordTooLarge,
     /// The request body exceeds the request size limit.
@@ -55,9 +63,11 @@ impl ErrorCode {
             InvalidRequest | InvalidContentType | InvalidTopicName | InvalidOffset | InvalidEncoding => {
                 (400, false)
             }
-            NotFound | TopicNotFound | PartitionNotFound => (404, false),
+            Unauthenticated => (401, false),
+            Forbidden => (403, false),
+            NotFound | TopicNotFound | PartitionNotFound | TokenNotFound => (404, false),
             MethodNotAllowed => (405, false),
-            TopicExists => (409, false),
+            TopicExists | TokenExists => (409, false),
             RecordTooLarge | RequestTooLarge => (413, false),
             OffsetMismatch => (412, false),
             OffsetOutOfRange => (416, false),
@@ -86,11 +96,15 @@ impl ErrorCode {
             InvalidTopicName => "invalid_topic_name",
             InvalidOffset => "invalid_offset",
             InvalidEncoding => "invalid_encoding",
+            Unauthenticated => "unauthenticated",
+            Forbidden => "forbidden",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             TopicNotFound => "topic_not_found",
             PartitionNotFound => "partition_not_found",
             TopicExists => "topic_exists",
+            TokenNotFound => "token_not_found",
+            TokenExists => "token_exists",
             RecordTooLarge => "record_too_large",
             RequestTooLarge => "request_too_large",
             OffsetOutOfRange => "offset_out_of_range",
@@ -118,6 +132,10 @@ mod tests {
             ErrorCode::OffsetMismatch,
             ErrorCode::OutcomeUnknown,
             ErrorCode::Overloaded,
+            ErrorCode::Unauthenticated,
+            ErrorCode::Forbidden,
+            ErrorCode::TokenExists,
+            ErrorCode::TokenNotFound,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

@@ -5,12 +5,14 @@
 //!   one segment object per batch, commit it, then answer producers.
 //! - [`reader`]: the read path — index lookup, ranged GET of one chunk,
 //!   CRC check, decode, with a bounded cache of chunks.
+//! - [`auth`]: bearer tokens checked against the controller's token table.
 //! - [`registry`]: heartbeats that keep this gateway registered, so the
 //!   controller can make it a partition leader.
 //!
 //! The gateway keeps no durable state: offsets come from the controller.
 
 pub mod api;
+pub mod auth;
 pub mod batcher;
 pub mod config;
 pub mod metrics;

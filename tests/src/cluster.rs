@@ -72,8 +72,8 @@ pub fn controller_args(
     snapshot_every: u64,
 ) -> anyhow::Result<Vec<String>> {
     Ok(vec![
-        secret_flag(dir)?,
         "controller".into(),
+        secret_flag(dir)?,
         format!("--id={id}"),
         format!("--listen=127.0.0.1:{port}"),
         format!("--peers={peers}"),

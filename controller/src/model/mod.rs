@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::types::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
+use shale_controller_client::auth::{TokenRecord, validate_token_name};
 pub use shale_controller_client::meta::{
     ChunkRef, GatewayLease, MAX_PARTITIONS, MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
 };
@@ -49,6 +50,9 @@ pub struct Metadata {
     pub idempotency: IdempotencyWindow,
     #[serde(default)]
     pub gateways: Gateways,
+    /// Public API tokens by name (hashes only).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
 }
 
 impl Metadata {
@@ -89,7 +93,31 @@ impl Metadata {
                 }
                 CommandReply::GatewaysGone(if left { vec![url.clone()] } else { Vec::new() })
             }
+            Command::CreateToken(token) => match self.create_token(token) {
+                Ok(()) => CommandReply::TokenCreated(token.info()),
+                Err(e) => CommandReply::Failed(e),
+            },
+            Command::RevokeToken { name } => match self.tokens.remove(name) {
+                Some(_) => CommandReply::TokenRevoked,
+                None => CommandReply::Failed(MetaError::TokenNotFound(name.clone())),
+            },
         }
+    }
+
+    fn create_token(&mut self, token: &TokenRecord) -> Result<(), MetaError> {
+        validate_token_name(&token.name).map_err(MetaError::Invalid)?;
+        let hex = token.hash.len() == 64 && token.hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex || token.grants.is_empty() {
+            return Err(MetaError::Invalid("a token needs a SHA-256 hash and at least one grant".into()));
+        }
+        for grant in &token.grants {
+            grant.validate().map_err(MetaError::Invalid)?;
+        }
+        if self.tokens.contains_key(&token.name) {
+            return Err(MetaError::TokenExists(token.name.clone()));
+        }
+        self.tokens.insert(token.name.clone(), token.clone());
+        Ok(())
     }
 
     fn create_topic(

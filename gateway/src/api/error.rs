@@ -52,6 +52,9 @@ impl IntoResponse for ApiError {
             fields.extend(self.details);
         }
         let mut response = (status, axum::Json(body)).into_response();
+        if self.code == ErrorCode::Unauthenticated {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -78,6 +81,8 @@ impl From<MetaError> for ApiError {
             MetaError::TopicNotFound(_) => ErrorCode::TopicNotFound,
             MetaError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
             MetaError::Invalid(_) => ErrorCode::InvalidRequest,
+            MetaError::TokenExists(_) => ErrorCode::TokenExists,
+            MetaError::TokenNotFound(_) => ErrorCode::TokenNotFound,
         };
         ApiError::new(code, e.to_string())
     }

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shale_core::wire;
@@ -16,8 +16,9 @@ use shale_core::{ErrorCode, Offset, TopicName};
 use super::encoding::Encoding;
 use super::extract::{ApiPath, ApiQuery};
 use super::produce::parse_partition;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, require};
 use crate::reader::FetchRequest;
+use shale_controller_client::auth::{Operation, Principal};
 
 const DEFAULT_MAX_RECORDS: usize = 1000;
 const LIMIT_MAX_RECORDS: usize = 10_000;
@@ -89,11 +90,13 @@ fn wants_binary(headers: &HeaderMap) -> bool {
 
 pub async fn fetch(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     ApiPath((topic, partition)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<FetchQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let topic = TopicName::new(topic)?;
+    require(&principal, Operation::Consume, topic.as_str())?;
     let partition = parse_partition(&partition)?;
     let start = parse_offset(q.offset.as_deref())?;
     let max_records = q.max_records.unwrap_or(DEFAULT_MAX_RECORDS);

@@ -6,6 +6,7 @@ mod extract;
 mod fetch;
 mod health;
 mod produce;
+mod tokens;
 mod topics;
 
 use std::sync::Arc;
@@ -14,15 +15,18 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use object_store::ObjectStore;
 use shale_controller_client::Controller;
+use shale_controller_client::auth::{Operation, Principal};
 use shale_core::{Clock, ErrorCode};
 
 pub use error::ApiError;
 
+use crate::auth::{AuthMode, Authenticator};
 use crate::batcher::{Batcher, BatcherParts};
 use crate::config::GatewayConfig;
 use crate::metrics::{GatewayMetrics, RouteLabels, RouteOnly};
@@ -36,6 +40,7 @@ pub struct AppState {
     pub config: GatewayConfig,
     pub metrics: Arc<GatewayMetrics>,
     pub clock: Arc<dyn Clock>,
+    pub auth: Arc<Authenticator>,
     /// Round-robin counter for records with neither key nor partition.
     sticky: AtomicU32,
 }
@@ -48,6 +53,7 @@ impl AppState {
         store: Arc<dyn ObjectStore>,
         metrics: Arc<GatewayMetrics>,
         clock: Arc<dyn Clock>,
+        auth: AuthMode,
     ) -> Arc<Self> {
         let cache = new_cache(config.cache_bytes);
         let batcher = Batcher::start(
@@ -61,13 +67,24 @@ impl AppState {
             },
         );
         let reader = Reader::new(store, controller.clone(), cache, metrics.clone());
-        Arc::new(Self { controller, batcher, reader, config, metrics, clock, sticky: AtomicU32::new(0) })
+        let auth = Authenticator::new(auth, controller.clone());
+        auth.spawn_refresher();
+        Arc::new(Self {
+            controller,
+            batcher,
+            reader,
+            config,
+            metrics,
+            clock,
+            auth,
+            sticky: AtomicU32::new(0),
+        })
     }
 }
 
 /// The gateway's router.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let v1 = Router::new()
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route("/v1/topics/{topic}", get(topics::describe).delete(topics::delete))
         .route("/v1/topics/{topic}/records", post(produce::produce))
@@ -75,7 +92,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/topics/{topic}/partitions/{partition}/records",
             post(produce::produce_to_partition).get(fetch::fetch),
         )
-        .route("/healthz", get(health::healthz))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{name}", delete(tokens::revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    v1.route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
@@ -85,6 +105,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
         .with_state(state)
+}
+
+/// Puts the request's [`Principal`] in its extensions, or answers 401.
+async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.auth.authenticate(header).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => ApiError::new(ErrorCode::Unauthenticated, e.to_string()).into_response(),
+    }
+}
+
+/// Refuses, with 403, an operation the principal's grants do not allow.
+/// Checked before the topic is looked up, so a principal that may not
+/// describe a topic cannot learn whether it exists.
+pub fn require(principal: &Principal, operation: Operation, topic: &str) -> Result<(), ApiError> {
+    if principal.allows(operation, topic) {
+        return Ok(());
+    }
+    let op =
+        serde_json::to_value(operation).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    Err(ApiError::new(ErrorCode::Forbidden, format!("{} may not {op} topic {topic}", principal.name)))
 }
 
 /// Counts and times every request by route and status.

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_LENGTH;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,9 @@ use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
 use super::encoding::Encoding;
 use super::error::request_too_large;
 use super::extract::{ApiPath, ApiQuery, content_type, json_body};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, require};
 use crate::batcher::{BufferPermit, PartitionedRecord, RequestGuard};
+use shale_controller_client::auth::{Operation, Principal};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,11 +81,13 @@ pub struct ProduceResponse {
 
 pub async fn produce(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     ApiPath(topic): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let topic = TopicName::new(topic)?;
+    require(&principal, Operation::Produce, topic.as_str())?;
     let key = idempotency_key(&headers)?;
     let (permit, body) = admit(&state, &headers, body).await?;
     let produce = parse_records(&headers, body)?;
@@ -99,12 +102,14 @@ pub async fn produce(
 
 pub async fn produce_to_partition(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     ApiPath((topic, partition)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<ProduceQuery>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let topic = TopicName::new(topic)?;
+    require(&principal, Operation::Produce, topic.as_str())?;
     let partition = parse_partition(&partition)?;
     let key = idempotency_key(&headers)?;
     let (permit, body) = admit(&state, &headers, body).await?;

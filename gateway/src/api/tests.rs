@@ -29,8 +29,14 @@ fn gateway(node: ControllerNode, store: Arc<dyn ObjectStore>) -> TestGateway {
         GatewayConfig { flush_interval: std::time::Duration::from_millis(5), ..GatewayConfig::default() };
     let metrics = Arc::new(GatewayMetrics::new());
     let metered: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(store.clone(), metrics.store.clone()));
-    let state =
-        AppState::new(config, Arc::new(node.clone()), metered, metrics.clone(), Arc::new(SystemClock));
+    let state = AppState::new(
+        config,
+        Arc::new(node.clone()),
+        metered,
+        metrics.clone(),
+        Arc::new(SystemClock),
+        crate::auth::AuthMode::Off,
+    );
     TestGateway { app: router(state), metrics, node, store }
 }
 

@@ -1,0 +1,96 @@
+//! Tokens of the public API: create (the token is shown once), list, revoke.
+//! All three need `admin` on `*`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use shale_controller_client::auth::{
+    Grant, Principal, TokenInfo, TokenRecord, token_hash, validate_token_name,
+};
+use shale_core::ErrorCode;
+
+use super::extract::{ApiPath, Body, json_body};
+use super::{ApiError, AppState};
+use crate::auth::new_token;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    grants: Vec<Grant>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    /// The token itself: shown here once, never again.
+    token: String,
+    #[serde(flatten)]
+    info: TokenInfo,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenList {
+    tokens: Vec<TokenInfo>,
+}
+
+fn require_cluster_admin(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_cluster_admin() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!("{} may not manage tokens (needs admin on *)", principal.name),
+    ))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    require_cluster_admin(&principal)?;
+    let req: CreateToken = json_body(&headers, &body)?;
+    validate_token_name(&req.name).map_err(ApiError::invalid)?;
+    if req.grants.is_empty() {
+        return Err(ApiError::invalid("a token needs at least one grant"));
+    }
+    for grant in &req.grants {
+        grant.validate().map_err(ApiError::invalid)?;
+    }
+    let token = new_token();
+    let record = TokenRecord {
+        name: req.name,
+        hash: token_hash(&token),
+        grants: req.grants,
+        created_ms: state.clock.now_ms(),
+    };
+    let info = state.controller.create_token(record).await?;
+    tracing::info!(token = %info.name, by = %principal.name, "token created");
+    state.auth.refresh().await;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+) -> Result<Json<TokenList>, ApiError> {
+    require_cluster_admin(&principal)?;
+    let tokens = state.controller.list_tokens().await?.iter().map(TokenRecord::info).collect();
+    Ok(Json(TokenList { tokens }))
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    require_cluster_admin(&principal)?;
+    state.controller.revoke_token(&name).await?;
+    state.auth.forget(&name);
+    tracing::info!(token = %name, by = %principal.name, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
