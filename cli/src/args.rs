@@ -94,6 +94,10 @@ pub struct GatewayArgs {
     /// Chunk compression: zstd or none.
     #[arg(long, env = "SHALE_COMPRESSION", default_value = "zstd")]
     pub compression: Compression,
+    /// A produce body must arrive in full within this after it is admitted;
+    /// a stalled upload gets 408 and its buffer space back.
+    #[arg(long, env = "SHALE_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
     /// Bytes of decoded chunks cached for readers.
     #[arg(long, env = "SHALE_CACHE_BYTES", default_value_t = 32 << 20)]
     pub cache_bytes: u64,
@@ -118,6 +122,7 @@ impl GatewayArgs {
             format!("--max-request-bytes={}", self.max_request_bytes),
             format!("--compression={}", self.compression.as_str()),
             format!("--cache-bytes={}", self.cache_bytes),
+            format!("--body-timeout-ms={}", self.body_timeout_ms),
             format!("--lease-ms={}", self.lease_ms),
         ]
     }
@@ -132,6 +137,7 @@ impl GatewayArgs {
             compression: self.compression,
             cache_bytes: self.cache_bytes,
             lease: Duration::from_millis(self.lease_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
             ..GatewayConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;
@@ -154,6 +160,42 @@ impl GatewayArgs {
                 format!("http://{addr}")
             }
         }
+    }
+}
+
+/// How long clients may take and how many there may be (every server).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A request head must arrive within this (also how long a keep-alive
+    /// connection waits for its next request).
+    #[arg(long, env = "SHALE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Close a connection that moved no byte for this long (must exceed the
+    /// 30 s longest long-poll).
+    #[arg(long, env = "SHALE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "SHALE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, env = "SHALE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn limits(&self) -> anyhow::Result<shale_gateway::serve::ServeLimits> {
+        if self.idle_timeout_ms <= 30_000 {
+            anyhow::bail!("--idle-timeout-ms must exceed 30000 (the longest long-poll)");
+        }
+        if self.header_timeout_ms == 0 || self.max_connections == 0 {
+            anyhow::bail!("--header-timeout-ms and --max-connections must be positive");
+        }
+        Ok(shale_gateway::serve::ServeLimits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{AuthArgs, ClusterArgs, GatewayArgs, StoreArgs, is_loopback};
+use crate::args::{AuthArgs, ClusterArgs, GatewayArgs, ServeArgs, StoreArgs, is_loopback};
 use crate::dev::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -48,6 +48,8 @@ pub struct ControllerArgs {
     /// reaches this node can change the cluster).
     #[arg(long, env = "SHALE_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -61,6 +63,7 @@ fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
 }
 
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let limits = args.serve.limits()?;
     let peers = parse_peers(&args.peers)?;
     if !peers.contains_key(&args.id) {
         bail!("--id {} is not among --peers", args.id);
@@ -96,7 +99,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     tracing::info!(id = args.id, %addr, "controller started");
     println!("shale controller {} listening on http://{addr}", args.id);
     std::io::stdout().flush()?;
-    serve(listener, controller_router(node.clone(), peers_access), shutdown_signal()).await?;
+    serve(listener, controller_router(node.clone(), peers_access), &limits, shutdown_signal()).await?;
     node.shutdown().await;
     Ok(())
 }
@@ -117,10 +120,13 @@ pub struct GatewayCmdArgs {
     cluster: ClusterArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let config = args.gateway.config()?;
+    let limits = args.serve.limits()?;
     let Some(url) = args.store.store.clone() else {
         bail!("--store is required: the gateway writes segments there (file://DIR or s3://BUCKET/PREFIX)");
     };
@@ -145,7 +151,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, controllers = ?args.controllers, "gateway started");
     println!("shale gateway listening on http://{addr}");
     std::io::stdout().flush()?;
-    serve(listener, router(state), shutdown_signal()).await?;
+    serve(listener, router(state), &limits, shutdown_signal()).await?;
     registration.leave().await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{AuthArgs, GatewayArgs, StoreArgs};
+use crate::args::{AuthArgs, GatewayArgs, ServeArgs, StoreArgs};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -28,10 +28,13 @@ pub struct DevArgs {
     gateway: GatewayArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = args.gateway.config()?;
+    let limits = args.serve.limits()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -64,7 +67,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
     println!("shale dev listening on http://{addr}");
     std::io::stdout().flush()?;
-    serve(listener, router(state), shutdown_signal()).await?;
+    serve(listener, router(state), &limits, shutdown_signal()).await?;
     registration.leave().await;
     controller.shutdown().await;
     Ok(())

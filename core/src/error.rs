@@ -42,6 +42,8 @@ pub enum ErrorCode {
     OffsetMismatch,
     /// A stored record cannot be shown in the requested encoding.
     NotRepresentable,
+    /// The request body did not arrive in time; nothing was written.
+    RequestTimeout,
     /// The gateway's buffer is full; retry after the `Retry-After` delay.
     Overloaded,
     /// The object store failed after retries; nothing was committed.
@@ -72,6 +74,7 @@ impl ErrorCode {
             OffsetMismatch => (412, false),
             OffsetOutOfRange => (416, false),
             NotRepresentable => (422, false),
+            RequestTimeout => (408, true),
             Overloaded => (429, true),
             Internal | CorruptData => (500, false),
             StorageUnavailable | ControllerUnavailable => (503, true),
@@ -110,6 +113,7 @@ impl ErrorCode {
             OffsetOutOfRange => "offset_out_of_range",
             OffsetMismatch => "offset_mismatch",
             NotRepresentable => "not_representable",
+            RequestTimeout => "request_timeout",
             Overloaded => "overloaded",
             StorageUnavailable => "storage_unavailable",
             ControllerUnavailable => "controller_unavailable",
@@ -136,6 +140,7 @@ mod tests {
             ErrorCode::Forbidden,
             ErrorCode::TokenExists,
             ErrorCode::TokenNotFound,
+            ErrorCode::RequestTimeout,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

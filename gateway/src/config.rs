@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     /// The lease this gateway asks the controller for; it heartbeats every
     /// third of it, and loses its partitions this long after its last one.
     pub lease: Duration,
+    /// A request body must arrive in full within this once admitted.
+    pub body_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -42,6 +44,7 @@ impl Default for GatewayConfig {
             cache_bytes: 32 << 20,
             max_wait: Duration::from_secs(30),
             lease: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -60,6 +63,9 @@ impl GatewayConfig {
         }
         if !(Duration::from_millis(500)..=Duration::from_secs(300)).contains(&self.lease) {
             return Err("the lease must be between 500 ms and 300 s".into());
+        }
+        if self.body_timeout.is_zero() {
+            return Err("the body timeout must be positive".into());
         }
         if self.max_flushes_in_flight == 0 {
             return Err("at least one flush must be allowed in flight".into());

@@ -1,47 +1,222 @@
-//! Serving the router over HTTP/1.1 and HTTP/2 with bounded per-connection
-//! memory. hyper's read buffer grows to ~400 KiB per connection by default,
-//! so a thousand clients pushing bodies at an overloaded gateway would hold
-//! hundreds of MiB before the buffer check could refuse them; here it is
-//! capped, and the body is read only after admission (see `api::produce`).
+//! Serving a router over HTTP/1.1 and HTTP/2 so that no client can hold the
+//! server hostage:
+//!
+//! - a request head must arrive within `header_timeout` (hyper's header read
+//!   timeout, which also bounds how long a keep-alive connection waits for
+//!   its next request; a client that sends nothing at all gets the same);
+//! - a connection with no bytes in either direction for `idle_timeout` is
+//!   closed (longer than the longest long-poll, so a waiting fetch is safe);
+//! - at most `max_connections` are open; further clients wait in the
+//!   listen backlog;
+//! - on shutdown the server stops accepting, lets requests in flight finish
+//!   for up to `drain_timeout`, then closes what is left.
+//!
+//! Per-connection memory is bounded too: hyper's read buffer grows to ~400 KiB
+//! per connection by default, so a thousand clients pushing bodies at an
+//! overloaded gateway would hold hundreds of MiB before the buffer check could
+//! refuse them; here it is capped, and the body is read only after admission
+//! (see `api::produce`).
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 /// Read buffer of one HTTP/1 connection at most.
 pub const MAX_CONNECTION_BUFFER: usize = 16 * 1024;
 
-/// Accepts connections until `shutdown` resolves.
+/// How long clients may take, and how many there may be.
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: &ServeLimits,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // e.g. out of file descriptors: back off instead of spinning
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
+        let accepted = tokio::select! {
+            accepted = accept(&listener, &slots) => accepted,
+            () = &mut shutdown => break,
         };
+        let Some((stream, peer, slot)) = accepted else { continue };
         let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let activity = Activity::new();
+            let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
             let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().max_buf_size(MAX_CONNECTION_BUFFER);
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            builder
+                .http1()
+                .max_buf_size(MAX_CONNECTION_BUFFER)
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            builder.http2().timer(TokioTimer::new()).keep_alive_interval(None);
+            let conn = watcher.watch(builder.serve_connection_with_upgrades(io, service));
+            tokio::pin!(conn);
+            // a client that never sends a byte gets the header timeout, not
+            // the idle one (hyper starts its timer at the first byte)
+            let allowed = || if activity.heard() { limits.idle_timeout } else { limits.header_timeout };
+            loop {
+                let idle_left = allowed().saturating_sub(activity.idle());
+                tokio::select! {
+                    result = &mut conn => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep(idle_left) => {
+                        if activity.idle() >= allowed() {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            break;
+                        }
+                    }
+                }
             }
+            drop(slot);
         });
+    }
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "draining connections");
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            timeout_ms = limits.drain_timeout.as_millis() as u64,
+            "drain timed out; closing what is left"
+        );
+    }
+    Ok(())
+}
+
+type Accepted = (TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePermit);
+
+/// Waits for a free connection slot, then for a client.
+async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> Option<Accepted> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, slot)),
+        Err(e) => {
+            // e.g. out of file descriptors: back off instead of spinning
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// When a connection last moved a byte, and whether the client sent any.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+    heard: Arc<AtomicBool>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { start: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)), heard: Arc::default() }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn heard(&self) -> bool {
+        self.heard.load(Ordering::Relaxed)
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// A stream that records when bytes last moved.
+struct Watched {
+    inner: TcpStream,
+    activity: Activity,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+            self.activity.heard.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

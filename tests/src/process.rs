@@ -159,6 +159,17 @@ impl Process {
         Ok(())
     }
 
+    /// Waits up to `within` for the process to exit; whether it did.
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<bool> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => {
+                status?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Starts it again with the same arguments (and data).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9().await?;
@@ -201,6 +212,16 @@ impl Shale {
     /// `kill -9`: no shutdown, no flush.
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         self.process.kill9().await
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, …).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        self.process.signal(name)
+    }
+
+    /// Waits up to `within` for the process to exit; whether it did.
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<bool> {
+        self.process.wait_exit(within).await
     }
 
     /// Starts a new process on the same data directory and flags.

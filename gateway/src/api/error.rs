@@ -152,6 +152,14 @@ pub fn request_too_large(limit: usize) -> ApiError {
         .with("limit_bytes", limit)
 }
 
+/// 408 for a body that did not arrive in time (nothing was written).
+pub fn body_timeout(limit: std::time::Duration) -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        format!("the request body did not arrive within {} ms", limit.as_millis()),
+    )
+}
+
 /// Maps a failure to read the body; `limit` is the configured body limit.
 pub fn body_error(r: BytesRejection, limit: usize) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use shale_core::ErrorCode;
 
 use super::AppState;
-use super::error::{ApiError, body_error};
+use super::error::{ApiError, body_error, body_timeout};
 
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
@@ -27,8 +27,9 @@ impl FromRequest<Arc<AppState>> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state)
-            .await
+        let read = tokio::time::timeout(state.config.body_timeout, Bytes::from_request(req, state));
+        read.await
+            .map_err(|_| body_timeout(state.config.body_timeout))?
             .map(Body)
             .map_err(|r| body_error(r, state.config.max_request_bytes))
     }

@@ -16,7 +16,7 @@ use shale_core::wire::{self, ProduceRecord};
 use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
 
 use super::encoding::Encoding;
-use super::error::request_too_large;
+use super::error::{body_timeout, request_too_large};
 use super::extract::{ApiPath, ApiQuery, content_type, json_body};
 use super::{ApiError, AppState, require};
 use crate::batcher::{BufferPermit, PartitionedRecord, RequestGuard};
@@ -153,7 +153,9 @@ async fn admit(
         return Err(request_too_large(limit));
     }
     let permit = state.batcher.reserve(declared.unwrap_or(limit))?;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    // a stalled upload gives its buffer space back when the permit drops
+    let read = tokio::time::timeout(state.config.body_timeout, axum::body::to_bytes(body, limit));
+    let bytes = read.await.map_err(|_| body_timeout(state.config.body_timeout))?.map_err(|e| {
         let e = e.into_inner();
         if e.is::<LengthLimitError>() {
             request_too_large(limit)
