@@ -149,15 +149,15 @@ impl GatewayArgs {
         Ok(config)
     }
 
-    /// The URL to advertise for a gateway listening on `addr`.
-    pub fn advertised_url(&self, addr: std::net::SocketAddr) -> String {
+    /// The URL to advertise for a gateway listening on `addr` with `scheme`.
+    pub fn advertised_url(&self, scheme: &str, addr: std::net::SocketAddr) -> String {
         match &self.advertise {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
                 if addr.ip().is_unspecified() {
                     tracing::warn!(%addr, "listening on all interfaces: set --advertise to the URL clients use");
                 }
-                format!("http://{addr}")
+                format!("{scheme}://{addr}")
             }
         }
     }
@@ -180,6 +180,12 @@ pub struct ServeArgs {
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, env = "SHALE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SHALE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SHALE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -190,11 +196,16 @@ impl ServeArgs {
         if self.header_timeout_ms == 0 || self.max_connections == 0 {
             anyhow::bail!("--header-timeout-ms and --max-connections must be positive");
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(shale_gateway::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         Ok(shale_gateway::serve::ServeLimits {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_connections: self.max_connections,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            tls,
         })
     }
 }
@@ -206,6 +217,10 @@ pub struct ClusterArgs {
     /// require it on every Raft RPC and controller API call; gateways present it.
     #[arg(long, env = "SHALE_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Trust this CA certificate (PEM) for https:// controllers, besides the
+    /// system's roots.
+    #[arg(long, env = "SHALE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
@@ -213,6 +228,19 @@ impl ClusterArgs {
         let Some(path) = &self.cluster_secret_file else { return Ok(None) };
         Ok(Some(shale_controller_client::ClusterSecret::from_file(path)?))
     }
+
+    /// The CA certificate's PEM bytes, if one is given.
+    pub fn ca_cert_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        read_ca(self.ca_cert.as_deref())
+    }
+}
+
+/// Reads a CA certificate file (PEM).
+pub fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("reading --ca-cert {}: {e}", path.display()))?;
+    Ok(Some(pem))
 }
 
 /// Whether a listener is reachable from this machine only.

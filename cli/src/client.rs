@@ -18,6 +18,10 @@ pub struct Target {
     /// Bearer token for the API (see `shale token create`).
     #[arg(long, env = "SHALE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// Trust this CA certificate (PEM) for an https:// gateway, besides the
+    /// system's roots.
+    #[arg(long, env = "SHALE_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -30,7 +34,11 @@ impl Target {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        Ok(reqwest::Client::builder().default_headers(headers).build()?)
+        let mut builder = reqwest::Client::builder().default_headers(headers);
+        if let Some(pem) = crate::args::read_ca(self.ca_cert.as_deref())? {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(builder.build()?)
     }
 
     fn base(&self) -> &str {

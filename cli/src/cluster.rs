@@ -81,7 +81,8 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     if secret.is_none() {
         tracing::warn!(%addr, "no cluster secret: anyone who reaches this node can change the cluster");
     }
-    let peers_access = PeerAccess { secret, ..PeerAccess::default() };
+    let peers_access =
+        PeerAccess { secret, tls: limits.tls.is_some(), ca_cert_pem: args.cluster.ca_cert_pem()? };
     let store = match &args.store.store {
         Some(url) => Some(args.store.open(url, StoreMetrics::default())?),
         None => {
@@ -97,7 +98,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let node = ControllerNode::start_cluster(config, peers).await.context("starting the controller node")?;
     tracing::info!(id = args.id, %addr, "controller started");
-    println!("shale controller {} listening on http://{addr}", args.id);
+    println!("shale controller {} listening on {}://{addr}", args.id, limits.scheme());
     std::io::stdout().flush()?;
     serve(listener, controller_router(node.clone(), peers_access), &limits, shutdown_signal()).await?;
     node.shutdown().await;
@@ -132,7 +133,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(GatewayMetrics::new());
     let store = args.store.open(&url, metrics.store.clone())?;
-    let options = ClientOptions { secret: args.cluster.secret()?, ..ClientOptions::default() };
+    let options = ClientOptions { secret: args.cluster.secret()?, ca_cert_pem: args.cluster.ca_cert_pem()? };
     let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
     let lease = config.lease;
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -147,9 +148,9 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
         log_bootstrap(&bootstrap_admin(controller.as_ref(), path, SystemClock.now_ms()).await, path);
     }
     let state = AppState::new(config, controller.clone(), store, metrics, Arc::new(SystemClock), auth);
-    let registration = register(controller, args.gateway.advertised_url(addr), lease);
+    let registration = register(controller, args.gateway.advertised_url(limits.scheme(), addr), lease);
     tracing::info!(%addr, controllers = ?args.controllers, "gateway started");
-    println!("shale gateway listening on http://{addr}");
+    println!("shale gateway listening on {}://{addr}", limits.scheme());
     std::io::stdout().flush()?;
     serve(listener, router(state), &limits, shutdown_signal()).await?;
     registration.leave().await;

@@ -63,9 +63,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         auth,
     );
-    let registration = register(Arc::new(controller.clone()), args.gateway.advertised_url(addr), lease);
+    let registration =
+        register(Arc::new(controller.clone()), args.gateway.advertised_url(limits.scheme(), addr), lease);
     tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
-    println!("shale dev listening on http://{addr}");
+    println!("shale dev listening on {}://{addr}", limits.scheme());
     std::io::stdout().flush()?;
     serve(listener, router(state), &limits, shutdown_signal()).await?;
     registration.leave().await;

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod reader;
 pub mod registry;
 pub mod serve;
+pub mod tls;
 
 pub use api::{AppState, router};
 pub use config::GatewayConfig;

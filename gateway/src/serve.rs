@@ -8,6 +8,7 @@
 //!   closed (longer than the longest long-poll, so a waiting fetch is safe);
 //! - at most `max_connections` are open; further clients wait in the
 //!   listen backlog;
+//! - with TLS, the handshake must finish within `header_timeout` too;
 //! - on shutdown the server stops accepting, lets requests in flight finish
 //!   for up to `drain_timeout`, then closes what is left.
 //!
@@ -28,22 +29,44 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// Read buffer of one HTTP/1 connection at most.
 pub const MAX_CONNECTION_BUFFER: usize = 16 * 1024;
 
-/// How long clients may take, and how many there may be.
-#[derive(Debug, Clone)]
+/// How long clients may take, how many there may be, and TLS.
+#[derive(Clone)]
 pub struct ServeLimits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
+    /// Serve HTTPS with this acceptor.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServeLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeLimits")
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ServeLimits {
+    /// `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 impl Default for ServeLimits {
@@ -53,6 +76,7 @@ impl Default for ServeLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -77,34 +101,15 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let limits = limits.clone();
         tokio::spawn(async move {
-            let activity = Activity::new();
-            let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(MAX_CONNECTION_BUFFER)
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            builder.http2().timer(TokioTimer::new()).keep_alive_interval(None);
-            let conn = watcher.watch(builder.serve_connection_with_upgrades(io, service));
-            tokio::pin!(conn);
-            // a client that never sends a byte gets the header timeout, not
-            // the idle one (hyper starts its timer at the first byte)
-            let allowed = || if activity.heard() { limits.idle_timeout } else { limits.header_timeout };
-            loop {
-                let idle_left = allowed().saturating_sub(activity.idle());
-                tokio::select! {
-                    result = &mut conn => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    () = tokio::time::sleep(idle_left) => {
-                        if activity.idle() >= allowed() {
-                            tracing::debug!(%peer, "closing an idle connection");
-                            break;
-                        }
+            match limits.tls.clone() {
+                None => serve_connection(stream, peer, service, watcher, &limits).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls)) => serve_connection(tls, peer, service, watcher, &limits).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                     }
                 }
             }
@@ -120,6 +125,49 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, idles out or is drained.
+async fn serve_connection<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    service: TowerToHyperService<Router>,
+    watcher: Watcher,
+    limits: &ServeLimits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(MAX_CONNECTION_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(None);
+    let conn = watcher.watch(builder.serve_connection_with_upgrades(io, service));
+    tokio::pin!(conn);
+    // a client that never sends a byte gets the header timeout, not the idle
+    // one (hyper starts its timer at the first byte)
+    let allowed = || if activity.heard() { limits.idle_timeout } else { limits.header_timeout };
+    loop {
+        let idle_left = allowed().saturating_sub(activity.idle());
+        tokio::select! {
+            result = &mut conn => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(idle_left) => {
+                if activity.idle() >= allowed() {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 type Accepted = (TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePermit);
@@ -166,12 +214,12 @@ impl Activity {
 }
 
 /// A stream that records when bytes last moved.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Activity,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -187,7 +235,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {

@@ -109,7 +109,7 @@ pub async fn spawn_shale(args: &[String], log: &Path) -> anyhow::Result<(Child, 
         .context("shale exited before printing its URL")?;
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .with_context(|| format!("no URL in {line:?}"))?
         .to_owned();
     Ok((child, url))
