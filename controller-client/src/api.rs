@@ -57,6 +57,10 @@ pub struct ReadQuery {
     pub from: Offset,
     pub max_chunks: usize,
     pub wait_ms: u64,
+    /// Answer only from the leader, after confirming it leads and has
+    /// applied everything committed (a read index): read-your-writes.
+    #[serde(default)]
+    pub linearizable: bool,
 }
 
 /// A membership change, sent to the leader (`POST /api/members`).

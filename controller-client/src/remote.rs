@@ -180,6 +180,42 @@ impl RemoteController {
         found
     }
 
+    /// A read from the leader, following `NotLeader` hints.
+    async fn read_from_leader<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, ControllerError> {
+        let deadline = Instant::now() + FIND_LEADER_FOR;
+        loop {
+            let leader = match self.leader_guess() {
+                Some(addr) => Some(addr),
+                None => self.discover().await,
+            };
+            if let Some(addr) = leader {
+                let url = format!("{}://{addr}{path}", self.scheme);
+                let answer = match self.http.get(url).query(query).timeout(WRITE_TIMEOUT).send().await {
+                    Ok(response) => response
+                        .json::<Result<T, ControllerError>>()
+                        .await
+                        .unwrap_or_else(|e| Err(ControllerError::Unavailable(e.to_string()))),
+                    Err(e) => Err(ControllerError::Unavailable(e.to_string())),
+                };
+                match answer {
+                    Err(ControllerError::NotLeader { leader }) => self.set_leader(leader),
+                    Err(ControllerError::Unavailable(_)) => self.set_leader(None),
+                    other => return other,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ControllerError::Unavailable("no controller leader answered".into()));
+            }
+            if self.leader_guess().is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
     /// A read from the first node that answers, starting with the last one that did.
     async fn read<T: DeserializeOwned, Q: Serialize>(
         &self,
@@ -221,6 +257,10 @@ impl Controller for RemoteController {
         self.read::<_, ()>(&format!("{}/{name}", api::TOPICS), None, PROBE_TIMEOUT).await
     }
 
+    /// Any node answers; one that has not applied up to `from` yet (a
+    /// lagging follower) is not trusted to say `from` is out of range: the
+    /// leader answers then, after a read barrier, so an acknowledged offset
+    /// is always found.
     async fn read_partition(
         &self,
         topic: &TopicName,
@@ -229,9 +269,21 @@ impl Controller for RemoteController {
         max_chunks: usize,
         wait: Duration,
     ) -> Result<PartitionRead, ControllerError> {
-        let query =
-            ReadQuery { topic: topic.clone(), partition, from, max_chunks, wait_ms: wait.as_millis() as u64 };
-        self.read(api::READ, Some(&query), wait + PROBE_TIMEOUT).await
+        let mut query = ReadQuery {
+            topic: topic.clone(),
+            partition,
+            from,
+            max_chunks,
+            wait_ms: wait.as_millis() as u64,
+            linearizable: false,
+        };
+        let any: PartitionRead = self.read(api::READ, Some(&query), wait + PROBE_TIMEOUT).await?;
+        if from <= any.high_watermark {
+            return Ok(any);
+        }
+        query.linearizable = true;
+        query.wait_ms = 0;
+        self.read_from_leader(api::READ, &query).await
     }
 
     async fn is_ready(&self) -> bool {

@@ -118,6 +118,11 @@ async fn describe(State(s): State<ApiState>, Path(topic): Path<String>) -> ApiRe
 
 async fn read(State(s): State<ApiState>, Query(q): Query<ReadQuery>) -> ApiResult<PartitionRead> {
     let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
+    if q.linearizable
+        && let Err(e) = s.node.read_barrier().await
+    {
+        return Json(Err(e));
+    }
     Json(s.node.read_partition(&q.topic, q.partition, q.from, q.max_chunks, wait).await)
 }
 

@@ -210,17 +210,37 @@ impl ControllerNode {
         }
     }
 
-    /// Proposes a command and waits until it is applied. A gateway heartbeat
-    /// is stamped here with this node's clock: only the leader proposes, so
-    /// leases are measured on one clock.
+    /// Proposes a command and waits until it is applied. Gateway heartbeats
+    /// and segment commits are stamped here with this node's clock: only the
+    /// leader proposes, so leases and the idempotency window are measured on
+    /// one clock, never a gateway's.
     pub async fn write(&self, mut command: Command) -> Result<CommandReply, ControllerError> {
-        if let Command::GatewayHeartbeat { now_ms, .. } = &mut command {
-            *now_ms = SystemClock.now_ms();
+        match &mut command {
+            Command::GatewayHeartbeat { now_ms, .. } => *now_ms = SystemClock.now_ms(),
+            // the idempotency window runs on the leader's clock, not on
+            // whatever a gateway's clock says
+            Command::CommitSegment(commit) => commit.committed_ms = SystemClock.now_ms(),
+            _ => {}
         }
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
             Err(_) => Err(ControllerError::OutcomeUnknown("timed out waiting for the commit".into())),
             Ok(Ok(response)) => Ok(response.data),
             Ok(Err(e)) => Err(write_error(e)),
+        }
+    }
+
+    /// Returns once this node has confirmed it leads and has applied every
+    /// entry committed before the call (openraft's read index), so a read
+    /// after it sees every acknowledged write.
+    pub async fn read_barrier(&self) -> Result<(), ControllerError> {
+        use openraft::error::CheckIsLeaderError;
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ControllerError::Unavailable("timed out confirming leadership".into())),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ControllerError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
+            }
+            Ok(Err(e)) => Err(ControllerError::Unavailable(e.to_string())),
         }
     }
 

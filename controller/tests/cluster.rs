@@ -285,3 +285,72 @@ async fn without_the_cluster_secret_nothing_changes() {
     assert_eq!(anyone.get(url("/metrics")).send().await.expect("send").status(), 200);
     assert_eq!(authorized().get(url("/api/topics")).send().await.expect("send").status(), 200);
 }
+
+/// Answers 503 to the Raft appends a node would receive while `blocked` is
+/// set, so it lags while still serving reads.
+async fn block_appends(
+    axum::extract::State(blocked): axum::extract::State<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.uri().path() == "/raft/append" && blocked.load(std::sync::atomic::Ordering::Relaxed) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "blocked by the test").into_response();
+    }
+    next.run(request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_through_a_lagging_follower_still_finds_acknowledged_offsets() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use shale_controller_client::RemoteController;
+    use shale_controller_client::remote::ClientOptions;
+
+    let listeners = listeners(3).await;
+    let peers: BTreeMap<u64, String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
+        .collect();
+    let blocked: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let mut members: Vec<Option<Member>> = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = NodeConfig { peers: access(), ..NodeConfig::new(i as u64 + 1, dir.path().to_owned()) };
+        let node = ControllerNode::start_cluster(config, peers.clone()).await.expect("start");
+        let app = controller_router(node.clone(), access())
+            .layer(axum::middleware::from_fn_with_state(blocked[i].clone(), block_appends));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        members.push(Some(Member { node, server, _dir: dir }));
+    }
+    eventually("a leader all agree on", async || leader(&members).is_some()).await;
+    let leader_node = members[leader(&members).expect("leader")].as_ref().expect("live").node.clone();
+    let lagging = members.iter().flatten().find(|m| m.node.id() != leader_node.id()).expect("a follower");
+    let info = leader_node.create_topic(topic(), 1, TopicConfig::default(), 0).await.expect("create");
+    leader_node.commit_segment(segment(info.id, 0)).await.expect("commit");
+    eventually("the follower has the first commit", async || high_watermark(&lagging.node).await == 3).await;
+
+    // the follower stops receiving appends; two more commits are acknowledged
+    blocked[(lagging.node.id() - 1) as usize].store(true, Ordering::Relaxed);
+    for n in 1..3 {
+        leader_node.commit_segment(segment(info.id, n)).await.expect("commit");
+    }
+    assert_eq!(high_watermark(&lagging.node).await, 3, "the follower lags");
+
+    // a client that reads from the lagging follower first still finds offset 6
+    let mut order = vec![peers[&lagging.node.id()].clone()];
+    order.extend(peers.iter().filter(|(id, _)| **id != lagging.node.id()).map(|(_, a)| a.clone()));
+    let options = ClientOptions { secret: access().secret, ca_cert_pem: None };
+    let client = RemoteController::new(order, &options).expect("client");
+    let read = client.read_partition(&topic(), 0, 6, 10, Duration::ZERO).await.expect("read");
+    assert!(read.high_watermark >= 9, "an acknowledged offset is never out of range: {read:?}");
+    assert_eq!(read.chunks.first().map(|c| c.base_offset), Some(6));
+    // an offset below the follower's high watermark is served by the follower as before
+    let early = client.read_partition(&topic(), 0, 0, 10, Duration::ZERO).await.expect("read");
+    assert_eq!(early.high_watermark, 3, "served by the lagging follower");
+    blocked[(lagging.node.id() - 1) as usize].store(false, Ordering::Relaxed);
+}

@@ -1,12 +1,12 @@
 //! The idempotency window: offsets of recently committed keyed requests, per
-//! topic, bounded in entries and in age. Age is measured in log time (the
+//! topic incarnation (its id, so a deleted and re-created topic never answers
+//! the old one's offsets), bounded in entries and in age. Age is measured in log time (the
 //! largest `committed_ms` applied so far), never the applying node's clock, so
 //! every node evicts the same entries.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use shale_core::TopicName;
 
 use super::OffsetRun;
 
@@ -17,15 +17,15 @@ pub const IDEMPOTENCY_MAX_ENTRIES: usize = 100_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyWindow {
-    /// `topic/key` → original offsets in request order.
+    /// `topic_id/key` → original offsets in request order.
     entries: BTreeMap<String, Vec<OffsetRun>>,
-    /// (log time remembered, `topic/key`), oldest first.
+    /// (log time remembered, `topic_id/key`), oldest first.
     order: VecDeque<(i64, String)>,
     log_time_ms: i64,
 }
 
-fn slot(topic: &TopicName, key: &str) -> String {
-    format!("{topic}/{key}")
+fn slot(topic_id: u64, key: &str) -> String {
+    format!("{topic_id}/{key}")
 }
 
 impl IdempotencyWindow {
@@ -38,12 +38,12 @@ impl IdempotencyWindow {
         }
     }
 
-    pub fn get(&self, topic: &TopicName, key: &str) -> Option<&[OffsetRun]> {
-        self.entries.get(&slot(topic, key)).map(Vec::as_slice)
+    pub fn get(&self, topic_id: u64, key: &str) -> Option<&[OffsetRun]> {
+        self.entries.get(&slot(topic_id, key)).map(Vec::as_slice)
     }
 
-    pub fn remember(&mut self, topic: &TopicName, key: &str, offsets: Vec<OffsetRun>) {
-        let slot = slot(topic, key);
+    pub fn remember(&mut self, topic_id: u64, key: &str, offsets: Vec<OffsetRun>) {
+        let slot = slot(topic_id, key);
         if self.entries.insert(slot.clone(), offsets).is_none() {
             self.order.push_back((self.log_time_ms, slot));
         }

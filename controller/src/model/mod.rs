@@ -149,21 +149,33 @@ impl Metadata {
 
     fn commit(&mut self, commit: &CommitSegment) -> Vec<Result<Offset, MetaError>> {
         self.idempotency.advance(commit.committed_ms);
+        // the topic incarnation a request is for: its first chunk's
         let topic_of = |r: &RequestCommit| {
-            r.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)).map(|c| &c.topic)
+            r.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)).map(|c| c.topic_id)
         };
-        // a request whose key was committed before is refused whole
+        // a guarded request is taken or refused whole: any chunk of it that
+        // cannot be appended refuses all of it, before anything is appended
         let mut refused: Vec<Option<MetaError>> = commit
             .requests
             .iter()
-            .map(|r| {
-                let (topic, key) = (topic_of(r)?, r.idempotency_key.as_ref()?);
-                let offsets = self.idempotency.get(topic, key)?.to_vec();
-                Some(MetaError::Duplicate { offsets })
+            .enumerate()
+            .map(|(i, _)| {
+                let mut own = commit.chunks.iter().filter(|c| c.request == Some(i as u32));
+                own.find_map(|c| self.check_chunk(c).err())
             })
             .collect();
+        // a request whose key was committed before is refused whole
+        for (i, r) in commit.requests.iter().enumerate() {
+            if refused[i].is_some() {
+                continue;
+            }
+            let (Some(topic), Some(key)) = (topic_of(r), r.idempotency_key.as_ref()) else { continue };
+            if let Some(offsets) = self.idempotency.get(topic, key) {
+                refused[i] = Some(MetaError::Duplicate { offsets: offsets.to_vec() });
+            }
+        }
         // a retry in the same commit as its original: a twin of the first
-        let mut first_with_key: BTreeMap<(&TopicName, &str), usize> = BTreeMap::new();
+        let mut first_with_key: BTreeMap<(u64, &str), usize> = BTreeMap::new();
         let mut twin_of: Vec<Option<usize>> = vec![None; commit.requests.len()];
         for (i, r) in commit.requests.iter().enumerate() {
             let (Some(topic), Some(key)) = (topic_of(r), r.idempotency_key.as_deref()) else { continue };
@@ -220,19 +232,32 @@ impl Metadata {
     }
 
     /// Assigns a chunk the next offsets of its partition.
+    /// Why `chunk` could not be appended (its topic incarnation, partition
+    /// or size), without changing anything.
+    fn check_chunk(&self, chunk: &ChunkCommit) -> Result<(), MetaError> {
+        let topic = self.topics.get(&chunk.topic).filter(|t| t.id == chunk.topic_id);
+        let Some(topic) = topic else { return Err(MetaError::TopicNotFound(chunk.topic.to_string())) };
+        if chunk.partition as usize >= topic.partitions.len() {
+            return Err(MetaError::PartitionNotFound {
+                topic: chunk.topic.to_string(),
+                partition: chunk.partition,
+                partitions: topic.partitions.len() as u32,
+            });
+        }
+        if chunk.record_count == 0 {
+            return Err(MetaError::Invalid("empty chunk".into()));
+        }
+        Ok(())
+    }
+
     fn append_chunk(
         &mut self,
         object: &str,
         chunk: &ChunkCommit,
         expected: Option<Offset>,
     ) -> Result<Offset, MetaError> {
-        let (topic_id, p) = self.partition_mut(&chunk.topic, chunk.partition)?;
-        if topic_id != chunk.topic_id {
-            return Err(MetaError::TopicNotFound(chunk.topic.to_string()));
-        }
-        if chunk.record_count == 0 {
-            return Err(MetaError::Invalid("empty chunk".into()));
-        }
+        self.check_chunk(chunk)?;
+        let (_, p) = self.partition_mut(&chunk.topic, chunk.partition)?;
         if let Some(expected) = expected.filter(|e| *e != p.high_watermark) {
             return Err(MetaError::OffsetMismatch { expected, actual: p.high_watermark });
         }
@@ -274,8 +299,8 @@ impl Metadata {
                 offsets.push(OffsetRun { partition: c.partition, base_offset: base + *skip, count });
                 *skip += u64::from(count);
             }
-            if let Some(topic) = request.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)) {
-                self.idempotency.remember(&topic.topic, key, offsets);
+            if let Some(chunk) = request.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)) {
+                self.idempotency.remember(chunk.topic_id, key, offsets);
             }
         }
     }

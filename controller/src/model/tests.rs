@@ -216,13 +216,61 @@ fn idempotency_keys_expire_in_log_time() {
 #[test]
 fn the_window_is_bounded_in_entries() {
     let mut w = IdempotencyWindow::default();
-    let t = name("t");
+    let t = 1;
     for i in 0..IDEMPOTENCY_MAX_ENTRIES + 10 {
-        w.remember(&t, &format!("k{i}"), vec![]);
+        w.remember(t, &format!("k{i}"), vec![]);
     }
     assert_eq!(w.len(), IDEMPOTENCY_MAX_ENTRIES);
-    assert!(w.get(&t, "k0").is_none(), "the oldest go first");
-    assert!(w.get(&t, &format!("k{}", IDEMPOTENCY_MAX_ENTRIES + 9)).is_some());
+    assert!(w.get(t, "k0").is_none(), "the oldest go first");
+    assert!(w.get(t, &format!("k{}", IDEMPOTENCY_MAX_ENTRIES + 9)).is_some());
+}
+
+#[test]
+fn a_recreated_topic_never_answers_the_old_topics_offsets() {
+    let mut m = Metadata::default();
+    let old = create(&mut m, "t", 1);
+    for _ in 0..3 {
+        commit(&mut m, vec![chunk("t", old, 0, 1)]);
+    }
+    let first = commit_request(&mut m, 10, vec![owned(chunk("t", old, 0, 2))], keyed("k", vec![(0, 2)]));
+    assert_eq!(first, vec![Ok(3)]);
+    assert!(matches!(m.apply(&Command::DeleteTopic { name: name("t") }), CommandReply::TopicDeleted));
+    let new = create(&mut m, "t", 1);
+    assert_ne!(new, old);
+    // the same key on the new incarnation is a new request, written at its own offsets
+    let again = commit_request(&mut m, 11, vec![owned(chunk("t", new, 0, 2))], keyed("k", vec![(0, 2)]));
+    assert_eq!(again, vec![Ok(0)], "not the old topic's offset 3");
+    let retry = commit_request(&mut m, 12, vec![owned(chunk("t", new, 0, 2))], keyed("k", vec![(0, 2)]));
+    assert!(
+        matches!(&retry[0], Err(MetaError::Duplicate { offsets }) if offsets[0].base_offset == 0),
+        "a retry on the new incarnation answers the new offsets: {retry:?}"
+    );
+}
+
+#[test]
+fn a_guarded_request_over_several_chunks_is_taken_or_refused_whole() {
+    let mut m = Metadata::default();
+    let id = create(&mut m, "t", 2);
+    // records for partitions 0 and 1, and a third chunk for a partition that does not exist
+    let chunks = vec![owned(chunk("t", id, 0, 2)), owned(chunk("t", id, 1, 3)), owned(chunk("t", id, 7, 1))];
+    let refused = commit_request(&mut m, 5, chunks, keyed("all-or-nothing", vec![(0, 2), (1, 3), (2, 1)]));
+    assert!(refused.iter().all(Result::is_err), "every chunk refused: {refused:?}");
+    for p in 0..2 {
+        assert_eq!(
+            m.partition(&name("t"), p).expect("partition").high_watermark,
+            0,
+            "nothing appended to {p}"
+        );
+    }
+    // the key was not remembered: a corrected retry is written
+    let chunks = vec![owned(chunk("t", id, 0, 2)), owned(chunk("t", id, 1, 3))];
+    let taken = commit_request(&mut m, 6, chunks, keyed("all-or-nothing", vec![(0, 2), (1, 3)]));
+    assert_eq!(taken, vec![Ok(0), Ok(0)]);
+    // a stale incarnation in one chunk refuses the whole request too
+    let chunks = vec![owned(chunk("t", id, 0, 1)), owned(chunk("t", id + 100, 1, 1))];
+    let stale = commit_request(&mut m, 7, chunks, keyed("mixed", vec![(0, 1), (1, 1)]));
+    assert!(stale.iter().all(Result::is_err), "{stale:?}");
+    assert_eq!(m.partition(&name("t"), 0).expect("partition").high_watermark, 2);
 }
 
 proptest! {

@@ -206,3 +206,34 @@ async fn a_restored_cluster_member_stands_for_no_election_until_caught_up() {
     abstaining.shutdown().await;
     ordinary.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_idempotency_window_runs_on_the_leaders_clock_not_the_gateways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = ControllerNode::start_single(NodeConfig::new(1, dir.path().to_owned())).await.expect("start");
+    let info = node.create_topic(topic(), 1, TopicConfig::default(), 1).await.expect("create");
+    let keyed = |committed_ms: i64| {
+        let mut c = commit(info.id, 0, 2);
+        c.committed_ms = committed_ms;
+        c.chunks[0].request = Some(0);
+        c.requests = vec![crate::types::RequestCommit {
+            idempotency_key: Some("k".into()),
+            expected_offset: None,
+            runs: vec![(0, 2)],
+        }];
+        c
+    };
+    assert_eq!(node.commit_segment(keyed(0)).await.expect("commit"), vec![Ok(0)]);
+    // a gateway whose clock runs a year ahead commits something else...
+    let year_ms = 365 * 24 * 3600 * 1000;
+    let mut skewed = commit(info.id, 0, 1);
+    skewed.committed_ms = SystemClock.now_ms() + year_ms;
+    node.commit_segment(skewed).await.expect("commit");
+    // ...and the key is still remembered: a retry writes nothing
+    let retry = node.commit_segment(keyed(SystemClock.now_ms() + year_ms)).await.expect("commit");
+    assert!(
+        matches!(&retry[0], Err(MetaError::Duplicate { offsets }) if offsets[0].base_offset == 0),
+        "the skewed clock did not expire the window: {retry:?}"
+    );
+    node.shutdown().await;
+}
