@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use object_store::ObjectStore;
 use shale_core::segment::Compression;
-use shale_core::store::{self, RetryPolicy, S3Options, StoreMetrics};
+use shale_core::store::{self, FaultSpec, RetryPolicy, S3Options, StoreMetrics};
 use shale_gateway::GatewayConfig;
 
 #[derive(Debug, Clone, Args)]
@@ -35,6 +35,14 @@ pub struct StoreArgs {
     /// Sign S3 request bodies (SigV4 payload hash) instead of UNSIGNED-PAYLOAD.
     #[arg(long, env = "SHALE_S3_SIGN_PAYLOAD")]
     pub s3_sign_payload: bool,
+    /// Tries per object-store request (the first included) before the
+    /// client gets a retryable error.
+    #[arg(long, env = "SHALE_STORE_ATTEMPTS", default_value_t = 5)]
+    pub store_attempts: u32,
+    /// For fault tests: inject store faults at these rates, e.g.
+    /// error=0.05,timeout=0.02:500,slow=0.05:200,cut=0.05,lost-ack=0.05,seed=7
+    #[arg(long, env = "SHALE_STORE_FAULTS")]
+    pub store_faults: Option<String>,
 }
 
 impl StoreArgs {
@@ -51,6 +59,8 @@ impl StoreArgs {
         push("s3-region", &self.s3_region);
         push("s3-access-key-id", &self.s3_access_key_id);
         push("s3-secret-access-key", &self.s3_secret_access_key);
+        push("store-faults", &self.store_faults);
+        out.push(format!("--store-attempts={}", self.store_attempts));
         if self.s3_allow_http {
             out.push("--s3-allow-http".into());
         }
@@ -70,7 +80,16 @@ impl StoreArgs {
             allow_http: self.s3_allow_http,
             sign_payload: self.s3_sign_payload,
         };
-        Ok(store::open(url, &s3, RetryPolicy::default(), metrics)?)
+        let faults = match &self.store_faults {
+            Some(spec) => {
+                let spec = FaultSpec::parse(spec).map_err(|e| anyhow::anyhow!("--store-faults: {e}"))?;
+                tracing::warn!(?spec, "injecting object-store faults (--store-faults)");
+                Some((spec, metrics.faults()))
+            }
+            None => None,
+        };
+        let retry = RetryPolicy { max_attempts: self.store_attempts.max(1), ..RetryPolicy::default() };
+        Ok(store::open(url, &s3, retry, metrics, faults)?)
     }
 }
 

@@ -55,11 +55,13 @@ pub struct Options {
     /// Controllers snapshot (and copy the snapshot to the bucket) this often.
     pub snapshot_every: u64,
     pub flush_interval_ms: u64,
+    /// More flags for every gateway.
+    pub gateway_flags: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { gateways: 1, snapshot_every: 50, flush_interval_ms: 10 }
+        Self { gateways: 1, snapshot_every: 50, flush_interval_ms: 10, gateway_flags: Vec::new() }
     }
 }
 
@@ -113,6 +115,7 @@ pub async fn cluster(
             secret_flag(dir)?,
         ];
         args.extend(store.iter().cloned());
+        args.extend(options.gateway_flags.iter().cloned());
         started.push(Process::start(args, dir.join(format!("gateway-{g}.log"))).await?);
     }
     let clients: Vec<Client> = started.iter().map(|g| Client::new(&g.url)).collect();

@@ -122,7 +122,16 @@ pub async fn read_partition(client: &Client, topic: &str, partition: u32) -> any
     let mut out = Vec::new();
     loop {
         let query = format!("offset={}&max_records=5000&max_bytes=4194304", out.len());
-        let (status, body) = client.fetch(topic, partition, &query).await?;
+        // a retryable answer (the store failed) is asked again, as a client would
+        let mut tries = 0;
+        let (status, body) = loop {
+            let (status, body) = client.fetch(topic, partition, &query).await?;
+            tries += 1;
+            if status == 200 || body["retryable"] != true || tries >= 10 {
+                break (status, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         ensure!(status == 200, "fetch {topic}/{partition}@{}: {status} {body}", out.len());
         let records = body["records"].as_array().cloned().unwrap_or_default();
         for r in &records {

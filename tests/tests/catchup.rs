@@ -41,7 +41,7 @@ fn log_tail(dir: &std::path::Path, name: &str) -> String {
 async fn lagging_and_new_controllers_catch_up_with_100k_partitions() -> anyhow::Result<()> {
     eprintln!("local disk only: controller catch-up does not touch the object store");
     let dir = tempfile::tempdir()?;
-    let options = Options { gateways: 1, snapshot_every: SNAPSHOT_EVERY, flush_interval_ms: 0 };
+    let options = Options { snapshot_every: SNAPSHOT_EVERY, flush_interval_ms: 0, ..Options::default() };
     let (mut controllers, _gateways, clients) = cluster(&Backend::Local, dir.path(), &options).await?;
     let gateway = &clients[0];
     let creating = Instant::now();

@@ -19,6 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::faults::FaultCounts;
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum Op {
     Put,
@@ -42,6 +44,7 @@ pub struct StoreMetrics {
     latency: Family<OpLabels, Histogram, fn() -> Histogram>,
     bytes_written: Counter,
     bytes_read: Counter,
+    faults: FaultCounts,
 }
 
 fn latency_histogram() -> Histogram {
@@ -57,6 +60,7 @@ impl Default for StoreMetrics {
             latency: Family::new_with_constructor(latency_histogram),
             bytes_written: Counter::default(),
             bytes_read: Counter::default(),
+            faults: FaultCounts::default(),
         }
     }
 }
@@ -72,7 +76,13 @@ impl StoreMetrics {
         r.register("request_seconds", "Object-store request latency", m.latency.clone());
         r.register("written_bytes", "Bytes written to the object store", m.bytes_written.clone());
         r.register("read_bytes", "Bytes read from the object store", m.bytes_read.clone());
+        r.register("faults_injected", "Faults injected by --store-faults, by kind", m.faults.family());
         m
+    }
+
+    /// Faults injected into this store (`--store-faults`).
+    pub fn faults(&self) -> FaultCounts {
+        self.faults.clone()
     }
 
     pub fn requests(&self, op: Op) -> u64 {

@@ -9,6 +9,7 @@
 //!   credentials come from the standard `AWS_*` environment variables, or from
 //!   [`S3Options`] (which win).
 
+mod faults;
 mod metrics;
 mod retry;
 
@@ -22,6 +23,7 @@ use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, RetryConfig};
 
+pub use faults::{Fault, FaultCounts, FaultSpec, FaultyStore};
 pub use metrics::{MeteredStore, Op, StoreMetrics};
 pub use retry::{RetryPolicy, RetryingStore};
 
@@ -50,14 +52,19 @@ pub enum StoreError {
     ObjectStore(#[from] object_store::Error),
 }
 
-/// Builds the store a URL names, wrapped with metrics and retries.
+/// Builds the store a URL names, wrapped with metrics and retries (and,
+/// for fault tests, injected faults: retried and counted like real ones).
 pub fn open(
     url: &str,
     s3: &S3Options,
     retry: RetryPolicy,
     metrics: StoreMetrics,
+    faults: Option<(FaultSpec, FaultCounts)>,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    let inner = open_raw(url, s3)?;
+    let mut inner = open_raw(url, s3)?;
+    if let Some((spec, counts)) = faults {
+        inner = Arc::new(FaultyStore::new(inner, spec, counts));
+    }
     let metered: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(inner, metrics.clone()));
     Ok(Arc::new(RetryingStore::new(metered, retry, metrics)))
 }

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, Error, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    CopyOptions, Error, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 use rand::Rng;
 
@@ -102,8 +103,23 @@ impl ObjectStore for RetryingStore {
         self.inner.put_multipart_opts(location, opts).await
     }
 
+    /// Reads the whole body inside the retry, so an error mid-body retries
+    /// the request instead of failing the read. Shale's objects are read in
+    /// ranges of a chunk (a few MiB at most), so buffering them costs little.
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.retry(Op::Get, || self.inner.get_opts(location, options.clone())).await
+        if options.head {
+            return self.retry(Op::Get, || self.inner.get_opts(location, options.clone())).await;
+        }
+        self.retry(Op::Get, || async {
+            let result = self.inner.get_opts(location, options.clone()).await?;
+            let (meta, range, attributes) =
+                (result.meta.clone(), result.range.clone(), result.attributes.clone());
+            let extensions = result.extensions.clone();
+            let bytes = result.bytes().await?;
+            let body = futures::stream::once(async move { Ok(bytes) }).boxed();
+            Ok(GetResult { payload: GetResultPayload::Stream(body), meta, range, attributes, extensions })
+        })
+        .await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {

@@ -30,7 +30,7 @@ async fn conformance(store: Arc<dyn ObjectStore>, metrics: &StoreMetrics) {
 #[tokio::test]
 async fn memory_store_conforms() {
     let metrics = StoreMetrics::default();
-    let store = open("memory://", &S3Options::default(), RetryPolicy::default(), metrics.clone())
+    let store = open("memory://", &S3Options::default(), RetryPolicy::default(), metrics.clone(), None)
         .expect("memory store");
     conformance(store, &metrics).await;
 }
@@ -40,8 +40,8 @@ async fn local_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().join("nested/data").display());
     let metrics = StoreMetrics::default();
-    let store =
-        open(&url, &S3Options::default(), RetryPolicy::default(), metrics.clone()).expect("local store");
+    let store = open(&url, &S3Options::default(), RetryPolicy::default(), metrics.clone(), None)
+        .expect("local store");
     conformance(store, &metrics).await;
 }
 
@@ -53,7 +53,7 @@ async fn s3_store_conforms() {
     };
     let s3 = S3Options { allow_http: true, ..S3Options::default() };
     let metrics = StoreMetrics::default();
-    let store = open(&format!("{url}/core-conformance"), &s3, RetryPolicy::default(), metrics.clone())
+    let store = open(&format!("{url}/core-conformance"), &s3, RetryPolicy::default(), metrics.clone(), None)
         .expect("s3 store");
     conformance(store, &metrics).await;
 }
@@ -157,4 +157,24 @@ async fn retries_are_bounded() {
     let flaky = Arc::new(Flaky { inner: InMemory::new(), failures: AtomicI64::new(10) });
     let store = RetryingStore::new(flaky, fast_policy(3), metrics);
     assert!(store.put(&Path::from("a"), PutPayload::from_static(b"x")).await.is_err());
+}
+
+#[tokio::test]
+async fn a_body_cut_mid_read_is_retried_whole() {
+    use super::faults::{Fault, FaultCounts, FaultSpec, FaultyStore};
+    use object_store::ObjectStoreExt;
+
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    inner.put(&Path::from("seg"), PutPayload::from(data.clone())).await.expect("put");
+    let counts = FaultCounts::default();
+    let spec = FaultSpec { cut: 0.5, seed: 3, ..FaultSpec::default() };
+    let faulty: Arc<dyn ObjectStore> = Arc::new(FaultyStore::new(inner, spec, counts.clone()));
+    let store = RetryingStore::new(faulty, fast_policy(20), StoreMetrics::default());
+    for i in 0..50u64 {
+        let range = (i * 1000)..(i * 1000 + 4096);
+        let got = store.get_range(&Path::from("seg"), range.clone()).await.expect("read despite cuts");
+        assert_eq!(got.as_ref(), &data[range.start as usize..range.end as usize], "read {i}");
+    }
+    assert!(counts.get(Fault::Cut) > 10, "bodies were cut: {}", counts.get(Fault::Cut));
 }

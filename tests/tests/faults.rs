@@ -1,0 +1,108 @@
+//! Faults from the object store, with nothing lost: a single node and a
+//! cluster run with `--store-faults` (5xx, timeouts, slow answers, bodies cut
+//! off mid-read, PUTs stored but reported failed) while producers send keyed
+//! requests and retry each, with its key, until it is acknowledged. The
+//! history check then requires every acknowledged record at its offset,
+//! dense offsets, and the log to hold exactly the acknowledged records (no
+//! duplicates). The readers' cache is off, so every read meets the faults.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::ensure;
+use shale_tests::cluster::{Options, cluster};
+use shale_tests::leader::LeaderProducer;
+use shale_tests::{Backend, Client, History, Shale, unique};
+
+const FAULTS: &str = "--store-faults=error=0.05,timeout=0.02:300,slow=0.1:50,cut=0.05,lost-ack=0.2,seed=11";
+/// Two tries per store request, so some requests fail through to the client
+/// (which retries with its idempotency key) instead of all being absorbed.
+const ATTEMPTS: &str = "--store-attempts=2";
+const PARTITIONS: u32 = 4;
+
+/// Injected faults by kind, summed over the gateways' `/metrics`.
+async fn fault_counts(clients: &[Client]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for c in clients {
+        let text = c.http.get(format!("{}/metrics", c.url)).send().await?.text().await?;
+        for line in text.lines().filter(|l| l.starts_with("shale_store_faults_injected_total{")) {
+            let kind = line.split('"').nth(1).unwrap_or("?").to_owned();
+            let n: u64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            *counts.entry(kind).or_default() += n;
+        }
+    }
+    Ok(counts)
+}
+
+/// Three keyed producers for `run_for`; returns the history and the retries.
+async fn produce(clients: &[Client], run_for: Duration) -> anyhow::Result<(Arc<History>, usize)> {
+    let history = Arc::new(History::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..3)
+        .map(|i| {
+            let producer = LeaderProducer {
+                gateways: clients.to_vec(),
+                topic: "orders".into(),
+                partitions: PARTITIONS,
+                first_partition: i,
+                name: format!("p{i}"),
+                history: history.clone(),
+                stop: stop.clone(),
+            };
+            tokio::spawn(producer.run())
+        })
+        .collect();
+    tokio::time::sleep(run_for).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut retries = 0;
+    for p in producers {
+        retries += p.await??.retries;
+    }
+    Ok((history, retries))
+}
+
+async fn check(name: &str, clients: &[Client], history: &History, retries: usize) -> anyhow::Result<()> {
+    let report = history.verify(&clients[0], "orders", PARTITIONS).await?;
+    ensure!(report.acknowledged > 50, "{name}: only {} records acknowledged", report.acknowledged);
+    ensure!(report.stored == report.acknowledged, "{name}: exactly the acknowledged records: {report:?}");
+    let counts = fault_counts(clients).await?;
+    for kind in ["Error", "Cut", "LostAck"] {
+        ensure!(counts.get(kind).copied().unwrap_or(0) > 0, "{name}: no {kind} fault injected: {counts:?}");
+    }
+    ensure!(retries > 0, "{name}: some requests failed through to the client and were retried");
+    eprintln!("{name}: faults {counts:?}, {retries} client retries, {report:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_store_loses_nothing_on_a_single_node() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let flags = [FAULTS, ATTEMPTS, "--cache-bytes=1", "--flush-interval-ms=5"];
+        let shale = Shale::start(dir.path(), &backend, &unique("faults"), &flags).await?;
+        shale.client().create_topic("orders", PARTITIONS).await?;
+        let clients = vec![shale.client()];
+        let (history, retries) = produce(&clients, Duration::from_secs(4)).await?;
+        check(&format!("{} single node", backend.name()), &clients, &history, retries).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_store_loses_nothing_in_a_cluster() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let options = Options {
+            gateways: 2,
+            gateway_flags: vec![FAULTS.into(), ATTEMPTS.into(), "--cache-bytes=1".into()],
+            ..Options::default()
+        };
+        let (_controllers, _gateways, clients) = cluster(&backend, dir.path(), &options).await?;
+        clients[0].create_topic("orders", PARTITIONS).await?;
+        let (history, retries) = produce(&clients, Duration::from_secs(4)).await?;
+        check(&format!("{} cluster", backend.name()), &clients, &history, retries).await?;
+    }
+    Ok(())
+}
