@@ -40,6 +40,11 @@ async fn bench_workloads_report_their_figures() -> anyhow::Result<()> {
     ensure!(produce["store PUTs"].as_f64() > Some(0.0) && produce["failed requests"] == 0.0, "{produce}");
     ensure!(produce["ack latency p99"].as_f64() >= produce["ack latency p50"].as_f64(), "{produce}");
     ensure!(produce["gateway peak RSS"].as_f64() > Some(1.0), "{produce}");
+    // with auth on, every request carries the admin token and none is refused
+    let authed = bench(&[&["produce", "--auth"][..], &small[..]].concat(), &file).await?;
+    ensure!(authed["acked records/s"].as_f64() > Some(0.0) && authed["failed requests"] == 0.0, "{authed}");
+    let config: Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    ensure!(config["config"]["auth"] == true, "the report says auth was on: {}", config["config"]);
 
     let e2e = bench(&[&["e2e", "--rate-mib=1"][..], &small[..]].concat(), &file).await?;
     ensure!(

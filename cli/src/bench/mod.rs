@@ -78,6 +78,13 @@ pub struct TargetArgs {
     /// directory, deleted afterwards.
     #[arg(long)]
     server_log: Option<PathBuf>,
+    /// Start `shale dev` with `--auth` and send its admin token on every
+    /// request (measures the cost of authentication).
+    #[arg(long)]
+    auth: bool,
+    /// The bearer token for a Shale at `--url` that requires one.
+    #[arg(long, env = "SHALE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -194,6 +201,7 @@ fn config(args: &LoadBench, server: &Server, workload: &str) -> Value {
         "workload": workload,
         "url": server.url,
         "started_server": server.is_owned(),
+        "auth": server.token.is_some(),
         "store": args.target.store.store,
         "gateway_flags": args.target.gateway.to_args(),
         "partitions": args.partitions,
@@ -206,8 +214,17 @@ fn config(args: &LoadBench, server: &Server, workload: &str) -> Value {
     })
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().pool_max_idle_per_host(1024).timeout(Duration::from_secs(60)).build()?)
+/// An HTTP client for the server, presenting its token if it needs one.
+fn client(server: &Server) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &server.token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    }
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(60))
+        .default_headers(headers)
+        .build()?)
 }
 
 /// Runs producers for the configured time, open or closed loop.
@@ -252,7 +269,7 @@ fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
 
 async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
     let server = Server::connect_or_start(&args.target).await?;
-    let http = client()?;
+    let http = client(&server)?;
     let (_, producer) = setup(args, &server, &http, false).await?;
     let before = server.metrics(&http).await?;
     let stats = Stats::new();
@@ -271,7 +288,7 @@ async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
 async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
     let rate = args.rate_mib.unwrap_or(10.0);
     let server = Server::connect_or_start(&args.target).await?;
-    let http = client()?;
+    let http = client(&server)?;
     let (topic, producer) = setup(args, &server, &http, true).await?;
     let before = server.metrics(&http).await?;
     let (produced, delivered) = (Stats::new(), Stats::new());
@@ -301,7 +318,7 @@ async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
 
 async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
     let mut server = Server::connect_or_start(&args.target).await?;
-    let http = client()?;
+    let http = client(&server)?;
     let (topic, producer) = setup(args, &server, &http, false).await?;
     let backlog = args.backlog_mib << 20;
     let produced = Stats::new();

@@ -15,6 +15,8 @@ use super::TargetArgs;
 
 pub struct Server {
     pub url: String,
+    /// The bearer token requests carry, if the server needs one.
+    pub token: Option<String>,
     owned: Option<Owned>,
 }
 
@@ -28,14 +30,29 @@ struct Owned {
 impl Server {
     pub async fn connect_or_start(target: &TargetArgs) -> anyhow::Result<Self> {
         if let Some(url) = &target.url {
-            return Ok(Self { url: url.trim_end_matches('/').to_owned(), owned: None });
+            let url = url.trim_end_matches('/').to_owned();
+            return Ok(Self { url, token: target.token.clone(), owned: None });
         }
         let dir = tempfile::tempdir()?;
         let mut args = target.store.to_args();
         args.extend(target.gateway.to_args());
+        if target.auth {
+            args.push("--auth".into());
+        }
         let log = target.server_log.clone().unwrap_or_else(|| dir.path().join("shale.log"));
         let (child, url) = spawn(&dir, &args, &log).await?;
-        Ok(Self { url, owned: Some(Owned { child, dir, args, log }) })
+        let token = if target.auth {
+            let path = dir.path().join("admin.token");
+            Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        Ok(Self { url, token, owned: Some(Owned { child, dir, args, log }) })
     }
 
     /// Whether this process started the server (and can restart it).
