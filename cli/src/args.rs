@@ -117,6 +117,9 @@ pub struct GatewayArgs {
     /// a stalled upload gets 408 and its buffer space back.
     #[arg(long, env = "SHALE_BODY_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_timeout_ms: u64,
+    /// Longest a fetch may long-poll (`wait_ms` is capped to it).
+    #[arg(long, env = "SHALE_MAX_WAIT_MS", default_value_t = 30_000)]
+    pub max_wait_ms: u64,
     /// Bytes of decoded chunks cached for readers.
     #[arg(long, env = "SHALE_CACHE_BYTES", default_value_t = 32 << 20)]
     pub cache_bytes: u64,
@@ -142,6 +145,7 @@ impl GatewayArgs {
             format!("--compression={}", self.compression.as_str()),
             format!("--cache-bytes={}", self.cache_bytes),
             format!("--body-timeout-ms={}", self.body_timeout_ms),
+            format!("--max-wait-ms={}", self.max_wait_ms),
             format!("--lease-ms={}", self.lease_ms),
         ]
     }
@@ -157,6 +161,7 @@ impl GatewayArgs {
             cache_bytes: self.cache_bytes,
             lease: Duration::from_millis(self.lease_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
+            max_wait: Duration::from_millis(self.max_wait_ms),
             ..GatewayConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a grant allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// Write records.
@@ -21,10 +21,12 @@ pub enum Operation {
 }
 
 /// An operation on a topic name (`orders`), a prefix (`orders*`) or all (`*`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub operation: Operation,
+    /// A topic name, a prefix ending in `*`, or `*`.
+    #[schema(pattern = r"^([a-zA-Z0-9._-]{1,249}|[a-zA-Z0-9._-]{0,248}\*)$")]
     pub topic: String,
 }
 
@@ -76,7 +78,7 @@ impl Grant {
 }
 
 /// A token as listed: never the token or its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     pub grants: Vec<Grant>,

@@ -15,7 +15,7 @@ pub struct ChunkRef {
 }
 
 /// Topic settings. Stored and shown now; enforced by the compactor.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {
     /// Delete data older than this (milliseconds); none = keep forever.
@@ -57,10 +57,13 @@ pub enum MetaError {
 }
 
 /// A partition as shown to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionInfo {
+    #[schema(value_type = u32)]
     pub partition: PartitionId,
+    #[schema(value_type = u64)]
     pub log_start_offset: Offset,
+    #[schema(value_type = u64)]
     pub high_watermark: Offset,
     /// The leader gateway's URL: send this partition's traffic there.
     pub leader: Option<String>,
@@ -68,8 +71,9 @@ pub struct PartitionInfo {
 }
 
 /// A topic as shown to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopicInfo {
+    #[schema(value_type = String)]
     pub name: TopicName,
     pub id: u64,
     pub config: TopicConfig,

@@ -64,6 +64,9 @@ impl GatewayConfig {
         if !(Duration::from_millis(500)..=Duration::from_secs(300)).contains(&self.lease) {
             return Err("the lease must be between 500 ms and 300 s".into());
         }
+        if self.max_wait > Duration::from_secs(30) {
+            return Err("the longest long-poll is 30 s (the idle timeout must exceed it)".into());
+        }
         if self.body_timeout.is_zero() {
             return Err("the body timeout must be positive".into());
         }

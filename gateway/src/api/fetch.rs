@@ -15,6 +15,7 @@ use shale_core::{ErrorCode, Offset, TopicName};
 
 use super::encoding::Encoding;
 use super::extract::{ApiPath, ApiQuery};
+use super::openapi::ErrorBody;
 use super::produce::parse_partition;
 use super::{ApiError, AppState, require};
 use crate::reader::FetchRequest;
@@ -24,26 +25,36 @@ const DEFAULT_MAX_RECORDS: usize = 1000;
 const LIMIT_MAX_RECORDS: usize = 10_000;
 const DEFAULT_MAX_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FetchQuery {
     /// A number, `earliest` (the default) or `latest`.
     offset: Option<String>,
+    /// Most records to return (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     max_records: Option<usize>,
+    /// Most bytes to return (at least one record is returned).
     max_bytes: Option<usize>,
+    /// At the high watermark, wait this long for the next record (capped
+    /// by the gateway's `--max-wait-ms`).
+    #[param(maximum = 30000)]
     wait_ms: Option<u64>,
+    /// How keys, values and header values are written.
     #[serde(default)]
+    #[param(inline)]
     encoding: Encoding,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FetchedHeader {
     key: String,
     value: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FetchedRecord {
+    #[schema(value_type = u64)]
     offset: Offset,
     timestamp_ms: i64,
     key: Option<Value>,
@@ -51,12 +62,15 @@ pub struct FetchedRecord {
     headers: Vec<FetchedHeader>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FetchResponse {
     records: Vec<FetchedRecord>,
     /// The offset to fetch next.
+    #[schema(value_type = u64)]
     next_offset: Offset,
+    #[schema(value_type = u64)]
     high_watermark: Offset,
+    #[schema(value_type = u64)]
     log_start_offset: Offset,
 }
 
@@ -88,6 +102,21 @@ fn wants_binary(headers: &HeaderMap) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().starts_with(wire::CONTENT_TYPE)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/partitions/{partition}/records",
+    tag = "records",
+    summary = "Fetch records from an offset (long-poll with wait_ms)",
+    params(("topic" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$"), ("partition" = u32, Path), FetchQuery),
+    responses(
+        (status = 200, description = "records from the offset on", content(
+            (FetchResponse = "application/json"),
+            (String = "application/vnd.shale.records"),
+        )),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 416, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn fetch(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,

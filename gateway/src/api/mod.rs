@@ -5,6 +5,7 @@ pub mod error;
 mod extract;
 mod fetch;
 mod health;
+pub mod openapi;
 mod produce;
 mod tokens;
 mod topics;
@@ -18,11 +19,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use object_store::ObjectStore;
 use shale_controller_client::Controller;
 use shale_controller_client::auth::{Operation, Principal};
 use shale_core::{Clock, ErrorCode};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -82,22 +84,38 @@ impl AppState {
     }
 }
 
+/// The `/v1` routes behind authentication, and the open ones, each built
+/// from its annotated handler so that the router and the document agree.
+fn api_routes() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(topics::create, topics::list))
+        .routes(routes!(topics::describe, topics::delete))
+        .routes(routes!(produce::produce))
+        .routes(routes!(produce::produce_to_partition, fetch::fetch))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke));
+    let open = OpenApiRouter::new()
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics));
+    (v1, open)
+}
+
+/// The OpenAPI document of every route the gateway serves.
+pub fn openapi_spec() -> utoipa::openapi::OpenApi {
+    let (v1, open) = api_routes();
+    let (_, mut api) = v1.split_for_parts();
+    api.merge(open.split_for_parts().1);
+    openapi::describe(api)
+}
+
 /// The gateway's router.
 pub fn router(state: Arc<AppState>) -> Router {
-    let v1 = Router::new()
-        .route("/v1/topics", post(topics::create).get(topics::list))
-        .route("/v1/topics/{topic}", get(topics::describe).delete(topics::delete))
-        .route("/v1/topics/{topic}/records", post(produce::produce))
-        .route(
-            "/v1/topics/{topic}/partitions/{partition}/records",
-            post(produce::produce_to_partition).get(fetch::fetch),
-        )
-        .route("/v1/tokens", post(tokens::create).get(tokens::list))
-        .route("/v1/tokens/{name}", delete(tokens::revoke))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    v1.route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+    let (v1, open) = api_routes();
+    let v1: Router<Arc<AppState>> =
+        v1.split_for_parts().0.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    v1.merge(open.split_for_parts().0)
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")

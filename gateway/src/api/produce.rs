@@ -18,24 +18,30 @@ use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
 use super::encoding::Encoding;
 use super::error::{body_timeout, request_too_large};
 use super::extract::{ApiPath, ApiQuery, content_type, json_body};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState, require};
 use crate::batcher::{BufferPermit, PartitionedRecord, RequestGuard};
 use shale_controller_client::auth::{Operation, Principal};
 
-#[derive(Debug, Deserialize)]
+/// A produce request in JSON.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProduceBody {
+pub struct ProduceBody {
+    /// How keys, values and header values are written.
     #[serde(default)]
     encoding: Encoding,
     records: Vec<JsonRecord>,
     /// Conditional append (single-partition produce only).
+    #[schema(value_type = Option<u64>)]
     expected_offset: Option<Offset>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ProduceQuery {
-    /// Conditional append (single-partition produce only), for any body type.
+    /// Conditional append: only if the partition's next offset is this.
+    #[param(value_type = Option<u64>)]
     expected_offset: Option<Offset>,
 }
 
@@ -49,36 +55,57 @@ struct Produce {
     expected_offset: Option<Offset>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One record: key, value and header values per the body's `encoding`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonRecord {
+pub struct JsonRecord {
     #[serde(default)]
     key: Option<Value>,
     value: Value,
     #[serde(default)]
     headers: Vec<JsonHeader>,
+    #[schema(value_type = Option<u32>)]
     partition: Option<PartitionId>,
     timestamp_ms: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonHeader {
+pub struct JsonHeader {
     key: String,
     value: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecordAck {
+    #[schema(value_type = u32)]
     partition: PartitionId,
     offset: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// Partition and offset of each record, in request order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProduceResponse {
     offsets: Vec<RecordAck>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/records",
+    tag = "records",
+    summary = "Produce records; keyed records go where Kafka's partitioner puts them",
+    params(("topic" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 256 visible ASCII characters: a retry with the same key answers the original offsets and writes nothing")),
+    request_body(content(
+        (ProduceBody = "application/json"),
+        (String = "application/vnd.shale.records"),
+    )),
+    responses(
+        (status = 200, description = "acknowledged: in the store and committed", body = ProduceResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 408, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ),
+)]
 pub async fn produce(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -100,6 +127,23 @@ pub async fn produce(
     append(&state, topic, None, produce.records, guard, permit).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/partitions/{partition}/records",
+    tag = "records",
+    summary = "Produce records to one partition, optionally only at an expected offset",
+    params(("topic" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$"), ("partition" = u32, Path), ProduceQuery, ("Idempotency-Key" = Option<String>, Header, description = "1 to 256 visible ASCII characters: a retry with the same key answers the original offsets and writes nothing")),
+    request_body(content(
+        (ProduceBody = "application/json"),
+        (String = "application/vnd.shale.records"),
+    )),
+    responses(
+        (status = 200, description = "acknowledged: in the store and committed", body = ProduceResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 408, body = ErrorBody), (status = 412, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+    ),
+)]
 pub async fn produce_to_partition(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,

@@ -120,3 +120,87 @@ async fn tailing_reads_hit_the_flush_cache_and_cold_reads_fetch_one_range() {
     assert_eq!(cold.metrics.store.requests(Op::Get), 3, "one ranged GET per chunk");
     assert!(cold.metrics.store.bytes_read() < 1000, "only the chunks' bytes were read");
 }
+
+/// Every (method, path) the OpenAPI document lists.
+fn documented() -> Vec<(String, String)> {
+    let doc: Value = serde_json::from_str(openapi::document()).expect("the document is JSON");
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            out.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn every_served_route_is_documented_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = app(dir.path()).await;
+    let expected = [
+        ("DELETE", "/v1/tokens/{name}"),
+        ("DELETE", "/v1/topics/{topic}"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/readyz"),
+        ("GET", "/v1/openapi.json"),
+        ("GET", "/v1/tokens"),
+        ("GET", "/v1/topics"),
+        ("GET", "/v1/topics/{topic}"),
+        ("GET", "/v1/topics/{topic}/partitions/{partition}/records"),
+        ("POST", "/v1/tokens"),
+        ("POST", "/v1/topics"),
+        ("POST", "/v1/topics/{topic}/partitions/{partition}/records"),
+        ("POST", "/v1/topics/{topic}/records"),
+    ];
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented(), expected, "the document lists exactly the API's routes");
+    let concrete =
+        |path: &str| path.replace("{topic}", "t").replace("{partition}", "0").replace("{name}", "n");
+    for (method, path) in &expected {
+        let (status, body) = call(&g.app, method, &concrete(path), None).await;
+        let unrouted = status == StatusCode::METHOD_NOT_ALLOWED || body["message"] == "no such route";
+        assert!(!unrouted, "{method} {path} is documented but not served: {status} {body}");
+    }
+    // any other method on a documented path is refused by the router
+    for path in expected.iter().map(|(_, p)| p).collect::<std::collections::BTreeSet<_>>() {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if expected.iter().any(|(m, p)| m == method && p == path) {
+                continue;
+            }
+            let (status, body) = call(&g.app, method, &concrete(path), None).await;
+            assert_eq!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is served but undocumented: {body}"
+            );
+        }
+    }
+    for path in ["/v1", "/v1/topics/t/partitions", "/v1/groups", "/api/status"] {
+        let (status, body) = call(&g.app, "GET", path, None).await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{path}"
+        );
+    }
+    g.node.shutdown().await;
+}
+
+#[test]
+fn the_document_in_docs_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    let current = format!("{}\n", openapi::document());
+    if std::env::var_os("SHALE_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &current).expect("write docs/openapi.json");
+    }
+    let kept = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        kept == current,
+        "docs/openapi.json is stale: run SHALE_UPDATE_OPENAPI=1 cargo test -p shale-gateway"
+    );
+    let doc: Value = serde_json::from_str(&current).expect("json");
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"), "OpenAPI 3.1");
+}

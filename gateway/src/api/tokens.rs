@@ -13,17 +13,19 @@ use shale_controller_client::auth::{
 use shale_core::ErrorCode;
 
 use super::extract::{ApiPath, Body, json_body};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::new_token;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateToken {
+pub struct CreateToken {
+    #[schema(pattern = r"^[a-zA-Z0-9._-]{1,249}$")]
     name: String,
     grants: Vec<Grant>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The token itself: shown here once, never again.
     token: String,
@@ -31,7 +33,7 @@ pub struct CreatedToken {
     info: TokenInfo,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     tokens: Vec<TokenInfo>,
 }
@@ -46,6 +48,18 @@ fn require_cluster_admin(principal: &Principal) -> Result<(), ApiError> {
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    summary = "Create a token; the answer is the only time it is shown (admin on *)",
+    request_body = CreateToken,
+    responses(
+        (status = 201, body = CreatedToken),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 408, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -74,6 +88,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "tokens",
+    summary = "List tokens: names and grants, never the tokens (admin on *)",
+    responses((status = 200, body = TokenList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -83,6 +104,17 @@ pub async fn list(
     Ok(Json(TokenList { tokens }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{name}",
+    tag = "tokens",
+    summary = "Revoke a token (admin on *)",
+    params(("name" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,

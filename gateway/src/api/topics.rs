@@ -11,13 +11,17 @@ use shale_controller_client::{TopicConfig, TopicInfo};
 use shale_core::TopicName;
 
 use super::extract::{ApiPath, Body, json_body};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState, require};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTopic {
+pub struct CreateTopic {
+    /// `[a-zA-Z0-9._-]`, at most 249 characters.
+    #[schema(pattern = r"^[a-zA-Z0-9._-]{1,249}$")]
     name: String,
     #[serde(default = "one")]
+    #[schema(default = 1, minimum = 1, maximum = 10000)]
     partitions: u32,
     #[serde(default)]
     config: TopicConfig,
@@ -27,11 +31,23 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TopicList {
     topics: Vec<TopicInfo>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/topics",
+    tag = "topics",
+    summary = "Create a topic (admin)",
+    request_body = CreateTopic,
+    responses(
+        (status = 201, body = TopicInfo),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 408, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -48,6 +64,13 @@ pub async fn create(
 }
 
 /// The topics the principal may describe; others are left out.
+#[utoipa::path(
+    get,
+    path = "/v1/topics",
+    tag = "topics",
+    summary = "List the topics the token may describe",
+    responses((status = 200, body = TopicList), (status = 401, body = ErrorBody)),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -57,6 +80,18 @@ pub async fn list(
     Ok(Json(TopicList { topics }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    summary = "Describe a topic: partitions, offsets, leaders",
+    params(("topic" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$")),
+    responses(
+        (status = 200, body = TopicInfo),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn describe(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -67,6 +102,18 @@ pub async fn describe(
     Ok(Json(state.controller.describe_topic(&name).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    summary = "Delete a topic (admin)",
+    params(("topic" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
