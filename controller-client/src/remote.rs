@@ -3,6 +3,7 @@
 //! another node only when it was certainly not committed (the connection was
 //! refused, or the node refused it); a lost answer is `OutcomeUnknown`.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -56,10 +57,29 @@ pub struct ClientOptions {
 pub enum ClientSetupError {
     #[error("controller URLs must all be http:// or all https://")]
     MixedSchemes,
-    #[error("the CA certificate: {0}")]
-    Ca(reqwest::Error),
-    #[error("the HTTP client: {0}")]
+    #[error("the HTTP client (or its CA certificate): {0}")]
     Http(reqwest::Error),
+}
+
+/// An HTTP client for controllers: it presents the cluster secret on every
+/// request and trusts `ca_cert_pem` besides the system's roots.
+pub fn http_client(
+    secret: Option<&ClusterSecret>,
+    ca_cert_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(secret) = secret
+        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&secret.header_value())
+    {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let mut builder =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).default_headers(headers);
+    if let Some(pem) = ca_cert_pem {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+    }
+    builder.build()
 }
 
 impl RemoteController {
@@ -78,20 +98,8 @@ impl RemoteController {
                     .to_owned()
             })
             .collect();
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(secret) = &options.secret
-            && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&secret.header_value())
-        {
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let mut builder =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).default_headers(headers);
-        if let Some(pem) = &options.ca_cert_pem {
-            builder = builder
-                .add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(ClientSetupError::Ca)?);
-        }
-        let http = builder.build().map_err(ClientSetupError::Http)?;
+        let http = http_client(options.secret.as_ref(), options.ca_cert_pem.as_deref())
+            .map_err(ClientSetupError::Http)?;
         let scheme = if tls { "https" } else { "http" };
         Ok(Self { http, scheme, nodes, leader: Mutex::new(None), reader: AtomicUsize::new(0) })
     }
@@ -104,13 +112,65 @@ impl RemoteController {
         *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = addr;
     }
 
-    /// Sends a write to the leader and decodes its answer.
+    /// Sends a write to the leader and decodes its answer. A write moves to
+    /// another node only when it was certainly not committed.
     async fn write<B: Serialize + Sync, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: &B,
     ) -> Result<T, ControllerError> {
+        let method = &method;
+        self.to_leader(|addr| async move {
+            let url = format!("{}://{addr}{path}", self.scheme);
+            let sent = self.http.request(method.clone(), url).timeout(WRITE_TIMEOUT).json(body).send().await;
+            match sent {
+                // nothing was sent: another node may take it
+                Err(e) if e.is_connect() => Ok(Err(ControllerError::Unavailable(e.to_string()))),
+                Err(e) => Err(ControllerError::OutcomeUnknown(e.to_string())),
+                // refused before anything was done
+                Ok(response) if response.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                    Err(ControllerError::Unavailable(
+                        "the controller refused this node's cluster credential".into(),
+                    ))
+                }
+                Ok(response) => {
+                    response.json().await.map_err(|e| ControllerError::OutcomeUnknown(e.to_string()))
+                }
+            }
+        })
+        .await
+    }
+
+    /// A read from the leader, following `NotLeader` hints.
+    async fn read_from_leader<T: DeserializeOwned, Q: Serialize + Sync>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, ControllerError> {
+        self.to_leader(|addr| async move {
+            let url = format!("{}://{addr}{path}", self.scheme);
+            let answer = match self.http.get(url).query(query).timeout(WRITE_TIMEOUT).send().await {
+                Ok(response) => {
+                    response.json().await.map_err(|e| ControllerError::Unavailable(e.to_string()))
+                }
+                Err(e) => Err(ControllerError::Unavailable(e.to_string())),
+            };
+            Ok(answer.unwrap_or_else(Err))
+        })
+        .await
+    }
+
+    /// Runs `attempt` against the leader until it answers: following
+    /// `NotLeader` hints, looking for a new leader when one is unavailable,
+    /// for up to [`FIND_LEADER_FOR`]. `attempt` gives the node's answer, or
+    /// an error that ends the call at once (its outcome is then unknown, or
+    /// retrying cannot help).
+    async fn to_leader<T, F, Fut>(&self, attempt: F) -> Result<T, ControllerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<Result<T, ControllerError>, ControllerError>>,
+    {
         let deadline = Instant::now() + FIND_LEADER_FOR;
         loop {
             let leader = match self.leader_guess() {
@@ -118,29 +178,12 @@ impl RemoteController {
                 None => self.discover().await,
             };
             if let Some(addr) = leader {
-                let url = format!("{}://{addr}{path}", self.scheme);
-                let sent =
-                    self.http.request(method.clone(), url).timeout(WRITE_TIMEOUT).json(body).send().await;
-                let answer: Result<T, ControllerError> = match sent {
-                    // nothing was sent: another node may take it
-                    Err(e) if e.is_connect() => Err(ControllerError::Unavailable(e.to_string())),
-                    Err(e) => {
+                let answer = match attempt(addr.clone()).await {
+                    Ok(answer) => answer,
+                    Err(end) => {
                         self.set_leader(None);
-                        return Err(ControllerError::OutcomeUnknown(e.to_string()));
+                        return Err(end);
                     }
-                    Ok(response) if response.status() == reqwest::StatusCode::UNAUTHORIZED => {
-                        // refused before anything was done
-                        return Err(ControllerError::Unavailable(
-                            "the controller refused this node's cluster credential".into(),
-                        ));
-                    }
-                    Ok(response) => match response.json().await {
-                        Ok(answer) => answer,
-                        Err(e) => {
-                            self.set_leader(None);
-                            return Err(ControllerError::OutcomeUnknown(e.to_string()));
-                        }
-                    },
                 };
                 match answer {
                     Err(ControllerError::NotLeader { leader }) => self.set_leader(leader),
@@ -178,42 +221,6 @@ impl RemoteController {
         let found = futures::future::join_all(probes).await.into_iter().flatten().max().map(|(_, addr)| addr);
         self.set_leader(found.clone());
         found
-    }
-
-    /// A read from the leader, following `NotLeader` hints.
-    async fn read_from_leader<T: DeserializeOwned, Q: Serialize>(
-        &self,
-        path: &str,
-        query: &Q,
-    ) -> Result<T, ControllerError> {
-        let deadline = Instant::now() + FIND_LEADER_FOR;
-        loop {
-            let leader = match self.leader_guess() {
-                Some(addr) => Some(addr),
-                None => self.discover().await,
-            };
-            if let Some(addr) = leader {
-                let url = format!("{}://{addr}{path}", self.scheme);
-                let answer = match self.http.get(url).query(query).timeout(WRITE_TIMEOUT).send().await {
-                    Ok(response) => response
-                        .json::<Result<T, ControllerError>>()
-                        .await
-                        .unwrap_or_else(|e| Err(ControllerError::Unavailable(e.to_string()))),
-                    Err(e) => Err(ControllerError::Unavailable(e.to_string())),
-                };
-                match answer {
-                    Err(ControllerError::NotLeader { leader }) => self.set_leader(leader),
-                    Err(ControllerError::Unavailable(_)) => self.set_leader(None),
-                    other => return other,
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ControllerError::Unavailable("no controller leader answered".into()));
-            }
-            if self.leader_guess().is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
     }
 
     /// A read from the first node that answers, starting with the last one that did.

@@ -84,6 +84,10 @@ async fn lagging_and_new_controllers_catch_up_with_100k_partitions() -> anyhow::
         .with_context(|| format!("the paused follower never caught up:\n{}", log_tail(dir.path(), &name)))?;
     let log = std::fs::read_to_string(dir.path().join(&name))?;
     ensure!(log.contains("installed snapshot"), "it caught up by snapshot, as the log was purged");
+    let leader_log = std::fs::read_to_string(dir.path().join(format!("controller-{leader_id}.log")))?;
+    if let Some(line) = leader_log.lines().rev().find(|l| l.contains("built snapshot")) {
+        eprintln!("leader's last snapshot: {line}");
+    }
     let rss = controllers[lagging].peak_rss_kib().unwrap_or(0);
     eprintln!(
         "paused follower: {behind} entries and {} partitions behind, caught up in {took:?}, peak RSS {} MiB",

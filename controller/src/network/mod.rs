@@ -142,19 +142,7 @@ impl PeerAccess {
 
     /// An HTTP client that presents the credential on every request.
     pub fn client(&self) -> Result<reqwest::Client, reqwest::Error> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(secret) = &self.secret
-            && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&secret.header_value())
-        {
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let mut builder =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).default_headers(headers);
-        if let Some(pem) = &self.ca_cert_pem {
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
-        }
-        builder.build()
+        shale_controller_client::remote::http_client(self.secret.as_ref(), self.ca_cert_pem.as_deref())
     }
 
     /// Asks the node at `addr` (`host:port`) which id it has.
