@@ -1,9 +1,9 @@
 //! TLS on every listener, with certificates made at test time (rcgen): three
 //! controllers (Raft RPCs over HTTPS) and a gateway serve HTTPS; the gateway
 //! reaches the controllers over HTTPS with the cluster secret, trusting the
-//! test CA; clients (the
-//! CLI and reqwest) verify the gateway with `--ca-cert`. Without the CA, or
-//! in plain HTTP, nothing gets through.
+//! test CA; clients (the CLI and reqwest) verify the gateway with
+//! `--ca-cert`. Without the CA, or in plain HTTP, nothing gets through. The gateway also runs with `--auth`
+//! and `--admin-token-file`, the cluster form of authentication.
 //!
 //! TLS is a property of the listeners, not of the object store, so this
 //! runs on the local disk only.
@@ -69,14 +69,22 @@ async fn controller_gateway_and_clients_speak_tls() -> anyhow::Result<()> {
         format!("--store=file://{}", d.join("objects").display()),
         secret_flag(d)?,
         ca.clone(),
+        "--auth".into(),
+        format!("--admin-token-file={}", d.join("admin.token").display()),
     ];
     args.extend(tls.iter().cloned());
     let gateway = Process::start(args, d.join("gateway.log")).await?;
     ensure!(gateway.url.starts_with("https://"), "gateway URL {}", gateway.url);
+    // the cluster form of auth: the gateway's first start made the admin token
+    let admin = std::fs::read_to_string(d.join("admin.token"))?.trim().to_owned();
 
     let pem = std::fs::read(d.join("ca.pem"))?;
-    let trusting =
-        reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&pem)?).build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin}").parse()?);
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .default_headers(headers)
+        .build()?;
     let url = |p: &str| format!("{}{p}", gateway.url);
     let mut ready = false;
     for _ in 0..100 {
@@ -105,9 +113,32 @@ async fn controller_gateway_and_clients_speak_tls() -> anyhow::Result<()> {
         trusting.get(url("/v1/topics/secure/partitions/0/records?offset=0")).send().await?.json().await?;
     ensure!(fetched["records"][0]["value"] == "sealed", "{fetched}");
 
+    // tokens made through a gateway live in the controllers, and grants hold
+    let grants = json!([{"operation": "produce", "topic": "secure"}]);
+    let created: Value = trusting
+        .post(url("/v1/tokens"))
+        .json(&json!({"name": "writer", "grants": grants}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let writer = created["token"].as_str().unwrap_or_default().to_owned();
+    let as_writer = |r: reqwest::RequestBuilder| r.header("authorization", format!("Bearer {writer}"));
+    let anon =
+        reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&pem)?).build()?;
+    let wrote = as_writer(anon.post(url("/v1/topics/secure/records")))
+        .json(&json!({"records": [{"value": "by writer"}]}))
+        .send()
+        .await?;
+    ensure!(wrote.status() == 200, "the writer produces: {}", wrote.status());
+    let read = as_writer(anon.get(url("/v1/topics/secure/partitions/0/records?offset=0"))).send().await?;
+    ensure!(read.status() == 403, "the writer may not consume: {}", read.status());
+    let nobody = anon.get(url("/v1/topics")).send().await?;
+    ensure!(nobody.status() == 401, "no token, no answer: {}", nobody.status());
+
     // the CLI verifies the gateway with --ca-cert
     let listed = std::process::Command::new(binary())
-        .args(["topic", "list", &format!("--url={}", gateway.url), &ca])
+        .args(["topic", "list", &format!("--url={}", gateway.url), &ca, &format!("--token={admin}")])
         .output()?;
     ensure!(
         listed.status.success(),
@@ -116,7 +147,7 @@ async fn controller_gateway_and_clients_speak_tls() -> anyhow::Result<()> {
     );
     ensure!(String::from_utf8_lossy(&listed.stdout).contains("secure"), "the CLI lists the topic");
     let untrusted = std::process::Command::new(binary())
-        .args(["topic", "list", &format!("--url={}", gateway.url)])
+        .args(["topic", "list", &format!("--url={}", gateway.url), &format!("--token={admin}")])
         .output()?;
     ensure!(!untrusted.status.success(), "without the CA the CLI refuses the server");
 
