@@ -62,26 +62,18 @@ fn bad_request(e: codec::CodecError) -> Response {
 }
 
 /// Refuses an RPC whose sender does not name itself as the node the RPC
-/// speaks for, or that this node knows is not a member. Every node holds
-/// the cluster secret, so this catches a misconfigured node joining under
-/// another's id, not a malicious member (mTLS with per-node certificates
-/// would be needed for that).
-fn refuse_sender(node: &ControllerNode, headers: &HeaderMap, claimed: Option<NodeId>) -> Option<Response> {
+/// speaks for. Every node holds the cluster secret, so this catches a
+/// confused or misconfigured sender, not a malicious member (that needs
+/// per-node certificates). Membership is deliberately not checked here: a
+/// lagging node may not know a newer member yet and must still accept its
+/// appends and answer its votes.
+fn refuse_sender(headers: &HeaderMap, claimed: Option<NodeId>) -> Option<Response> {
     let named =
         headers.get(NODE_ID_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<NodeId>().ok());
-    let message = if named.is_none() || named != claimed {
-        format!("the sender names itself {named:?} but speaks for node {claimed:?}")
-    } else {
-        let metrics = node.raft().metrics();
-        let membership = metrics.borrow().membership_config.clone();
-        let membership = membership.membership();
-        let stranger =
-            membership.nodes().next().is_some() && named.is_some_and(|id| membership.get_node(&id).is_none());
-        if !stranger {
-            return None;
-        }
-        format!("node {named:?} is not a member of this cluster")
-    };
+    if named.is_some() && named == claimed {
+        return None;
+    }
+    let message = format!("the sender names itself {named:?} but speaks for node {claimed:?}");
     Some((StatusCode::FORBIDDEN, message).into_response())
 }
 
@@ -90,7 +82,7 @@ async fn append(State(node): State<ControllerNode>, headers: HeaderMap, body: By
         Ok(rpc) => rpc,
         Err(e) => return bad_request(e),
     };
-    if let Some(refused) = refuse_sender(&node, &headers, rpc.vote.leader_id().voted_for()) {
+    if let Some(refused) = refuse_sender(&headers, rpc.vote.leader_id().voted_for()) {
         return refused;
     }
     // a restored node catches up at least to what this append commits or carries
@@ -108,7 +100,7 @@ async fn vote(State(node): State<ControllerNode>, headers: HeaderMap, body: Byte
         Ok(rpc) => rpc,
         Err(e) => return bad_request(e),
     };
-    if let Some(refused) = refuse_sender(&node, &headers, rpc.vote.leader_id().voted_for()) {
+    if let Some(refused) = refuse_sender(&headers, rpc.vote.leader_id().voted_for()) {
         return refused;
     }
     reply(&node.raft().vote(rpc).await)
@@ -119,7 +111,7 @@ async fn snapshot(State(node): State<ControllerNode>, headers: HeaderMap, body: 
         Ok(rpc) => rpc,
         Err(e) => return bad_request(e),
     };
-    if let Some(refused) = refuse_sender(&node, &headers, rpc.vote.leader_id().voted_for()) {
+    if let Some(refused) = refuse_sender(&headers, rpc.vote.leader_id().voted_for()) {
         return refused;
     }
     reply(&node.raft().install_snapshot(rpc).await)
