@@ -142,10 +142,14 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     args.auth.announce(addr);
     let auth = args.auth.mode(addr);
-    if auth == AuthMode::Tokens
-        && let Some(path) = &args.auth.admin_token_file
-    {
-        log_bootstrap(&bootstrap_admin(controller.as_ref(), path, SystemClock.now_ms()).await, path);
+    match (&args.auth.admin_token_file, auth) {
+        (Some(path), AuthMode::Tokens) => {
+            log_bootstrap(&bootstrap_admin(controller.as_ref(), path, SystemClock.now_ms()).await, path)
+        }
+        (None, AuthMode::Tokens) => tracing::info!(
+            "auth is on: tokens are the controllers'; give one gateway --admin-token-file for the first admin token"
+        ),
+        (_, AuthMode::Off) => {}
     }
     let state = AppState::new(config, controller.clone(), store, metrics, Arc::new(SystemClock), auth);
     let registration = register(controller, args.gateway.advertised_url(limits.scheme(), addr), lease);
