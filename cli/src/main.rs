@@ -80,8 +80,17 @@ fn pin_mmap_threshold() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn pin_mmap_threshold() {}
 
+/// Raises the open-file limit to the hard limit: every connection is a file,
+/// and the usual soft limit (1024) is below the connection cap.
+fn raise_file_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: cannot raise the open-file limit: {e}");
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     pin_mmap_threshold();
+    raise_file_limit();
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let runtime = tokio::runtime::Runtime::new()?;

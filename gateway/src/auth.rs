@@ -41,11 +41,19 @@ pub struct Authenticator {
     /// Principals by token hash.
     known: RwLock<HashMap<String, Arc<Principal>>>,
     last_refresh: Mutex<Option<Instant>>,
+    /// Everyone, when auth is off.
+    anonymous: Arc<Principal>,
 }
 
 impl Authenticator {
     pub fn new(mode: AuthMode, controller: Arc<dyn Controller>) -> Arc<Self> {
-        Arc::new(Self { mode, controller, known: RwLock::default(), last_refresh: Mutex::new(None) })
+        Arc::new(Self {
+            mode,
+            controller,
+            known: RwLock::default(),
+            last_refresh: Mutex::new(None),
+            anonymous: Arc::new(Principal::anonymous()),
+        })
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -71,7 +79,7 @@ impl Authenticator {
     /// The principal behind an `Authorization` header value.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<Principal>, AuthError> {
         if self.mode == AuthMode::Off {
-            return Ok(Arc::new(Principal::anonymous()));
+            return Ok(self.anonymous.clone());
         }
         let token = authorization
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))

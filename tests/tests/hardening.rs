@@ -80,7 +80,9 @@ async fn slow_and_idle_clients_cannot_hold_the_server() -> anyhow::Result<()> {
     let (status, body) = c.post_json("/v1/topics/t/records", &records).await?;
     ensure!(status == 200, "the buffer is free again: {status} {body}");
 
-    // 1,000 idle connections do not keep producers out
+    // 1,000 idle connections do not keep producers out (this process holds
+    // them open, so it needs more than the usual 1024 files too)
+    rlimit::increase_nofile_limit(4096)?;
     let mut idle = Vec::new();
     for _ in 0..1000 {
         idle.push(TcpStream::connect(&at).await?);
