@@ -3,12 +3,14 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// One record of a partition's log. Keys and values are opaque bytes.
+/// One record of a partition's log. Keys and values are opaque bytes; a
+/// record without a value is a tombstone (Kafka's null value), which
+/// compaction uses to delete its key.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Record {
     pub timestamp_ms: i64,
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    pub value: Option<Bytes>,
     pub headers: Vec<Header>,
 }
 
@@ -25,6 +27,6 @@ impl Record {
     pub fn size(&self) -> usize {
         let key = self.key.as_ref().map_or(0, Bytes::len);
         let headers: usize = self.headers.iter().map(|h| h.key.len() + h.value.len()).sum();
-        key + self.value.len() + headers
+        key + self.value.as_ref().map_or(0, Bytes::len) + headers
     }
 }

@@ -8,6 +8,7 @@
 //! payload  = record*            (zstd-compressed when compression = 1)
 //! record   = length:varint attributes:u8 timestamp_delta:varint offset_delta:varint
 //!            key_len:varint key value_len:varint value header_count:varint
+//!            (a length of -1 is a null key, or a null value: a tombstone)
 //!            (hkey_len:varint hkey hvalue_len:varint hvalue)*
 //! directory= count:u32 (topic_len:u16 topic partition:u32 position:u64 len:u32
 //!            record_count:u32 min_timestamp:i64 max_timestamp:i64)*
@@ -201,7 +202,10 @@ fn encode_records(out: &mut impl BufMut, records: &[Record], base_ts: i64) {
         let key_len = r.key.as_ref().map_or(-1, |k| k.len() as i64);
         let mut len = 1 + varint_len(ts_delta) + varint_len(i as i64) + varint_len(key_len);
         len += r.key.as_ref().map_or(0, Bytes::len);
-        len += varint_len(r.value.len() as i64) + r.value.len() + varint_len(r.headers.len() as i64);
+        let value_len = r.value.as_ref().map_or(-1, |v| v.len() as i64);
+        len += varint_len(value_len)
+            + r.value.as_ref().map_or(0, Bytes::len)
+            + varint_len(r.headers.len() as i64);
         for h in &r.headers {
             len += varint_len(h.key.len() as i64)
                 + h.key.len()
@@ -216,8 +220,10 @@ fn encode_records(out: &mut impl BufMut, records: &[Record], base_ts: i64) {
         if let Some(k) = &r.key {
             out.put_slice(k);
         }
-        put_varint(out, r.value.len() as i64);
-        out.put_slice(&r.value);
+        put_varint(out, value_len);
+        if let Some(v) = &r.value {
+            out.put_slice(v);
+        }
         put_varint(out, r.headers.len() as i64);
         for h in &r.headers {
             put_varint(out, h.key.len() as i64);
@@ -361,7 +367,10 @@ fn decode_records(raw: Bytes, count: usize, base_ts: i64) -> Result<Vec<Record>,
             -1 => None,
             n => Some(rec.bytes(to_len(n)?)?),
         };
-        let value = rec.len_prefixed()?;
+        let value = match rec.varint()? {
+            -1 => None,
+            n => Some(rec.bytes(to_len(n)?)?),
+        };
         let header_count = to_len(rec.varint()?)?;
         if header_count > rec.remaining() {
             return Err(SegmentError::Malformed("header count exceeds record".into()));

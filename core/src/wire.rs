@@ -4,8 +4,9 @@
 //! ```text
 //! body    = "SHR1" record*
 //! record  = flags:u8 [partition:u32] [timestamp_ms:i64] [key_len:u32 key]
-//!           value_len:u32 value header_count:u16 (hkey_len:u16 hkey hvalue_len:u32 hvalue)*
-//! flags   = bit 0: partition present, bit 1: timestamp present, bit 2: key present
+//!           [value_len:u32 value] header_count:u16 (hkey_len:u16 hkey hvalue_len:u32 hvalue)*
+//! flags   = bit 0: partition present, bit 1: timestamp present, bit 2: key present,
+//!           bit 3: no value (a tombstone)
 //! ```
 //! Integers are little-endian. Decoding never panics.
 //!
@@ -27,6 +28,7 @@ pub const FETCH_MAGIC: &[u8; 4] = b"SHF1";
 const HAS_PARTITION: u8 = 1;
 const HAS_TIMESTAMP: u8 = 2;
 const HAS_KEY: u8 = 4;
+const TOMBSTONE: u8 = 8;
 
 /// A record as a producer sends it: partition and timestamp are optional.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -34,7 +36,8 @@ pub struct ProduceRecord {
     pub partition: Option<PartitionId>,
     pub timestamp_ms: Option<i64>,
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    /// `None`: a tombstone.
+    pub value: Option<Bytes>,
     pub headers: Vec<Header>,
 }
 
@@ -60,7 +63,7 @@ pub fn encode(records: &[ProduceRecord]) -> Bytes {
 }
 
 fn wire_size(r: &ProduceRecord) -> usize {
-    r.value.len() + r.key.as_ref().map_or(0, Bytes::len) + 24
+    r.value.as_ref().map_or(0, Bytes::len) + r.key.as_ref().map_or(0, Bytes::len) + 24
 }
 
 fn put_record(buf: &mut Vec<u8>, r: &ProduceRecord) {
@@ -74,6 +77,9 @@ fn put_record(buf: &mut Vec<u8>, r: &ProduceRecord) {
     if r.key.is_some() {
         flags |= HAS_KEY;
     }
+    if r.value.is_none() {
+        flags |= TOMBSTONE;
+    }
     buf.put_u8(flags);
     if let Some(p) = r.partition {
         buf.put_u32_le(p);
@@ -85,8 +91,10 @@ fn put_record(buf: &mut Vec<u8>, r: &ProduceRecord) {
         buf.put_u32_le(k.len() as u32);
         buf.put_slice(k);
     }
-    buf.put_u32_le(r.value.len() as u32);
-    buf.put_slice(&r.value);
+    if let Some(v) = &r.value {
+        buf.put_u32_le(v.len() as u32);
+        buf.put_slice(v);
+    }
     buf.put_u16_le(r.headers.len() as u16);
     for h in &r.headers {
         buf.put_u16_le(h.key.len() as u16);
@@ -183,7 +191,7 @@ impl From<ReadError> for DecodeOne {
 
 fn decode_one(r: &mut Reader, index: usize) -> Result<ProduceRecord, DecodeOne> {
     let flags = r.u8()?;
-    if flags & !(HAS_PARTITION | HAS_TIMESTAMP | HAS_KEY) != 0 {
+    if flags & !(HAS_PARTITION | HAS_TIMESTAMP | HAS_KEY | TOMBSTONE) != 0 {
         return Err(DecodeOne::Wire(WireError::BadFlags { index, flags }));
     }
     let partition = if flags & HAS_PARTITION != 0 { Some(r.u32()?) } else { None };
@@ -194,8 +202,12 @@ fn decode_one(r: &mut Reader, index: usize) -> Result<ProduceRecord, DecodeOne> 
     } else {
         None
     };
-    let n = r.u32()? as usize;
-    let value = r.bytes(n)?;
+    let value = if flags & TOMBSTONE == 0 {
+        let n = r.u32()? as usize;
+        Some(r.bytes(n)?)
+    } else {
+        None
+    };
     let count = r.u16()?;
     let mut headers = Vec::new();
     for _ in 0..count {
@@ -218,14 +230,14 @@ mod tests {
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<i64>()),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
-            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::option::weighted(0.9, proptest::collection::vec(any::<u8>(), 0..64)),
             proptest::collection::vec(("[a-z]{0,4}", proptest::collection::vec(any::<u8>(), 0..4)), 0..3),
         )
             .prop_map(|(partition, timestamp_ms, key, value, headers)| ProduceRecord {
                 partition,
                 timestamp_ms,
                 key: key.map(Bytes::from),
-                value: Bytes::from(value),
+                value: value.map(Bytes::from),
                 headers: headers.into_iter().map(|(key, v)| Header { key, value: Bytes::from(v) }).collect(),
             })
     }
@@ -267,7 +279,8 @@ mod tests {
 
     #[test]
     fn truncation_is_an_error() {
-        let body = encode(&[ProduceRecord { value: Bytes::from_static(b"hello"), ..Default::default() }]);
+        let body =
+            encode(&[ProduceRecord { value: Some(Bytes::from_static(b"hello")), ..Default::default() }]);
         assert!(decode(body.slice(..body.len() - 1)).is_err());
         assert!(decode(Bytes::from_static(b"nope")).is_err());
     }

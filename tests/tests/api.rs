@@ -189,11 +189,11 @@ async fn encodings_and_the_binary_body_round_trip() -> anyhow::Result<()> {
         let body = wire::encode(&[
             ProduceRecord {
                 key: Some(Bytes::from_static(b"bk")),
-                value: Bytes::from_static(b"binary body"),
+                value: Some(Bytes::from_static(b"binary body")),
                 ..Default::default()
             },
             ProduceRecord {
-                value: Bytes::from_static(b"second"),
+                value: Some(Bytes::from_static(b"second")),
                 timestamp_ms: Some(7),
                 headers: vec![Header { key: "trace".into(), value: Bytes::from_static(b"abc") }],
                 ..Default::default()
@@ -251,7 +251,7 @@ async fn encodings_and_the_binary_body_round_trip() -> anyhow::Result<()> {
         let fetched = wire::decode_fetch(binary.bytes().await?)?;
         ensure!(fetched.next_offset == 4 && fetched.high_watermark == 4, "{fetched:?}");
         ensure!(
-            fetched.records[0].0 == 2 && &fetched.records[0].1.value[..] == b"binary body",
+            fetched.records[0].0 == 2 && fetched.records[0].1.value.as_deref() == Some(&b"binary body"[..]),
             "{fetched:?}"
         );
         ensure!(fetched.records[1].1.timestamp_ms == 7 && fetched.records[1].1.headers[0].key == "trace");
@@ -339,6 +339,74 @@ async fn idempotent_retries_and_conditional_appends() -> anyhow::Result<()> {
             .post_json("/v1/topics/idem/records", &json!({"expected_offset": 0, "records": [{"value": "z"}]}))
             .await?;
         expect_error(&unscoped, 400, "invalid_request")?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_round_trip_apart_from_empty_values() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let shale =
+            Shale::start(dir.path(), &backend, &unique("tombstones"), &["--flush-interval-ms=5"]).await?;
+        let c = shale.client();
+        c.create_topic("tomb", 1).await?;
+        let path = "/v1/topics/tomb/partitions/0/records";
+        // JSON: null is a tombstone in every encoding; "" is an empty value
+        // (the key is the byte "1" in each encoding)
+        for (encoding, key, empty) in [
+            ("utf8", json!("1"), json!("")),
+            ("base64", json!("MQ=="), json!("")),
+            ("json", json!(1), json!("")),
+        ] {
+            let body = json!({"encoding": encoding, "records": [{"key": key, "value": null}, {"key": key, "value": empty}]});
+            let (s, acked) = c.post_json(path, &body).await?;
+            ensure!(s == 200, "{encoding}: {acked}");
+        }
+        // binary body: the tombstone flag
+        let body = wire::encode(&[
+            ProduceRecord { key: Some(Bytes::from_static(b"1")), value: None, ..Default::default() },
+            ProduceRecord {
+                key: Some(Bytes::from_static(b"1")),
+                value: Some(Bytes::new()),
+                ..Default::default()
+            },
+        ]);
+        let request =
+            c.http.post(format!("{}{path}", c.url)).header("content-type", wire::CONTENT_TYPE).body(body);
+        let (s, acked) = c.send(request).await?;
+        ensure!(s == 200 && acked["offsets"][1]["offset"] == 7, "{acked}");
+
+        let (s, all) = c.fetch("tomb", 0, "offset=0&encoding=base64").await?;
+        ensure!(s == 200, "{all}");
+        let records = all["records"].as_array().cloned().unwrap_or_default();
+        ensure!(records.len() == 8, "{all}");
+        // tombstones are null; the rest are empty, but for the JSON string "" (bytes `""`)
+        let expected = [
+            json!(null),
+            json!(""),
+            json!(null),
+            json!(""),
+            json!(null),
+            json!("IiI="),
+            json!(null),
+            json!(""),
+        ];
+        for (i, (r, want)) in records.iter().zip(expected).enumerate() {
+            ensure!(r["value"] == want, "offset {i}: want {want}, got {r}");
+            ensure!(r["key"] == STANDARD.encode(b"1"), "{r}");
+        }
+        // the binary fetch answer keeps them apart too
+        let binary = c
+            .http
+            .get(format!("{}{path}?offset=0", c.url))
+            .header("accept", wire::CONTENT_TYPE)
+            .send()
+            .await?;
+        let fetched = wire::decode_fetch(binary.bytes().await?)?;
+        let values: Vec<Option<usize>> =
+            fetched.records.iter().map(|(_, r)| r.value.as_ref().map(Bytes::len)).collect();
+        ensure!(values == [None, Some(0), None, Some(0), None, Some(2), None, Some(0)], "{values:?}");
     }
     Ok(())
 }

@@ -127,7 +127,7 @@ impl Producer {
         let records: Vec<ProduceRecord> = (0..self.batch)
             .map(|_| ProduceRecord {
                 partition: Some(partition),
-                value: self.payload.value(&mut rng, self.record_bytes, sent),
+                value: Some(self.payload.value(&mut rng, self.record_bytes, sent)),
                 ..ProduceRecord::default()
             })
             .collect();
@@ -256,7 +256,8 @@ pub async fn tail(
         };
         let now = epoch.elapsed().as_micros() as u64;
         for (_, r) in &body.records {
-            let sent = r.value.get(..8).and_then(|b| b.try_into().ok()).map_or(now, u64::from_le_bytes);
+            let stamp = r.value.as_ref().and_then(|v| v.get(..8)).and_then(|b| b.try_into().ok());
+            let sent = stamp.map_or(now, u64::from_le_bytes);
             stats.record_latency(now.saturating_sub(sent));
             stats.records.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(r.size() as u64, Ordering::Relaxed);

@@ -165,7 +165,10 @@ pub async fn fetch(
             offset: *offset,
             timestamp_ms: r.timestamp_ms,
             key: r.key.as_ref().map(|k| enc.encode(k, what("key"))).transpose()?,
-            value: enc.encode(&r.value, what("value"))?,
+            value: match &r.value {
+                Some(v) => enc.encode(v, what("value"))?,
+                None => Value::Null,
+            },
             headers: r
                 .headers
                 .iter()

@@ -61,6 +61,7 @@ struct Produce {
 pub struct JsonRecord {
     #[serde(default)]
     key: Option<Value>,
+    /// `null` is a tombstone (Kafka's null value), in every encoding.
     value: Value,
     #[serde(default)]
     headers: Vec<JsonHeader>,
@@ -254,7 +255,11 @@ fn from_json(body: ProduceBody) -> Result<Vec<ProduceRecord>, ApiError> {
                 partition: r.partition,
                 timestamp_ms: r.timestamp_ms,
                 key,
-                value: enc.decode(&r.value, &format!("record {i} value"))?,
+                // null is a tombstone, whatever the encoding
+                value: match &r.value {
+                    Value::Null => None,
+                    v => Some(enc.decode(v, &format!("record {i} value"))?),
+                },
                 headers,
             })
         })
