@@ -36,6 +36,15 @@ pub struct CreateTopicRequest {
     pub created_ms: i64,
 }
 
+/// `PATCH /api/topics/{t}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateTopicRequest {
+    /// A JSON merge patch of the topic's config.
+    pub config: Option<serde_json::Value>,
+    /// The new partition count (it can only grow).
+    pub partitions: Option<u32>,
+}
+
 /// `POST /api/gateways/heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatRequest {

@@ -80,6 +80,15 @@ pub trait Controller: Send + Sync + 'static {
 
     async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError>;
 
+    /// Merges `config` (a JSON merge patch) into the topic's config and grows
+    /// it to `partitions`; either may be absent.
+    async fn update_topic(
+        &self,
+        name: TopicName,
+        config: Option<serde_json::Value>,
+        partitions: Option<u32>,
+    ) -> Result<TopicInfo, ControllerError>;
+
     /// Commits a segment already in the store: per chunk, its base offset or
     /// why it was refused.
     async fn commit_segment(
@@ -117,6 +126,14 @@ pub mod replies {
     pub fn topic_created(reply: CommandReply) -> Result<TopicInfo, ControllerError> {
         match reply {
             CommandReply::TopicCreated(info) => Ok(info),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn topic_updated(reply: CommandReply) -> Result<TopicInfo, ControllerError> {
+        match reply {
+            CommandReply::TopicUpdated(info) => Ok(info),
             CommandReply::Failed(e) => Err(e.into()),
             other => Err(unexpected(other)),
         }

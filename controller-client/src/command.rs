@@ -21,6 +21,13 @@ pub enum Command {
     DeleteTopic {
         name: TopicName,
     },
+    /// Changes a topic's config (a JSON merge patch: fields given replace,
+    /// `null` clears) and/or grows its partitions.
+    UpdateTopic {
+        name: TopicName,
+        config: Option<serde_json::Value>,
+        partitions: Option<u32>,
+    },
     CommitSegment(CommitSegment),
     /// A gateway (by its advertised URL) registers or extends its lease.
     /// `now_ms` is the controller leader's clock.
@@ -92,6 +99,7 @@ pub enum CommandReply {
     None,
     TopicCreated(TopicInfo),
     TopicDeleted,
+    TopicUpdated(TopicInfo),
     /// Per chunk, in order: the base offset assigned, or why it was refused.
     Committed(Vec<Result<Offset, MetaError>>),
     Lease(GatewayLease),

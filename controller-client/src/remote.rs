@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
-use crate::api::{self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery};
+use crate::api::{self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery, UpdateTopicRequest};
 use crate::auth::{TokenInfo, TokenRecord};
 use crate::client::{Controller, ControllerError, PartitionRead};
 use crate::command::CommitSegment;
@@ -310,6 +310,16 @@ impl Controller for RemoteController {
 
     async fn delete_topic(&self, name: TopicName) -> Result<(), ControllerError> {
         self.write(Method::DELETE, &format!("{}/{name}", api::TOPICS), &()).await
+    }
+
+    async fn update_topic(
+        &self,
+        name: TopicName,
+        config: Option<serde_json::Value>,
+        partitions: Option<u32>,
+    ) -> Result<TopicInfo, ControllerError> {
+        let body = UpdateTopicRequest { config, partitions };
+        self.write(Method::PATCH, &format!("{}/{name}", api::TOPICS), &body).await
     }
 
     async fn commit_segment(

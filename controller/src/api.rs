@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shale_controller_client::api::{
-    self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, MemberChange, ReadQuery,
+    self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, MemberChange, ReadQuery, UpdateTopicRequest,
 };
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::{ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead};
@@ -45,7 +45,7 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
     let state = ApiState { node: node.clone(), peers: peers.clone() };
     let api = Router::new()
         .route(api::TOPICS, get(list).post(create_topic))
-        .route("/api/topics/{topic}", get(describe).delete(delete_topic))
+        .route("/api/topics/{topic}", get(describe).delete(delete_topic).patch(update_topic))
         .route(api::SEGMENTS, post(commit_segment))
         .route(api::HEARTBEAT, post(heartbeat))
         .route(api::LEAVE, post(leave))
@@ -88,6 +88,17 @@ async fn delete_topic(State(s): State<ApiState>, Path(topic): Path<String>) -> A
         return Json(Err(MetaError::TopicNotFound(topic).into()));
     };
     Json(s.node.delete_topic(name).await)
+}
+
+async fn update_topic(
+    State(s): State<ApiState>,
+    Path(topic): Path<String>,
+    Json(r): Json<UpdateTopicRequest>,
+) -> ApiResult<TopicInfo> {
+    let Ok(name) = TopicName::new(topic.clone()) else {
+        return Json(Err(MetaError::TopicNotFound(topic).into()));
+    };
+    Json(s.node.update_topic(name, r.config, r.partitions).await)
 }
 
 async fn commit_segment(

@@ -415,6 +415,15 @@ impl Controller for ControllerNode {
         replies::topic_deleted(self.write(Command::DeleteTopic { name }).await?)
     }
 
+    async fn update_topic(
+        &self,
+        name: TopicName,
+        config: Option<serde_json::Value>,
+        partitions: Option<u32>,
+    ) -> Result<TopicInfo, ControllerError> {
+        replies::topic_updated(self.write(Command::UpdateTopic { name, config, partitions }).await?)
+    }
+
     async fn commit_segment(
         &self,
         commit: CommitSegment,

@@ -410,3 +410,28 @@ async fn tombstones_round_trip_apart_from_empty_values() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_can_grow_and_change_its_config() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let shale =
+        Shale::start(dir.path(), &Backend::Local, &unique("patch"), &["--flush-interval-ms=5"]).await?;
+    let c = shale.client();
+    c.create_topic("grow", 2).await?;
+    let patch = |body: Value| c.send(c.http.patch(format!("{}/v1/topics/grow", c.url)).json(&body));
+    let (s, info) = patch(json!({"config": {"retention_ms": 3600000}, "partitions": 4})).await?;
+    ensure!(s == 200 && info["partitions"].as_array().map(Vec::len) == Some(4), "{info}");
+    ensure!(info["config"]["retention_ms"] == 3600000, "{info}");
+    let (s, acked) =
+        c.post_json("/v1/topics/grow/partitions/3/records", &json!({"records": [{"value": "new"}]})).await?;
+    ensure!(s == 200 && acked["offsets"][0]["offset"] == 0, "a new partition takes records: {acked}");
+    let (s, info) = patch(json!({"config": {"retention_ms": null}})).await?;
+    ensure!(s == 200 && info["config"].get("retention_ms").is_none(), "null clears: {info}");
+    expect_error(&patch(json!({"partitions": 1})).await?, 400, "invalid_request")?;
+    expect_error(&patch(json!({"config": {"bogus": 1}})).await?, 400, "invalid_request")?;
+    expect_error(&patch(json!({})).await?, 400, "invalid_request")?;
+    let (s, body) =
+        c.send(c.http.patch(format!("{}/v1/topics/missing", c.url)).json(&json!({"partitions": 2}))).await?;
+    expect_error(&(s, body), 404, "topic_not_found")?;
+    Ok(())
+}

@@ -90,6 +90,9 @@ async fn tokens_and_grants_decide_who_does_what() -> anyhow::Result<()> {
     ensure!(status == 403 && body["error_code"] == "forbidden", "no consume on orders-eu: {status} {body}");
     let (status, _) = call(http.delete(url("/v1/topics/orders")), Some(&app)).await?;
     ensure!(status == 403, "no admin: cannot delete");
+    let (status, _) =
+        call(http.patch(url("/v1/topics/orders")).json(&json!({"partitions": 9})), Some(&app)).await?;
+    ensure!(status == 403, "no admin: cannot change a topic");
     let (status, _) = call(http.get(url("/v1/tokens")), Some(&app)).await?;
     ensure!(status == 403, "tokens need admin on *");
     let (_, listed) = call(http.get(url("/v1/topics")), Some(&app)).await?;

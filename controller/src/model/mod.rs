@@ -71,6 +71,12 @@ impl Metadata {
                 }
                 None => CommandReply::Failed(MetaError::TopicNotFound(name.to_string())),
             },
+            Command::UpdateTopic { name, config, partitions } => {
+                match self.update_topic(name, config.as_ref(), *partitions) {
+                    Ok(info) => CommandReply::TopicUpdated(info),
+                    Err(e) => CommandReply::Failed(e),
+                }
+            }
             Command::CommitSegment(commit) => CommandReply::Committed(self.commit(commit)),
             Command::GatewayHeartbeat { url, now_ms, lease_ms } => {
                 let (lease, joined) = self.gateways.heartbeat(url, *now_ms, *lease_ms);
@@ -102,6 +108,34 @@ impl Metadata {
                 None => CommandReply::Failed(MetaError::TokenNotFound(name.clone())),
             },
         }
+    }
+
+    fn update_topic(
+        &mut self,
+        name: &TopicName,
+        patch: Option<&serde_json::Value>,
+        partitions: Option<u32>,
+    ) -> Result<TopicInfo, MetaError> {
+        let topic = self.topics.get(name).ok_or_else(|| MetaError::TopicNotFound(name.to_string()))?;
+        let config = match patch {
+            Some(patch) => merge_config(&topic.config, patch)?,
+            None => topic.config.clone(),
+        };
+        let now = topic.partitions.len() as u32;
+        let grow_to = partitions.unwrap_or(now);
+        if grow_to < now || grow_to > MAX_PARTITIONS {
+            return Err(MetaError::Invalid(format!(
+                "partitions can only grow, up to {MAX_PARTITIONS}: the topic has {now}, asked for {grow_to}"
+            )));
+        }
+        if let Some(topic) = self.topics.get_mut(name) {
+            topic.config = config;
+            topic.partitions.resize(grow_to as usize, PartitionState::default());
+        }
+        if grow_to > now {
+            leadership::rebalance(&mut self.topics, &self.gateways);
+        }
+        self.topic_info(name)
     }
 
     fn create_token(&mut self, token: &TokenRecord) -> Result<(), MetaError> {
@@ -351,6 +385,27 @@ impl Metadata {
                 .collect(),
         })
     }
+}
+
+/// Applies a JSON merge patch (RFC 7386) to a topic config: fields given
+/// replace, `null` clears; unknown fields are refused.
+fn merge_config(config: &TopicConfig, patch: &serde_json::Value) -> Result<TopicConfig, MetaError> {
+    let invalid = |e: serde_json::Error| MetaError::Invalid(format!("config: {e}"));
+    let serde_json::Value::Object(fields) = patch else {
+        return Err(MetaError::Invalid("config must be an object".into()));
+    };
+    let mut merged = match serde_json::to_value(config).map_err(invalid)? {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in fields {
+        if value.is_null() {
+            merged.remove(key);
+        } else {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(merged)).map_err(invalid)
 }
 
 impl PartitionState {

@@ -273,6 +273,41 @@ fn a_guarded_request_over_several_chunks_is_taken_or_refused_whole() {
     assert_eq!(m.partition(&name("t"), 0).expect("partition").high_watermark, 2);
 }
 
+fn update(m: &mut Metadata, config: Option<serde_json::Value>, partitions: Option<u32>) -> CommandReply {
+    m.apply(&Command::UpdateTopic { name: name("t"), config, partitions })
+}
+
+#[test]
+fn a_topic_update_merges_config_and_only_grows_partitions() {
+    let mut m = Metadata::default();
+    let id = create(&mut m, "t", 2);
+    commit(&mut m, vec![chunk("t", id, 1, 4)]);
+    let patch = serde_json::json!({"retention_ms": 60000, "retention_bytes": 1000});
+    let CommandReply::TopicUpdated(info) = update(&mut m, Some(patch), Some(5)) else { panic!("update") };
+    assert_eq!(info.config.retention_ms, Some(60000));
+    assert_eq!(info.partitions.len(), 5);
+    assert_eq!(info.partitions[1].high_watermark, 4, "existing partitions keep their data");
+    assert_eq!(info.id, id, "the same incarnation");
+    // null clears one field and leaves the others
+    let CommandReply::TopicUpdated(info) =
+        update(&mut m, Some(serde_json::json!({"retention_ms": null})), None)
+    else {
+        panic!("update")
+    };
+    assert_eq!((info.config.retention_ms, info.config.retention_bytes), (None, Some(1000)));
+    // refused, changing nothing: shrinking, unknown fields, a missing topic
+    for (config, partitions) in
+        [(None, Some(3)), (Some(serde_json::json!({"retention": 1})), None), (None, Some(10_001))]
+    {
+        assert!(matches!(update(&mut m, config, partitions), CommandReply::Failed(MetaError::Invalid(_))));
+    }
+    assert_eq!(m.topic_info(&name("t")).expect("topic").partitions.len(), 5);
+    let missing = m.apply(&Command::UpdateTopic { name: name("nope"), config: None, partitions: Some(9) });
+    assert!(matches!(missing, CommandReply::Failed(MetaError::TopicNotFound(_))));
+    // records can be committed to a new partition
+    assert_eq!(commit(&mut m, vec![chunk("t", id, 4, 2)]), vec![Ok(0)]);
+}
+
 proptest! {
     /// Commands survive a round trip in JSON (the log) and MessagePack (Raft
     /// RPCs and snapshots).

@@ -89,7 +89,7 @@ impl AppState {
 fn api_routes() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) {
     let v1 = OpenApiRouter::new()
         .routes(routes!(topics::create, topics::list))
-        .routes(routes!(topics::describe, topics::delete))
+        .routes(routes!(topics::describe, topics::delete, topics::update))
         .routes(routes!(produce::produce))
         .routes(routes!(produce::produce_to_partition, fetch::fetch))
         .routes(routes!(tokens::create, tokens::list))

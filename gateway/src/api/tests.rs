@@ -149,6 +149,7 @@ async fn every_served_route_is_documented_and_nothing_else() {
         ("GET", "/v1/topics"),
         ("GET", "/v1/topics/{topic}"),
         ("GET", "/v1/topics/{topic}/partitions/{partition}/records"),
+        ("PATCH", "/v1/topics/{topic}"),
         ("POST", "/v1/tokens"),
         ("POST", "/v1/topics"),
         ("POST", "/v1/topics/{topic}/partitions/{partition}/records"),

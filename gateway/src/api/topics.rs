@@ -31,6 +31,19 @@ fn one() -> u32 {
     1
 }
 
+/// A change to a topic: config fields to set (`null` clears one) and/or a
+/// larger partition count.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTopic {
+    /// Merged into the topic's config (a JSON merge patch).
+    #[schema(value_type = Option<Object>)]
+    config: Option<serde_json::Value>,
+    /// The new partition count; partitions can be added, never removed.
+    #[schema(minimum = 1, maximum = 10000)]
+    partitions: Option<u32>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TopicList {
     topics: Vec<TopicInfo>,
@@ -100,6 +113,37 @@ pub async fn describe(
     let name = TopicName::new(topic)?;
     require(&principal, Operation::Describe, name.as_str())?;
     Ok(Json(state.controller.describe_topic(&name).await?))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    summary = "Change a topic's config or add partitions (admin)",
+    params(("topic" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$")),
+    request_body = UpdateTopic,
+    responses(
+        (status = 200, body = TopicInfo),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 408, body = ErrorBody), (status = 413, body = ErrorBody),
+    ),
+)]
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiPath(topic): ApiPath<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<TopicInfo>, ApiError> {
+    let name = TopicName::new(topic)?;
+    require(&principal, Operation::Admin, name.as_str())?;
+    let req: UpdateTopic = json_body(&headers, &body)?;
+    if req.config.is_none() && req.partitions.is_none() {
+        return Err(ApiError::invalid("nothing to change: give config and/or partitions"));
+    }
+    let info = state.controller.update_topic(name, req.config, req.partitions).await?;
+    tracing::info!(topic = %info.name, partitions = info.partitions.len(), "topic updated");
+    Ok(Json(info))
 }
 
 #[utoipa::path(
