@@ -52,6 +52,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() -> anyhow:
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--max-examples", MAX_EXAMPLES, "--request-timeout", "5", "--seed", &seed, "--no-color"])
         .env("SCHEMATHESIS_HOOKS", "")
+        // its example cache goes in the test's directory, not the source tree
+        .current_dir(dir.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
