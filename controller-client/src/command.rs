@@ -37,6 +37,11 @@ pub enum Command {
         lease_ms: u64,
     },
     /// Ends the leases expired by `now_ms` (proposed by the controller leader).
+    /// Drops chunks past their topic's retention, advancing log start
+    /// offsets (proposed by the controller leader with its clock).
+    ApplyRetention {
+        now_ms: i64,
+    },
     ExpireGateways {
         now_ms: i64,
     },
@@ -100,6 +105,8 @@ pub enum CommandReply {
     TopicCreated(TopicInfo),
     TopicDeleted,
     TopicUpdated(TopicInfo),
+    /// How many chunks retention dropped.
+    RetentionApplied(u64),
     /// Per chunk, in order: the base offset assigned, or why it was refused.
     Committed(Vec<Result<Offset, MetaError>>),
     Lease(GatewayLease),

@@ -14,7 +14,9 @@ pub struct ChunkRef {
     pub max_timestamp_ms: i64,
 }
 
-/// Topic settings. Stored and shown now; enforced by the compactor.
+/// Topic settings. Retention is enforced by the controller leader (whole
+/// chunks from the front of each partition; see the controller's
+/// `model/retention.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {

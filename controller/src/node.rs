@@ -34,6 +34,8 @@ const KEEPER_TICK: Duration = Duration::from_millis(100);
 /// How long sending one snapshot chunk may take; the last one includes
 /// installing the whole snapshot on the receiver.
 const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+/// How often the leader checks whether retention has something to drop.
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
 /// In the data directory while a node restored from the bucket catches up.
 const RESTORING_MARKER: &str = "restoring";
 /// A new leader ends no lease this soon after taking over: gateways whose
@@ -216,7 +218,9 @@ impl ControllerNode {
     /// one clock, never a gateway's.
     pub async fn write(&self, mut command: Command) -> Result<CommandReply, ControllerError> {
         match &mut command {
-            Command::GatewayHeartbeat { now_ms, .. } => *now_ms = SystemClock.now_ms(),
+            Command::GatewayHeartbeat { now_ms, .. } | Command::ApplyRetention { now_ms } => {
+                *now_ms = SystemClock.now_ms()
+            }
             // the idempotency window runs on the leader's clock, not on
             // whatever a gateway's clock says
             Command::CommitSegment(commit) => commit.committed_ms = SystemClock.now_ms(),
@@ -318,6 +322,7 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
     let mut leading_since: Option<Instant> = None;
     let mut followers = FollowerWatch::default();
     let mut known_leader = None;
+    let mut last_retention = Instant::now();
     loop {
         tokio::time::sleep(KEEPER_TICK).await;
         let (running, leader, term, snapshot, applied) = {
@@ -364,6 +369,18 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
             && let Err(e) = node.write(Command::ExpireGateways { now_ms }).await
         {
             tracing::warn!(error = %e, "cannot end expired gateway leases");
+        }
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            last_retention = Instant::now();
+            if node.shared.read().metadata.retention_due(now_ms) {
+                match node.write(Command::ApplyRetention { now_ms }).await {
+                    Ok(CommandReply::RetentionApplied(chunks)) => {
+                        tracing::info!(chunks, "retention dropped chunks")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot apply retention"),
+                }
+            }
         }
         let Some(store) = &store else { continue };
         match snapshot {

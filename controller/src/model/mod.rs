@@ -16,6 +16,7 @@ pub use shale_controller_client::meta::{
 
 mod idempotency;
 mod leadership;
+mod retention;
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
 pub use leadership::{Gateways, MAX_LEASE_MS, MIN_LEASE_MS};
 
@@ -78,6 +79,9 @@ impl Metadata {
                 }
             }
             Command::CommitSegment(commit) => CommandReply::Committed(self.commit(commit)),
+            Command::ApplyRetention { now_ms } => {
+                CommandReply::RetentionApplied(self.apply_retention(*now_ms))
+            }
             Command::GatewayHeartbeat { url, now_ms, lease_ms } => {
                 let (lease, joined) = self.gateways.heartbeat(url, *now_ms, *lease_ms);
                 if joined {

@@ -308,6 +308,67 @@ fn a_topic_update_merges_config_and_only_grows_partitions() {
     assert_eq!(commit(&mut m, vec![chunk("t", id, 4, 2)]), vec![Ok(0)]);
 }
 
+fn with_retention(
+    m: &mut Metadata,
+    topic: &str,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+) -> u64 {
+    let config = TopicConfig { retention_ms, retention_bytes };
+    match m.apply(&Command::CreateTopic { name: name(topic), partitions: 1, config, created_ms: 0 }) {
+        CommandReply::TopicCreated(info) => info.id,
+        other => panic!("create failed: {other:?}"),
+    }
+}
+
+fn stamped(topic: &str, id: u64, count: u32, max_timestamp_ms: i64) -> ChunkCommit {
+    ChunkCommit { max_timestamp_ms, ..chunk(topic, id, 0, count) }
+}
+
+fn log_start(m: &Metadata, topic: &str) -> u64 {
+    m.partition(&name(topic), 0).expect("partition").log_start_offset
+}
+
+#[test]
+fn retention_by_time_drops_whole_old_chunks_from_the_front() {
+    let mut m = Metadata::default();
+    let id = with_retention(&mut m, "t", Some(1000), None);
+    let keep = create(&mut m, "keep", 1);
+    for ts in [100, 500, 5000, 200] {
+        commit(&mut m, vec![stamped("t", id, 2, ts), stamped("keep", keep, 2, ts)]);
+    }
+    assert!(m.retention_due(2000));
+    assert_eq!(m.apply(&Command::ApplyRetention { now_ms: 2000 }), CommandReply::RetentionApplied(2));
+    // only a prefix goes: the old chunk after a young one stays, as in Kafka
+    assert_eq!(log_start(&m, "t"), 4);
+    assert_eq!(log_start(&m, "keep"), 0, "a topic without retention keeps everything");
+    assert!(!m.retention_due(2000), "nothing more to drop");
+    assert_eq!(m.apply(&Command::ApplyRetention { now_ms: 2000 }), CommandReply::RetentionApplied(0));
+    // later, everything has expired: the log is empty and starts at its end
+    m.apply(&Command::ApplyRetention { now_ms: 10_000 });
+    let p = m.partition(&name("t"), 0).expect("partition");
+    assert_eq!((p.log_start_offset, p.high_watermark, p.index.len()), (8, 8, 0));
+    assert_eq!(commit(&mut m, vec![stamped("t", id, 1, 10_000)]), vec![Ok(8)], "offsets go on");
+}
+
+#[test]
+fn retention_by_size_never_goes_below_the_limit() {
+    let mut m = Metadata::default();
+    // each test chunk holds 10 stored bytes
+    let id = with_retention(&mut m, "t", None, Some(25));
+    for _ in 0..5 {
+        commit(&mut m, vec![stamped("t", id, 3, 0)]);
+    }
+    assert_eq!(m.apply(&Command::ApplyRetention { now_ms: 0 }), CommandReply::RetentionApplied(2));
+    let p = m.partition(&name("t"), 0).expect("partition");
+    assert_eq!(
+        (p.log_start_offset, p.index.len()),
+        (6, 3),
+        "30 of 50 bytes kept: never below the 25-byte limit"
+    );
+    assert!(!m.retention_due(0));
+}
+
 proptest! {
     /// Commands survive a round trip in JSON (the log) and MessagePack (Raft
     /// RPCs and snapshots).
