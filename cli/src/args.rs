@@ -299,8 +299,20 @@ impl AuthArgs {
         }
     }
 
-    /// Says, first thing, how this listener is protected.
-    pub fn announce(&self, listen: std::net::SocketAddr) {
+    /// Binds the public listener and says, first thing, how it is protected.
+    pub async fn bind(
+        &self,
+        listen: &str,
+    ) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr, shale_gateway::auth::AuthMode)> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?;
+        let addr = listener.local_addr()?;
+        self.announce(addr);
+        Ok((listener, addr, self.mode(addr)))
+    }
+
+    fn announce(&self, listen: std::net::SocketAddr) {
         use shale_gateway::auth::AuthMode;
         match self.mode(listen) {
             AuthMode::Tokens => tracing::info!(%listen, "authentication is on: /v1 needs a bearer token"),

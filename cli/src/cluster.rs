@@ -136,12 +136,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let options = ClientOptions { secret: args.cluster.secret()?, ca_cert_pem: args.cluster.ca_cert_pem()? };
     let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
     let lease = config.lease;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    args.auth.announce(addr);
-    let auth = args.auth.mode(addr);
+    let (listener, addr, auth) = args.auth.bind(&args.listen).await?;
     match (&args.auth.admin_token_file, auth) {
         (Some(path), AuthMode::Tokens) => {
             log_bootstrap(&bootstrap_admin(controller.as_ref(), path, SystemClock.now_ms()).await, path)

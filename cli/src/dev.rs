@@ -35,12 +35,7 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = args.gateway.config()?;
     let limits = args.serve.limits()?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    args.auth.announce(addr);
-    let auth = args.auth.mode(addr);
+    let (listener, addr, auth) = args.auth.bind(&args.listen).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::path::absolute(&args.data_dir)?;

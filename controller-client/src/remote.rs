@@ -216,7 +216,7 @@ impl RemoteController {
                 .await
                 .ok()?;
             let status: Status = response.json().await.ok()?;
-            (status.leader == Some(status.id)).then(|| (status.term, addr.clone()))
+            status.is_leader().then(|| (status.term, addr.clone()))
         });
         let found = futures::future::join_all(probes).await.into_iter().flatten().max().map(|(_, addr)| addr);
         self.set_leader(found.clone());
