@@ -351,3 +351,41 @@ mod tests {
         assert_eq!(auth(false, true).mode(public), AuthMode::Off);
     }
 }
+
+/// The compactor's settings (`shale compactor`, and inside `shale dev`).
+#[derive(Debug, Clone, Args)]
+pub struct CompactorArgs {
+    /// An object nothing references is deleted once it is this old (ms).
+    #[arg(long, env = "SHALE_GC_GRACE_MS", default_value_t = shale_compactor::DEFAULT_GC_GRACE_MS)]
+    pub gc_grace_ms: u64,
+    /// Pause between compaction passes (ms).
+    #[arg(long, env = "SHALE_COMPACT_INTERVAL_MS", default_value_t = 2000)]
+    pub compact_interval_ms: u64,
+    /// Small archive files are merged into files of about this many bytes.
+    #[arg(long, env = "SHALE_MERGE_TARGET_BYTES", default_value_t = 256 << 20)]
+    pub merge_target_bytes: u64,
+    /// The compactor's partitions move this long after its last heartbeat (ms).
+    #[arg(long, env = "SHALE_COMPACTOR_LEASE_MS", default_value_t = 10_000)]
+    pub compactor_lease_ms: u64,
+}
+
+impl CompactorArgs {
+    /// The settings, for a compactor named `id`.
+    pub fn config(&self, id: String) -> anyhow::Result<shale_compactor::CompactorConfig> {
+        if self.merge_target_bytes < 1 << 20 || self.merge_target_bytes > 2 << 30 {
+            anyhow::bail!("--merge-target-bytes must be between 1 MiB and 2 GiB");
+        }
+        Ok(shale_compactor::CompactorConfig {
+            lease_ms: self.compactor_lease_ms,
+            gc_grace_ms: self.gc_grace_ms,
+            interval: Duration::from_millis(self.compact_interval_ms.max(10)),
+            merge_target_bytes: self.merge_target_bytes,
+            ..shale_compactor::CompactorConfig::new(id)
+        })
+    }
+}
+
+/// A name for this compactor process, unique across restarts.
+pub fn compactor_id() -> String {
+    format!("compactor-{}", ulid::Ulid::new())
+}

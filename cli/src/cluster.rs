@@ -1,5 +1,5 @@
-//! `shale controller` (one node of a controller cluster) and `shale gateway`
-//! (a stateless gateway against a cluster).
+//! `shale controller` (one node of a controller cluster), `shale gateway`
+//! (a stateless gateway against a cluster) and `shale compactor`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use shale_compactor::Compactor;
 use shale_controller::api::controller_router;
 use shale_controller::{ControllerNode, NodeConfig, PeerAccess};
 use shale_controller_client::RemoteController;
@@ -18,7 +19,9 @@ use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{AuthArgs, ClusterArgs, GatewayArgs, ServeArgs, StoreArgs, is_loopback};
+use crate::args::{
+    AuthArgs, ClusterArgs, CompactorArgs, GatewayArgs, ServeArgs, StoreArgs, compactor_id, is_loopback,
+};
 use crate::dev::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -153,5 +156,46 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     serve(listener, router(state), &limits, shutdown_signal()).await?;
     registration.leave().await;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct CompactorCmdArgs {
+    /// The controller nodes: URL,URL,…
+    #[arg(long, env = "SHALE_CONTROLLERS", value_delimiter = ',', required = true)]
+    controllers: Vec<String>,
+    /// This compactor's name in the controller (default: a new one per start).
+    #[arg(long, env = "SHALE_COMPACTOR_ID")]
+    id: Option<String>,
+    /// Run one pass, print its report as JSON, hand the leases back and exit.
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    compactor: CompactorArgs,
+}
+
+pub async fn compactor(args: CompactorCmdArgs) -> anyhow::Result<()> {
+    let config = args.compactor.config(args.id.clone().unwrap_or_else(compactor_id))?;
+    let Some(url) = args.store.store.clone() else {
+        bail!("--store is required: the compactor reads segments and writes the archive there");
+    };
+    let store = args.store.open(&url, StoreMetrics::default())?;
+    let options = ClientOptions { secret: args.cluster.secret()?, ca_cert_pem: args.cluster.ca_cert_pem()? };
+    let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
+    tracing::info!(id = %config.id, controllers = ?args.controllers, "compactor started");
+    let compactor = Compactor::new(config, controller, store, Arc::new(SystemClock));
+    if args.once {
+        let report = compactor.run_once(std::time::Duration::from_secs(600)).await;
+        compactor.leave().await;
+        println!("{}", serde_json::to_string(&report?)?);
+        return Ok(());
+    }
+    println!("shale compactor {} running", compactor.config().id);
+    std::io::stdout().flush()?;
+    compactor.run(shutdown_signal()).await;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `shale dev`: controller and gateway in one process on a local directory.
+//! `shale dev`: controller, gateway and compactor in one process on a local directory.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use shale_compactor::Compactor;
 use shale_controller::{ControllerNode, NodeConfig};
 use shale_core::{Clock, SystemClock};
 use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{AuthArgs, GatewayArgs, ServeArgs, StoreArgs};
+use crate::args::{AuthArgs, CompactorArgs, GatewayArgs, ServeArgs, StoreArgs, compactor_id};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -30,11 +31,17 @@ pub struct DevArgs {
     auth: AuthArgs,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    compactor: CompactorArgs,
+    /// Run without the compactor: no archive, merges or garbage collection.
+    #[arg(long, env = "SHALE_NO_COMPACTOR")]
+    no_compactor: bool,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = args.gateway.config()?;
     let limits = args.serve.limits()?;
+    let compactor_config = args.compactor.config(compactor_id())?;
     let (listener, addr, auth) = args.auth.bind(&args.listen).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -60,11 +67,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     let registration =
         register(Arc::new(controller.clone()), args.gateway.advertised_url(limits.scheme(), addr), lease);
+    let (stop_compactor, compactor) = if args.no_compactor {
+        tracing::info!("no compactor: nothing is archived, merged or collected");
+        (None, None)
+    } else {
+        let compactor =
+            Compactor::new(compactor_config, Arc::new(controller.clone()), store.clone(), Arc::new(SystemClock));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move { compactor.run(async { stopped.await.unwrap_or(()) }).await });
+        (Some(stop), Some(task))
+    };
     tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
     println!("shale dev listening on {}://{addr}", limits.scheme());
     std::io::stdout().flush()?;
     serve(listener, router(state), &limits, shutdown_signal()).await?;
     registration.leave().await;
+    if let (Some(stop), Some(task)) = (stop_compactor, compactor) {
+        let _ = stop.send(());
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "the compactor task failed");
+        }
+    }
     controller.shutdown().await;
     Ok(())
 }

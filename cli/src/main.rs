@@ -42,12 +42,14 @@ fn init_logs(format: LogFormat) {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run controller and gateway in one process, data in a local directory.
+    /// Run controller, gateway and compactor in one process, data in a local directory.
     Dev(dev::DevArgs),
     /// Run one node of a controller cluster.
     Controller(cluster::ControllerArgs),
     /// Run a stateless gateway against a controller cluster.
     Gateway(cluster::GatewayCmdArgs),
+    /// Run a compactor against a controller cluster: archive, merges, garbage collection.
+    Compactor(cluster::CompactorCmdArgs),
     /// Create, list, describe or delete topics.
     Topic(client::TopicArgs),
     /// Produce one record per line of standard input.
@@ -99,6 +101,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dev(args) => dev::run(args).await,
             Command::Controller(args) => cluster::controller(args).await,
             Command::Gateway(args) => cluster::gateway(args).await,
+            Command::Compactor(args) => cluster::compactor(args).await,
             Command::Topic(args) => client::topic(args).await,
             Command::Produce(args) => client::produce(args).await,
             Command::Consume(args) => client::consume(args).await,

@@ -15,11 +15,18 @@ pub const TOPICS: &str = "/api/topics";
 pub const READ: &str = "/api/read";
 pub const STATUS: &str = "/api/status";
 pub const GATEWAYS: &str = "/api/gateways";
+/// Objects the index references (answered by the leader after a read barrier).
+pub const OBJECTS: &str = "/api/objects";
 /// Write routes (`POST`, `DELETE` for a topic).
 pub const SEGMENTS: &str = "/api/segments";
 pub const HEARTBEAT: &str = "/api/gateways/heartbeat";
 pub const LEAVE: &str = "/api/gateways/leave";
 pub const MEMBERS: &str = "/api/members";
+/// Compactors: heartbeat (`HeartbeatRequest`, `url` being the compactor's
+/// id), leave, and the swap of a rewritten range.
+pub const COMPACTOR_HEARTBEAT: &str = "/api/compactors/heartbeat";
+pub const COMPACTOR_LEAVE: &str = "/api/compactors/leave";
+pub const RANGES: &str = "/api/ranges";
 /// Tokens: `GET` (with hashes, for gateways), `POST`, `DELETE /api/tokens/{name}`.
 pub const TOKENS: &str = "/api/tokens";
 

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::auth::{TokenInfo, TokenRecord};
-use crate::command::CommitSegment;
-use crate::meta::{ChunkRef, GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::command::{CommitSegment, ReplaceRange};
+use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
@@ -109,6 +109,21 @@ pub trait Controller: Send + Sync + 'static {
     async fn create_token(&self, token: TokenRecord) -> Result<TokenInfo, ControllerError>;
 
     async fn revoke_token(&self, name: &str) -> Result<(), ControllerError>;
+
+    /// Registers the compactor `id` or extends its lease; answers the
+    /// partitions it may rewrite, each with its lease epoch.
+    async fn compactor_heartbeat(&self, id: &str, lease_ms: u64) -> Result<CompactorLease, ControllerError>;
+
+    /// Ends the compactor's lease, handing its partitions over.
+    async fn compactor_leave(&self, id: &str) -> Result<(), ControllerError>;
+
+    /// Swaps a rewritten range into a partition's index (see [`ReplaceRange`]).
+    async fn replace_range(&self, replace: ReplaceRange) -> Result<(), ControllerError>;
+
+    /// Every object some index entry references, as the leader has applied
+    /// them after a read barrier: garbage collection deletes only objects
+    /// outside this set.
+    async fn referenced_objects(&self) -> Result<Vec<String>, ControllerError>;
 }
 
 /// Turning command replies into API results (for the node that applies them).
@@ -174,6 +189,22 @@ pub mod replies {
     pub fn token_revoked(reply: CommandReply) -> Result<(), ControllerError> {
         match reply {
             CommandReply::TokenRevoked => Ok(()),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn compactor(reply: CommandReply) -> Result<crate::meta::CompactorLease, ControllerError> {
+        match reply {
+            CommandReply::Compactor(lease) => Ok(lease),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn replaced(reply: CommandReply) -> Result<(), ControllerError> {
+        match reply {
+            CommandReply::Replaced => Ok(()),
             CommandReply::Failed(e) => Err(e.into()),
             other => Err(unexpected(other)),
         }

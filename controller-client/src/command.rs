@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::auth::{TokenInfo, TokenRecord};
-use crate::meta::{GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 /// A change to the metadata. Every command carries the timestamps it needs, so
 /// applying it never reads a clock.
@@ -36,15 +36,29 @@ pub enum Command {
         now_ms: i64,
         lease_ms: u64,
     },
-    /// Ends the leases expired by `now_ms` (proposed by the controller leader).
     /// Drops chunks past their topic's retention, advancing log start
     /// offsets (proposed by the controller leader with its clock).
     ApplyRetention {
         now_ms: i64,
     },
+    /// Ends the gateway and compactor leases expired by `now_ms` (proposed
+    /// by the controller leader).
     ExpireGateways {
         now_ms: i64,
     },
+    /// A compactor (by its id) registers or extends its lease; the reply
+    /// lists the partitions it may rewrite. `now_ms` is the leader's clock.
+    CompactorHeartbeat {
+        id: String,
+        now_ms: i64,
+        lease_ms: u64,
+    },
+    /// A compactor stopping hands its partitions over at once.
+    CompactorLeave {
+        id: String,
+    },
+    /// Swaps a range of a partition's index for one rewritten object.
+    ReplaceRange(ReplaceRange),
     /// A gateway shutting down hands its partitions over at once.
     GatewayLeave {
         url: String,
@@ -97,6 +111,27 @@ pub struct ChunkCommit {
     pub request: Option<u32>,
 }
 
+/// A compactor's rewrite of a partition's entries `[first_offset,
+/// end_offset)` into one object (a Parquet file), swapped in whole or not at
+/// all. Refused unless `compactor` holds the partition's compaction lease at
+/// `epoch` and the index holds entries starting exactly at `first_offset`
+/// and ending exactly at `end_offset`. Offsets never change. The leader
+/// stamps `now_ms`, which becomes the new entry's `committed_ms`: the time
+/// the object entered the index, which garbage collection's grace for
+/// replaced objects is measured from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplaceRange {
+    pub topic: TopicName,
+    pub topic_id: u64,
+    pub partition: PartitionId,
+    pub compactor: String,
+    pub epoch: u64,
+    pub first_offset: Offset,
+    pub end_offset: Offset,
+    pub chunk: ChunkRef,
+    pub now_ms: i64,
+}
+
 /// What applying a command returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandReply {
@@ -114,5 +149,8 @@ pub enum CommandReply {
     GatewaysGone(Vec<String>),
     TokenCreated(TokenInfo),
     TokenRevoked,
+    Compactor(CompactorLease),
+    /// A range was swapped.
+    Replaced,
     Failed(MetaError),
 }

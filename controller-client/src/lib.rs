@@ -19,7 +19,10 @@ pub mod secret;
 pub mod status;
 
 pub use client::{ChunkSpan, Controller, ControllerError, PartitionRead};
-pub use command::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
-pub use meta::{ChunkRef, GatewayLease, MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo};
+pub use command::{ChunkCommit, Command, CommandReply, CommitSegment, ReplaceRange, RequestCommit};
+pub use meta::{
+    ChunkFormat, ChunkRef, CompactionTask, CompactorLease, GatewayLease, MetaError, OffsetRun, PartitionInfo,
+    TopicConfig, TopicInfo,
+};
 pub use remote::RemoteController;
 pub use secret::ClusterSecret;

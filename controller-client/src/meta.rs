@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
-/// Where a committed chunk lives.
+/// Where a committed range of records lives: a chunk of a segment object,
+/// or a whole Parquet file of the archive (`position` 0, `len` its size).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
     pub object: String,
@@ -12,12 +13,40 @@ pub struct ChunkRef {
     pub len: u32,
     pub record_count: u32,
     pub max_timestamp_ms: i64,
+    /// When the records were committed (the controller leader's clock; for
+    /// a rewritten range, the latest of its parts): the archive's age.
+    #[serde(default)]
+    pub committed_ms: i64,
+    #[serde(default, skip_serializing_if = "ChunkFormat::is_segment")]
+    pub format: ChunkFormat,
 }
+
+/// How the bytes a [`ChunkRef`] points at are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkFormat {
+    /// A chunk of a segment object (`shale_core::segment`).
+    #[default]
+    Segment,
+    /// A Parquet file of the archive (`shale_core::archive`), one row per
+    /// offset from the entry's base offset.
+    Parquet,
+}
+
+impl ChunkFormat {
+    pub fn is_segment(&self) -> bool {
+        *self == ChunkFormat::Segment
+    }
+}
+
+/// Default of [`TopicConfig::archive_after_ms`]: records are queryable as
+/// Parquet about a minute after they are produced.
+pub const DEFAULT_ARCHIVE_AFTER_MS: u64 = 60_000;
 
 /// Topic settings. Retention is enforced by the controller leader (whole
 /// chunks from the front of each partition; see the controller's
-/// `model/retention.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+/// `model/retention.rs`); archiving by the compactor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {
     /// Delete data older than this (milliseconds); none = keep forever.
@@ -26,6 +55,15 @@ pub struct TopicConfig {
     /// Delete the oldest data beyond this many bytes per partition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_bytes: Option<u64>,
+    /// Records older than this (milliseconds) are rewritten into the
+    /// topic's Parquet archive, which then serves them (default 60 000).
+    pub archive_after_ms: u64,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self { retention_ms: None, retention_bytes: None, archive_after_ms: DEFAULT_ARCHIVE_AFTER_MS }
+    }
 }
 
 /// Consecutive offsets of one partition.
@@ -56,6 +94,10 @@ pub enum MetaError {
     TokenExists(String),
     #[error("token {0} does not exist")]
     TokenNotFound(String),
+    /// A compactor's swap was refused: its lease moved on, or the range it
+    /// rewrote is no longer in the index as it was. Nothing changed.
+    #[error("compaction refused: {0}")]
+    Fenced(String),
 }
 
 /// A partition as shown to clients.
@@ -85,6 +127,25 @@ pub struct TopicInfo {
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// A partition a compactor holds the lease to rewrite, with the lease's epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionTask {
+    pub topic: TopicName,
+    pub topic_id: u64,
+    pub partition: PartitionId,
+    pub epoch: u64,
+}
+
+/// A compactor's lease and the work it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactorLease {
+    pub lease: GatewayLease,
+    pub tasks: Vec<CompactionTask>,
+    /// Whether this compactor is the one that collects garbage (the first
+    /// live compactor by id), so one listing of the bucket serves all.
+    pub collector: bool,
+}
 
 /// A live gateway: its advertised URL (its identity) and its lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use crate::api::{self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery, UpdateTopicRequest};
 use crate::auth::{TokenInfo, TokenRecord};
 use crate::client::{Controller, ControllerError, PartitionRead};
-use crate::command::CommitSegment;
-use crate::meta::{GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::command::{CommitSegment, ReplaceRange};
+use crate::meta::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::secret::ClusterSecret;
 use crate::status::Status;
 
@@ -347,5 +347,22 @@ impl Controller for RemoteController {
 
     async fn revoke_token(&self, name: &str) -> Result<(), ControllerError> {
         self.write(Method::DELETE, &format!("{}/{name}", api::TOKENS), &()).await
+    }
+
+    async fn compactor_heartbeat(&self, id: &str, lease_ms: u64) -> Result<CompactorLease, ControllerError> {
+        let body = HeartbeatRequest { url: id.to_owned(), lease_ms };
+        self.write(Method::POST, api::COMPACTOR_HEARTBEAT, &body).await
+    }
+
+    async fn compactor_leave(&self, id: &str) -> Result<(), ControllerError> {
+        self.write(Method::POST, api::COMPACTOR_LEAVE, &LeaveRequest { url: id.to_owned() }).await
+    }
+
+    async fn replace_range(&self, replace: ReplaceRange) -> Result<(), ControllerError> {
+        self.write(Method::POST, api::RANGES, &replace).await
+    }
+
+    async fn referenced_objects(&self) -> Result<Vec<String>, ControllerError> {
+        self.read_from_leader(api::OBJECTS, &()).await
     }
 }

@@ -17,10 +17,12 @@ use shale_controller_client::api::{
     self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, MemberChange, ReadQuery, UpdateTopicRequest,
 };
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
-use shale_controller_client::{ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead};
+use shale_controller_client::{
+    ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead, ReplaceRange,
+};
 use shale_core::{Offset, TopicName};
 
-use crate::model::{GatewayLease, MetaError, TopicInfo};
+use crate::model::{CompactorLease, GatewayLease, MetaError, TopicInfo};
 use crate::network::{PeerAccess, raft_router};
 use crate::node::ControllerNode;
 use crate::status::Status;
@@ -53,6 +55,10 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
         .route(api::STATUS, get(status))
         .route(api::MEMBERS, post(members))
         .route(api::GATEWAYS, get(gateways))
+        .route(api::COMPACTOR_HEARTBEAT, post(compactor_heartbeat))
+        .route(api::COMPACTOR_LEAVE, post(compactor_leave))
+        .route(api::RANGES, post(replace_range))
+        .route(api::OBJECTS, get(referenced_objects))
         .route(api::TOKENS, get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", axum::routing::delete(revoke_token))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
@@ -114,6 +120,25 @@ async fn heartbeat(State(s): State<ApiState>, Json(r): Json<HeartbeatRequest>) -
 
 async fn leave(State(s): State<ApiState>, Json(r): Json<LeaveRequest>) -> ApiResult<()> {
     Json(s.node.leave(&r.url).await)
+}
+
+async fn compactor_heartbeat(
+    State(s): State<ApiState>,
+    Json(r): Json<HeartbeatRequest>,
+) -> ApiResult<CompactorLease> {
+    Json(s.node.compactor_heartbeat(&r.url, r.lease_ms).await)
+}
+
+async fn compactor_leave(State(s): State<ApiState>, Json(r): Json<LeaveRequest>) -> ApiResult<()> {
+    Json(s.node.compactor_leave(&r.url).await)
+}
+
+async fn replace_range(State(s): State<ApiState>, Json(r): Json<ReplaceRange>) -> ApiResult<()> {
+    Json(s.node.replace_range(r).await)
+}
+
+async fn referenced_objects(State(s): State<ApiState>) -> ApiResult<Vec<String>> {
+    Json(s.node.referenced_objects().await)
 }
 
 async fn list(State(s): State<ApiState>) -> ApiResult<Vec<TopicInfo>> {

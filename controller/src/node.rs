@@ -18,13 +18,13 @@ use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::client::replies;
 use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
 
-use crate::model::{GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::model::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::network::codec::SNAPSHOT_CHUNK_BYTES;
 use crate::network::{HttpNetwork, PeerAccess, SingleNodeNetwork};
 use crate::recovery::Recovery;
 use crate::status::{FollowerEvent, FollowerWatch, MemberStatus, Status};
 use crate::store::{LogStore, SNAPSHOT_FILE, SharedState, StateMachineStore, bucket};
-use crate::types::{Command, CommandReply, LogId, NodeId, Raft, TypeConfig};
+use crate::types::{Command, CommandReply, LogId, NodeId, Raft, ReplaceRange, TypeConfig};
 
 /// How long a write may wait for its entry to be applied before its outcome
 /// is reported as unknown.
@@ -218,9 +218,10 @@ impl ControllerNode {
     /// one clock, never a gateway's.
     pub async fn write(&self, mut command: Command) -> Result<CommandReply, ControllerError> {
         match &mut command {
-            Command::GatewayHeartbeat { now_ms, .. } | Command::ApplyRetention { now_ms } => {
-                *now_ms = SystemClock.now_ms()
-            }
+            Command::GatewayHeartbeat { now_ms, .. }
+            | Command::CompactorHeartbeat { now_ms, .. }
+            | Command::ApplyRetention { now_ms }
+            | Command::ReplaceRange(ReplaceRange { now_ms, .. }) => *now_ms = SystemClock.now_ms(),
             // the idempotency window runs on the leader's clock, not on
             // whatever a gateway's clock says
             Command::CommitSegment(commit) => commit.committed_ms = SystemClock.now_ms(),
@@ -363,7 +364,11 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
         }
         let settled = leading_since.get_or_insert_with(Instant::now).elapsed() >= NEW_LEADER_GRACE;
         let now_ms = SystemClock.now_ms();
-        let next_expiry = node.shared.read().metadata.gateways.next_expiry();
+        let next_expiry = {
+            let state = node.shared.read();
+            let m = &state.metadata;
+            m.gateways.next_expiry().into_iter().chain(m.compactors.next_expiry()).min()
+        };
         if settled
             && next_expiry.is_some_and(|t| t <= now_ms)
             && let Err(e) = node.write(Command::ExpireGateways { now_ms }).await
@@ -468,6 +473,26 @@ impl Controller for ControllerNode {
 
     async fn revoke_token(&self, name: &str) -> Result<(), ControllerError> {
         replies::token_revoked(self.write(Command::RevokeToken { name: name.to_owned() }).await?)
+    }
+
+    async fn compactor_heartbeat(&self, id: &str, lease_ms: u64) -> Result<CompactorLease, ControllerError> {
+        // stamped with this node's clock in `write`
+        let command = Command::CompactorHeartbeat { id: id.to_owned(), now_ms: 0, lease_ms };
+        replies::compactor(self.write(command).await?)
+    }
+
+    async fn compactor_leave(&self, id: &str) -> Result<(), ControllerError> {
+        replies::gone(self.write(Command::CompactorLeave { id: id.to_owned() }).await?)
+    }
+
+    async fn replace_range(&self, replace: ReplaceRange) -> Result<(), ControllerError> {
+        replies::replaced(self.write(Command::ReplaceRange(replace)).await?)
+    }
+
+    async fn referenced_objects(&self) -> Result<Vec<String>, ControllerError> {
+        self.read_barrier().await?;
+        let state = self.shared.read();
+        Ok(state.metadata.referenced_objects().into_iter().map(str::to_owned).collect())
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {

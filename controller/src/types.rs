@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 pub use shale_controller_client::command::{
-    ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit,
+    ChunkCommit, Command, CommandReply, CommitSegment, ReplaceRange, RequestCommit,
 };
 
 pub type NodeId = u64;

@@ -14,6 +14,11 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+/// The timestamp range a record may carry: its microseconds fit an i64, as
+/// the archive's `TIMESTAMP(MICROS)` column stores them (about ±292 000 years).
+pub const MAX_TIMESTAMP_MS: i64 = i64::MAX / 1000;
+pub const MIN_TIMESTAMP_MS: i64 = i64::MIN / 1000;
+
 /// A record header, as in Kafka: a string key and a byte value.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Header {

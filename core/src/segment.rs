@@ -471,5 +471,8 @@ pub fn decode_segment(object: &Bytes) -> Result<Vec<(ChunkEntry, Vec<Record>)>, 
         .collect()
 }
 
+mod fetch;
+pub use fetch::{ChunkLocation, ChunkReadError, read_chunk};
+
 #[cfg(test)]
 mod tests;

@@ -3,16 +3,20 @@
 //! records from the asked offset on. Decoded chunks are kept in a bounded
 //! cache that the batcher fills with its own flushes, so tailing consumers
 //! cost no GETs.
+//!
+//! Archived ranges are Parquet files (`archive.rs`): the reader loads a
+//! file's footer once (cached), then reads the row group holding the offset
+//! with ranged GETs of its column chunks, and caches it like a chunk. The
+//! answer does not say which tier served it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use quick_cache::{OptionsBuilder, Weighter};
-use shale_controller_client::{ChunkSpan, Controller, ControllerError};
-use shale_core::segment::decode_chunk;
+use shale_controller_client::{ChunkFormat, ChunkRef, ChunkSpan, Controller, ControllerError};
+use shale_core::segment::{ChunkLocation, ChunkReadError, read_chunk};
 use shale_core::{Offset, PartitionId, Record, TopicName};
 
 use crate::metrics::GatewayMetrics;
@@ -74,6 +78,10 @@ pub enum ReadError {
     Controller(#[from] ControllerError),
     #[error("reading a chunk failed: {0}")]
     Storage(String),
+    /// The object is gone: the index moved on (a merge, retention) since
+    /// it was read. Reading again from a fresh index finds the records.
+    #[error("object {0} is gone")]
+    Gone(String),
     #[error("chunk {object}@{position} is corrupt: {reason}")]
     Corrupt { object: String, position: u64, reason: String },
 }
@@ -100,8 +108,35 @@ pub struct Reader {
     store: Arc<dyn ObjectStore>,
     controller: Arc<dyn Controller>,
     cache: Arc<ChunkCache>,
+    footers: archive::FooterCache,
     metrics: Arc<GatewayMetrics>,
 }
+
+/// A piece of a partition to load: a segment chunk, or one row group of an
+/// archive file.
+#[derive(Debug, Clone)]
+struct Piece {
+    base_offset: Offset,
+    record_count: u32,
+    /// Stored bytes, for `max_bytes`.
+    bytes: u64,
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Chunk(ChunkRef),
+    RowGroup { object: String, file_len: u64, index: usize },
+}
+
+impl Piece {
+    fn end_offset(&self) -> Offset {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// How many times a fetch reads the index again after finding an object gone.
+const GONE_RETRIES: usize = 3;
 
 impl Reader {
     pub fn new(
@@ -110,12 +145,25 @@ impl Reader {
         cache: Arc<ChunkCache>,
         metrics: Arc<GatewayMetrics>,
     ) -> Self {
-        Self { store, controller, cache, metrics }
+        Self { store, controller, cache, footers: archive::footer_cache(), metrics }
     }
 
     /// Records from `from` on, within the limits; at least one record when any
     /// is available, even if it alone exceeds `max_bytes`.
     pub async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, ReadError> {
+        let mut attempt = 0;
+        loop {
+            match self.fetch_once(req).await {
+                Err(ReadError::Gone(object)) if attempt < GONE_RETRIES => {
+                    tracing::debug!(%object, "object gone under a fetch: reading the index again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn fetch_once(&self, req: &FetchRequest) -> Result<Fetched, ReadError> {
         let read = self
             .controller
             .read_partition(&req.topic, req.partition, req.from, MAX_CHUNKS_PER_FETCH, req.wait)
@@ -127,17 +175,18 @@ impl Reader {
                 high_watermark: read.high_watermark,
             });
         }
-        let chosen = choose_chunks(read.chunks, req);
+        let pieces = self.pieces(read.chunks, req.from).await?;
+        let chosen = choose_pieces(pieces, req);
         let loaded: Vec<Arc<Vec<Record>>> = futures::stream::iter(chosen.iter().cloned())
-            .map(|span| async move { self.load(&span).await })
+            .map(|piece| async move { self.load(&piece).await })
             .buffered(PARALLEL_GETS)
             .try_collect()
             .await?;
         let mut records = Vec::new();
         let mut bytes = 0;
-        'chunks: for (span, chunk) in chosen.iter().zip(&loaded) {
+        'chunks: for (piece, chunk) in chosen.iter().zip(&loaded) {
             for (i, record) in chunk.iter().enumerate() {
-                let offset = span.base_offset + i as Offset;
+                let offset = piece.base_offset + i as Offset;
                 if offset < req.from {
                     continue;
                 }
@@ -159,55 +208,82 @@ impl Reader {
         })
     }
 
-    async fn load(&self, span: &ChunkSpan) -> Result<Arc<Vec<Record>>, ReadError> {
-        let id = ChunkId { object: span.chunk.object.clone(), position: span.chunk.position };
+    /// The index entries as pieces to load: archive files become their row
+    /// groups from the one holding `from` on.
+    async fn pieces(&self, spans: Vec<ChunkSpan>, from: Offset) -> Result<Vec<Piece>, ReadError> {
+        let mut pieces = Vec::with_capacity(spans.len());
+        for span in spans {
+            match span.chunk.format {
+                ChunkFormat::Segment => pieces.push(Piece {
+                    base_offset: span.base_offset,
+                    record_count: span.chunk.record_count,
+                    bytes: u64::from(span.chunk.len),
+                    source: Source::Chunk(span.chunk),
+                }),
+                ChunkFormat::Parquet => {
+                    let groups = archive::row_groups(&self.store, &self.footers, &span).await?;
+                    pieces.extend(groups.into_iter().filter(|p| p.end_offset() > from));
+                }
+            }
+        }
+        Ok(pieces)
+    }
+
+    async fn load(&self, piece: &Piece) -> Result<Arc<Vec<Record>>, ReadError> {
+        let id = match &piece.source {
+            Source::Chunk(chunk) => ChunkId { object: chunk.object.clone(), position: chunk.position },
+            Source::RowGroup { object, index, .. } => {
+                ChunkId { object: object.clone(), position: *index as u64 }
+            }
+        };
         if let Some(records) = self.cache.get(&id) {
             self.metrics.cache_hits.inc();
             return Ok(records);
         }
         self.metrics.cache_misses.inc();
-        let range = span.chunk.position..span.chunk.position + u64::from(span.chunk.len);
-        let bytes = self
-            .store
-            .get_range(&Path::from(span.chunk.object.as_str()), range)
-            .await
-            .map_err(|e| ReadError::Storage(e.to_string()))?;
-        let corrupt = |reason: String| ReadError::Corrupt {
-            object: span.chunk.object.clone(),
-            position: span.chunk.position,
-            reason,
+        let records = match &piece.source {
+            Source::Chunk(chunk) => self.load_chunk(chunk).await?,
+            Source::RowGroup { object, file_len, index } => {
+                archive::load_row_group(&self.store, &self.footers, object, *file_len, *index, piece).await?
+            }
         };
-        let records = tokio::task::spawn_blocking(move || decode_chunk(bytes))
-            .await
-            .map_err(|e| corrupt(e.to_string()))?
-            .map_err(|e| corrupt(e.to_string()))?;
-        if records.len() != span.chunk.record_count as usize {
-            return Err(corrupt(format!(
-                "{} records, index says {}",
-                records.len(),
-                span.chunk.record_count
-            )));
-        }
         let records = Arc::new(records);
         self.cache.insert(id, records.clone());
         Ok(records)
     }
+
+    async fn load_chunk(&self, chunk: &ChunkRef) -> Result<Vec<Record>, ReadError> {
+        let at = ChunkLocation {
+            object: &chunk.object,
+            position: chunk.position,
+            len: chunk.len,
+            record_count: chunk.record_count,
+        };
+        read_chunk(self.store.as_ref(), at).await.map_err(|e| match e {
+            ChunkReadError::Gone(object) => ReadError::Gone(object),
+            ChunkReadError::Storage { reason, .. } => ReadError::Storage(reason),
+            ChunkReadError::Corrupt { object, position, reason } => {
+                ReadError::Corrupt { object, position, reason }
+            }
+        })
+    }
 }
 
-/// The chunks worth loading for one fetch: enough to cover the limits.
-fn choose_chunks(chunks: Vec<ChunkSpan>, req: &FetchRequest) -> Vec<ChunkSpan> {
+/// The pieces worth loading for one fetch: enough to cover the limits.
+fn choose_pieces(pieces: Vec<Piece>, req: &FetchRequest) -> Vec<Piece> {
     let mut chosen = Vec::new();
-    let (mut bytes, mut records) = (0usize, 0u64);
-    for span in chunks {
-        if !chosen.is_empty() && (bytes >= req.max_bytes || records >= req.max_records as u64) {
+    let (mut bytes, mut records) = (0u64, 0u64);
+    for piece in pieces {
+        if !chosen.is_empty() && (bytes >= req.max_bytes as u64 || records >= req.max_records as u64) {
             break;
         }
-        bytes += span.chunk.len as usize;
-        records += span.end_offset() - span.base_offset.max(req.from);
-        chosen.push(span);
+        bytes += piece.bytes;
+        records += piece.end_offset() - piece.base_offset.max(req.from);
+        chosen.push(piece);
     }
     chosen
 }
 
+mod archive;
 #[cfg(test)]
 mod tests;

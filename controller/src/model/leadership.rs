@@ -8,13 +8,17 @@
 //! gateways, moving as few as possible; a partition whose leader changes gets
 //! the next leader epoch. Leadership is routing and cache locality only: any
 //! gateway accepts any write.
+//!
+//! Compaction work is leased the same way, with its own lease set and epoch
+//! per partition ([`Role::Compactor`]); there the epoch is a fence: the
+//! controller refuses a swap from any but the current holder at its epoch.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{GatewayLease, TopicState};
+use super::{GatewayLease, PartitionState, TopicState};
 use shale_core::TopicName;
 
 /// Shortest and longest lease a gateway may ask for.
@@ -72,28 +76,57 @@ impl Gateways {
     }
 }
 
-/// Spreads every topic's partitions evenly over the live gateways.
+/// Which holder of a partition a rebalance assigns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The gateway leading the partition (routing, cache locality).
+    Leader,
+    /// The compactor that may rewrite the partition.
+    Compactor,
+}
+
+impl Role {
+    fn holder(self, p: &PartitionState) -> Option<&str> {
+        match self {
+            Role::Leader => p.leader.as_deref(),
+            Role::Compactor => p.compactor.as_deref(),
+        }
+    }
+
+    /// Gives the partition to `holder` with the next epoch.
+    fn assign(self, p: &mut PartitionState, holder: Option<String>) {
+        let (slot, epoch) = match self {
+            Role::Leader => (&mut p.leader, &mut p.leader_epoch),
+            Role::Compactor => (&mut p.compactor, &mut p.compactor_epoch),
+        };
+        *slot = holder;
+        *epoch += 1;
+    }
+}
+
+/// Spreads every topic's partitions evenly over the live holders of `role`
+/// (gateways or compactors).
 ///
 /// Per topic, each gateway gets ⌊n/g⌋ or ⌈n/g⌉ partitions; the larger shares
 /// go to gateways that already lead the most of the topic (fewest moves), then
 /// to those leading the fewest partitions overall (so single-partition topics
 /// do not pile up on one gateway). A leader keeps its partitions up to its
 /// share; the rest move to gateways below theirs.
-pub fn rebalance(topics: &mut BTreeMap<TopicName, TopicState>, gateways: &Gateways) {
+pub fn rebalance(topics: &mut BTreeMap<TopicName, TopicState>, gateways: &Gateways, role: Role) {
     let live: Vec<&str> = gateways.live.keys().map(String::as_str).collect();
     let mut overall: BTreeMap<&str, usize> = live.iter().map(|g| (*g, 0)).collect();
     for topic in topics.values_mut() {
         if live.is_empty() {
             for p in &mut topic.partitions {
-                if p.leader.take().is_some() {
-                    p.leader_epoch += 1;
+                if role.holder(p).is_some() {
+                    role.assign(p, None);
                 }
             }
             continue;
         }
         let mut leading: BTreeMap<&str, usize> = live.iter().map(|g| (*g, 0)).collect();
         for p in &topic.partitions {
-            if let Some(n) = p.leader.as_deref().and_then(|l| leading.get_mut(l)) {
+            if let Some(n) = role.holder(p).and_then(|l| leading.get_mut(l)) {
                 *n += 1;
             }
         }
@@ -106,7 +139,7 @@ pub fn rebalance(topics: &mut BTreeMap<TopicName, TopicState>, gateways: &Gatewa
         let mut kept: BTreeMap<&str, usize> = live.iter().map(|g| (*g, 0)).collect();
         let mut orphans = Vec::new();
         for (i, p) in topic.partitions.iter().enumerate() {
-            match p.leader.as_deref().and_then(|l| kept.get_key_value(l)) {
+            match role.holder(p).and_then(|l| kept.get_key_value(l)) {
                 Some((&g, &n)) if n < share[g] => *kept.entry(g).or_default() += 1,
                 _ => orphans.push(i),
             }
@@ -121,9 +154,7 @@ pub fn rebalance(topics: &mut BTreeMap<TopicName, TopicState>, gateways: &Gatewa
                 break; // unreachable: the shares add up to the partition count
             };
             *kept.entry(g).or_default() += 1;
-            let p = &mut topic.partitions[i];
-            p.leader = Some(g.to_owned());
-            p.leader_epoch += 1;
+            role.assign(&mut topic.partitions[i], Some(g.to_owned()));
         }
         for (g, n) in kept {
             *overall.entry(g).or_default() += n;

@@ -11,14 +11,15 @@ use shale_core::{Offset, PartitionId, TopicName};
 use crate::types::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
 use shale_controller_client::auth::{TokenRecord, validate_token_name};
 pub use shale_controller_client::meta::{
-    ChunkRef, GatewayLease, MAX_PARTITIONS, MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
+    ChunkFormat, ChunkRef, CompactionTask, CompactorLease, GatewayLease, MAX_PARTITIONS, MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
 };
 
 mod idempotency;
+mod compaction;
 mod leadership;
 mod retention;
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
-pub use leadership::{Gateways, MAX_LEASE_MS, MIN_LEASE_MS};
+pub use leadership::{Gateways, MAX_LEASE_MS, MIN_LEASE_MS, Role};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartitionState {
@@ -32,6 +33,12 @@ pub struct PartitionState {
     /// Bumped whenever the leader changes.
     #[serde(default)]
     pub leader_epoch: u64,
+    /// The compactor holding this partition's compaction lease, if any.
+    #[serde(default)]
+    pub compactor: Option<String>,
+    /// Bumped whenever the compactor changes; a swap must name it.
+    #[serde(default)]
+    pub compactor_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +61,9 @@ pub struct Metadata {
     /// Public API tokens by name (hashes only).
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenRecord>,
+    /// The live compactors, by id.
+    #[serde(default)]
+    pub compactors: Gateways,
 }
 
 impl Metadata {
@@ -67,7 +77,7 @@ impl Metadata {
             }
             Command::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => {
-                    leadership::rebalance(&mut self.topics, &self.gateways);
+                    self.rebalance_all();
                     CommandReply::TopicDeleted
                 }
                 None => CommandReply::Failed(MetaError::TopicNotFound(name.to_string())),
@@ -85,24 +95,43 @@ impl Metadata {
             Command::GatewayHeartbeat { url, now_ms, lease_ms } => {
                 let (lease, joined) = self.gateways.heartbeat(url, *now_ms, *lease_ms);
                 if joined {
-                    leadership::rebalance(&mut self.topics, &self.gateways);
+                    leadership::rebalance(&mut self.topics, &self.gateways, Role::Leader);
                 }
                 CommandReply::Lease(lease)
             }
             Command::ExpireGateways { now_ms } => {
-                let expired = self.gateways.expire(*now_ms);
+                let mut expired = self.gateways.expire(*now_ms);
                 if !expired.is_empty() {
-                    leadership::rebalance(&mut self.topics, &self.gateways);
+                    leadership::rebalance(&mut self.topics, &self.gateways, Role::Leader);
                 }
+                let compactors = self.compactors.expire(*now_ms);
+                if !compactors.is_empty() {
+                    leadership::rebalance(&mut self.topics, &self.compactors, Role::Compactor);
+                }
+                expired.extend(compactors);
                 CommandReply::GatewaysGone(expired)
             }
             Command::GatewayLeave { url } => {
                 let left = self.gateways.leave(url);
                 if left {
-                    leadership::rebalance(&mut self.topics, &self.gateways);
+                    leadership::rebalance(&mut self.topics, &self.gateways, Role::Leader);
                 }
                 CommandReply::GatewaysGone(if left { vec![url.clone()] } else { Vec::new() })
             }
+            Command::CompactorHeartbeat { id, now_ms, lease_ms } => {
+                CommandReply::Compactor(self.compactor_heartbeat(id, *now_ms, *lease_ms))
+            }
+            Command::CompactorLeave { id } => {
+                let left = self.compactors.leave(id);
+                if left {
+                    leadership::rebalance(&mut self.topics, &self.compactors, Role::Compactor);
+                }
+                CommandReply::GatewaysGone(if left { vec![id.clone()] } else { Vec::new() })
+            }
+            Command::ReplaceRange(replace) => match self.replace_range(replace) {
+                Ok(()) => CommandReply::Replaced,
+                Err(e) => CommandReply::Failed(e),
+            },
             Command::CreateToken(token) => match self.create_token(token) {
                 Ok(()) => CommandReply::TokenCreated(token.info()),
                 Err(e) => CommandReply::Failed(e),
@@ -137,9 +166,16 @@ impl Metadata {
             topic.partitions.resize(grow_to as usize, PartitionState::default());
         }
         if grow_to > now {
-            leadership::rebalance(&mut self.topics, &self.gateways);
+            self.rebalance_all();
         }
         self.topic_info(name)
+    }
+
+    /// Spreads partitions over gateways and compactors again (topics came,
+    /// went or grew).
+    fn rebalance_all(&mut self) {
+        leadership::rebalance(&mut self.topics, &self.gateways, Role::Leader);
+        leadership::rebalance(&mut self.topics, &self.compactors, Role::Compactor);
     }
 
     fn create_token(&mut self, token: &TokenRecord) -> Result<(), MetaError> {
@@ -181,7 +217,7 @@ impl Metadata {
             partitions: vec![PartitionState::default(); partitions as usize],
         };
         self.topics.insert(name.clone(), topic);
-        leadership::rebalance(&mut self.topics, &self.gateways);
+        self.rebalance_all();
         self.topic_info(name)
     }
 
@@ -238,7 +274,7 @@ impl Metadata {
                 continue;
             }
             let expected = request.and_then(|r| commit.requests[r].expected_offset);
-            let result = self.append_chunk(&commit.object, chunk, expected);
+            let result = self.append_chunk(commit, chunk, expected);
             if let (Some(r), Err(e)) = (request, &result) {
                 refused[r] = Some(e.clone());
             }
@@ -290,7 +326,7 @@ impl Metadata {
 
     fn append_chunk(
         &mut self,
-        object: &str,
+        commit: &CommitSegment,
         chunk: &ChunkCommit,
         expected: Option<Offset>,
     ) -> Result<Offset, MetaError> {
@@ -303,11 +339,13 @@ impl Metadata {
         p.index.insert(
             base,
             ChunkRef {
-                object: object.to_owned(),
+                object: commit.object.clone(),
                 position: chunk.position,
                 len: chunk.len,
                 record_count: chunk.record_count,
                 max_timestamp_ms: chunk.max_timestamp_ms,
+                committed_ms: commit.committed_ms,
+                format: ChunkFormat::Segment,
             },
         );
         p.high_watermark += u64::from(chunk.record_count);

@@ -314,7 +314,7 @@ fn with_retention(
     retention_ms: Option<u64>,
     retention_bytes: Option<u64>,
 ) -> u64 {
-    let config = TopicConfig { retention_ms, retention_bytes };
+    let config = TopicConfig { retention_ms, retention_bytes, ..TopicConfig::default() };
     match m.apply(&Command::CreateTopic { name: name(topic), partitions: 1, config, created_ms: 0 }) {
         CommandReply::TopicCreated(info) => info.id,
         other => panic!("create failed: {other:?}"),

@@ -83,6 +83,7 @@ impl From<MetaError> for ApiError {
             MetaError::Invalid(_) => ErrorCode::InvalidRequest,
             MetaError::TokenExists(_) => ErrorCode::TokenExists,
             MetaError::TokenNotFound(_) => ErrorCode::TokenNotFound,
+            MetaError::Fenced(_) => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
     }
@@ -128,7 +129,7 @@ impl From<ReadError> for ApiError {
                     .with("high_watermark", high_watermark)
             }
             ReadError::Controller(c) => c.into(),
-            ReadError::Storage(_) => ApiError::new(ErrorCode::StorageUnavailable, message),
+            ReadError::Storage(_) | ReadError::Gone(_) => ApiError::new(ErrorCode::StorageUnavailable, message),
             ReadError::Corrupt { .. } => ApiError::new(ErrorCode::CorruptData, message),
         }
     }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shale_core::record::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use shale_core::partitioner::partition_for_key;
 use shale_core::wire::{self, ProduceRecord};
 use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
@@ -301,8 +302,15 @@ async fn append(
             (None, Some(q)) => q,
             (None, None) => r.key.as_ref().map_or(sticky, |k| partition_for_key(k, partitions)),
         };
+        let timestamp_ms = r.timestamp_ms.unwrap_or(now);
+        if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&timestamp_ms) {
+            return Err(ApiError::invalid(format!(
+                "record {i} has timestamp_ms {timestamp_ms}; it must be within \
+                 [{MIN_TIMESTAMP_MS}, {MAX_TIMESTAMP_MS}] (microseconds must fit 64 bits, as the archive stores them)"
+            )));
+        }
         let record = Record {
-            timestamp_ms: r.timestamp_ms.unwrap_or(now),
+            timestamp_ms,
             key: r.key,
             value: r.value,
             headers: r.headers,

@@ -1,0 +1,119 @@
+//! Archiving: a run of committed segment chunks of one partition becomes one
+//! Parquet file, swapped into the index in their place by one Raft command.
+//! Chunks are read a few at a time and encoded as they arrive, so memory is
+//! bounded by a batch, a row group and an upload part, not by the range.
+
+use futures::{StreamExt, TryStreamExt};
+use shale_controller_client::{ChunkFormat, ChunkRef, ChunkSpan, ReplaceRange};
+use shale_core::archive::{ArchiveWriter, BatchBuilder, archive_key, writer_properties};
+use shale_core::segment::{ChunkLocation, read_chunk};
+
+use crate::{CompactError, Compactor, PassReport, Work};
+
+/// Chunk GETs in flight while archiving.
+const PARALLEL_GETS: usize = 4;
+/// Rows handed to the encoder at a time, by payload bytes.
+pub(crate) const BATCH_BYTES: usize = 4 << 20;
+
+/// What a written file holds.
+pub(crate) struct Written {
+    pub len: u64,
+    pub max_timestamp_ms: i64,
+}
+
+pub(crate) async fn archive(
+    compactor: &Compactor,
+    work: &Work<'_>,
+    spans: &[ChunkSpan],
+    report: &mut PassReport,
+) -> Result<(), CompactError> {
+    let (Some(first), Some(last)) = (spans.first(), spans.last()) else { return Ok(()) };
+    let (first_offset, end_offset) = (first.base_offset, last.end_offset());
+    let topic = &work.topic.name;
+    let partition = work.task.partition;
+    let key = archive_key(topic, partition, first_offset, end_offset - 1);
+    let props = writer_properties(topic, work.topic.id, partition);
+    let mut writer = ArchiveWriter::new(compactor.store.clone(), key.clone(), props)?;
+    let written = match fill(compactor, spans, &mut writer).await {
+        Ok(max_timestamp_ms) => Written { len: writer.finish().await?, max_timestamp_ms },
+        Err(e) => {
+            writer.abort().await;
+            return Err(e);
+        }
+    };
+    let records = end_offset - first_offset;
+    swap(compactor, work, (first_offset, end_offset), key.as_ref(), &written).await?;
+    report.archived_files += 1;
+    report.archived_records += records;
+    report.bytes_read += spans.iter().map(|s| u64::from(s.chunk.len)).sum::<u64>();
+    report.bytes_written += written.len;
+    tracing::info!(%topic, partition, first_offset, end_offset, bytes = written.len, "archived");
+    Ok(())
+}
+
+/// Streams the chunks' records into the writer; answers the newest timestamp.
+async fn fill(compactor: &Compactor, spans: &[ChunkSpan], writer: &mut ArchiveWriter) -> Result<i64, CompactError> {
+    let mut chunks = futures::stream::iter(spans.to_vec())
+        .map(|span| {
+            let store = compactor.store.clone();
+            async move {
+                let at = ChunkLocation {
+                    object: &span.chunk.object,
+                    position: span.chunk.position,
+                    len: span.chunk.len,
+                    record_count: span.chunk.record_count,
+                };
+                read_chunk(store.as_ref(), at).await.map(|records| (span.base_offset, records))
+            }
+        })
+        .buffered(PARALLEL_GETS)
+        .boxed();
+    let mut batch = BatchBuilder::default();
+    let mut max_timestamp_ms = i64::MIN;
+    while let Some((base, records)) = chunks.try_next().await? {
+        for (i, record) in records.iter().enumerate() {
+            max_timestamp_ms = max_timestamp_ms.max(record.timestamp_ms);
+            batch.push(base + i as u64, record);
+            if batch.bytes() >= BATCH_BYTES {
+                writer.write(batch.finish()?).await?;
+            }
+        }
+    }
+    if batch.rows() > 0 {
+        writer.write(batch.finish()?).await?;
+    }
+    Ok(max_timestamp_ms)
+}
+
+/// Swaps the written file in for `[first, end)` of the partition.
+pub(crate) async fn swap(
+    compactor: &Compactor,
+    work: &Work<'_>,
+    (first_offset, end_offset): (u64, u64),
+    object: &str,
+    written: &Written,
+) -> Result<(), CompactError> {
+    let too_big = || CompactError::Invalid(format!("{object} is {} bytes, over 4 GiB", written.len));
+    let chunk = ChunkRef {
+        object: object.to_owned(),
+        position: 0,
+        len: u32::try_from(written.len).map_err(|_| too_big())?,
+        record_count: u32::try_from(end_offset - first_offset).map_err(|_| too_big())?,
+        max_timestamp_ms: written.max_timestamp_ms,
+        committed_ms: 0,
+        format: ChunkFormat::Parquet,
+    };
+    let replace = ReplaceRange {
+        topic: work.topic.name.clone(),
+        topic_id: work.topic.id,
+        partition: work.task.partition,
+        compactor: compactor.config.id.clone(),
+        epoch: work.task.epoch,
+        first_offset,
+        end_offset,
+        chunk,
+        now_ms: 0, // stamped by the controller leader
+    };
+    compactor.controller.replace_range(replace).await?;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Shale's compactor: it rolls committed ranges older than a topic's
+//! `archive_after_ms` into the Parquet archive (`archive.rs`), merges small
+//! archive files into large ones (`merge.rs`), and deletes objects nothing
+//! references (`gc.rs`). See `docs/ARCHIVE.md` for the files it writes and
+//! `docs/ARCHITECTURE.md` for how it fits.
+//!
+//! Work is leased per partition from the controller, with an epoch, the
+//! way gateways lead partitions: every swap names the epoch and the
+//! controller refuses a stale one, so two compactors never rewrite one
+//! partition and a killed one loses nothing (its files are garbage until a
+//! swap references them). One bounded pass, [`Compactor::run_once`], is the
+//! unit `shale compactor`, `shale dev` and a Lambda all run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use serde::Serialize;
+use shale_controller_client::{CompactionTask, Controller, ControllerError, TopicInfo};
+use shale_core::archive::ArchiveError;
+use shale_core::segment::ChunkReadError;
+use shale_core::{Clock, TopicName};
+use tokio::time::Instant;
+
+mod archive;
+pub mod gc;
+mod merge;
+mod scan;
+
+/// How the compactor works; plain settings, apart from the parts handed in.
+#[derive(Debug, Clone)]
+pub struct CompactorConfig {
+    /// This compactor's identity in the controller (unique per process).
+    pub id: String,
+    /// Its partitions move to other compactors this long after its last heartbeat.
+    pub lease_ms: u64,
+    /// An unreferenced object is deleted only once it is at least this old.
+    pub gc_grace_ms: u64,
+    /// Pause between passes.
+    pub interval: Duration,
+    /// One archive file takes at most about this many bytes of chunks.
+    pub max_archive_bytes: u64,
+    /// Small archive files are merged into files of about this size.
+    pub merge_target_bytes: u64,
+}
+
+/// Default `--gc-grace-ms`: far longer than any read holds an index entry
+/// or a gateway holds a segment between its PUT and its commit.
+pub const DEFAULT_GC_GRACE_MS: u64 = 10 * 60 * 1000;
+
+impl CompactorConfig {
+    pub fn new(id: String) -> Self {
+        Self {
+            id,
+            lease_ms: 10_000,
+            gc_grace_ms: DEFAULT_GC_GRACE_MS,
+            interval: Duration::from_secs(2),
+            max_archive_bytes: 128 << 20,
+            merge_target_bytes: 256 << 20,
+        }
+    }
+
+    /// How often the collector lists the bucket: half the grace, within
+    /// [1 s, 5 min].
+    fn gc_every(&self) -> Duration {
+        Duration::from_millis(self.gc_grace_ms / 2).clamp(Duration::from_secs(1), Duration::from_secs(300))
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PassReport {
+    pub partitions: u64,
+    pub archived_files: u64,
+    pub archived_records: u64,
+    pub merged_files: u64,
+    pub merged_inputs: u64,
+    /// Bytes of chunks and files read, and of archive files written.
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Partitions left alone because their archive folder holds files the
+    /// index does not reference (waiting for garbage collection).
+    pub deferred: u64,
+    pub deleted_objects: u64,
+    pub errors: u64,
+    /// The budget ran out before every partition was visited.
+    pub out_of_time: bool,
+}
+
+impl PassReport {
+    pub fn did_work(&self) -> bool {
+        self.archived_files + self.merged_files + self.deleted_objects + self.errors > 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkReadError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A partition the compactor may rewrite, with its topic.
+#[derive(Debug, Clone)]
+struct Work<'a> {
+    task: &'a CompactionTask,
+    topic: &'a TopicInfo,
+}
+
+pub struct Compactor {
+    config: CompactorConfig,
+    controller: Arc<dyn Controller>,
+    store: Arc<dyn ObjectStore>,
+    clock: Arc<dyn Clock>,
+    /// Partitions (topic id, partition, epoch) whose archive folder was
+    /// found to hold only referenced files under this lease epoch.
+    clean: Mutex<BTreeSet<(u64, u32, u64)>>,
+    last_gc: Mutex<Option<Instant>>,
+}
+
+impl Compactor {
+    pub fn new(
+        config: CompactorConfig,
+        controller: Arc<dyn Controller>,
+        store: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { config, controller, store, clock, clean: Mutex::default(), last_gc: Mutex::default() }
+    }
+
+    pub fn config(&self) -> &CompactorConfig {
+        &self.config
+    }
+
+    /// One bounded pass: renew the lease, archive or merge each held
+    /// partition once (one file each at most), and collect garbage when this
+    /// compactor is the collector and a collection is due. Stops visiting
+    /// partitions once `budget` is spent; a file being written is finished.
+    pub async fn run_once(&self, budget: Duration) -> Result<PassReport, CompactError> {
+        let deadline = Instant::now() + budget;
+        let renew_every = Duration::from_millis(self.config.lease_ms / 3);
+        let mut lease = self.controller.compactor_heartbeat(&self.config.id, self.config.lease_ms).await?;
+        let mut renewed = Instant::now();
+        let topics: BTreeMap<TopicName, TopicInfo> =
+            self.controller.list_topics().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let mut report = PassReport::default();
+        let tasks = lease.tasks.clone();
+        for task in &tasks {
+            if Instant::now() >= deadline {
+                report.out_of_time = true;
+                break;
+            }
+            if renewed.elapsed() >= renew_every {
+                lease = self.controller.compactor_heartbeat(&self.config.id, self.config.lease_ms).await?;
+                renewed = Instant::now();
+            }
+            if !lease.tasks.contains(task) {
+                continue; // moved to another compactor meanwhile
+            }
+            let Some(topic) = topics.get(&task.topic).filter(|t| t.id == task.topic_id) else { continue };
+            report.partitions += 1;
+            if let Err(e) = self.compact_partition(Work { task, topic }, &mut report).await {
+                tracing::warn!(topic = %task.topic, partition = task.partition, error = %e, "compaction failed");
+                self.forget_clean(task);
+                report.errors += 1;
+            }
+        }
+        if lease.collector && self.gc_due() && Instant::now() < deadline {
+            let now_ms = self.clock.now_ms();
+            match gc::collect(self.store.as_ref(), self.controller.as_ref(), now_ms, self.config.gc_grace_ms).await {
+                Ok(deleted) => report.deleted_objects += deleted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "garbage collection failed");
+                    report.errors += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Passes until `shutdown` resolves, then hands the partitions over.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let budget = Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                pass = self.run_once(budget) => match pass {
+                    Ok(report) if report.did_work() => tracing::info!(?report, "compaction pass"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "compaction pass failed"),
+                },
+                () = &mut shutdown => break,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.config.interval) => {}
+                () = &mut shutdown => break,
+            }
+        }
+        self.leave().await;
+    }
+
+    /// Ends this compactor's lease so its partitions move at once.
+    pub async fn leave(&self) {
+        if let Err(e) = self.controller.compactor_leave(&self.config.id).await {
+            tracing::warn!(error = %e, "cannot hand the compaction leases over");
+        }
+    }
+
+    /// Archives the oldest committed range of the partition if it is due,
+    /// else merges small archive files if some are due.
+    async fn compact_partition(&self, work: Work<'_>, report: &mut PassReport) -> Result<(), CompactError> {
+        let now_ms = self.clock.now_ms();
+        let scan = scan::partition(self.controller.as_ref(), work.topic, work.task.partition, now_ms, &self.config)
+            .await?;
+        let merge = merge::choose(&scan.files, now_ms, &self.config);
+        if scan.archivable.is_empty() && merge.is_none() {
+            return Ok(());
+        }
+        if !self.is_clean(&work, &scan.files).await? {
+            report.deferred += 1;
+            return Ok(());
+        }
+        if !scan.archivable.is_empty() {
+            return archive::archive(self, &work, &scan.archivable, report).await;
+        }
+        match merge {
+            Some(files) => merge::merge(self, &work, files, report).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the partition's archive folder holds only files its index
+    /// references (listed once per lease epoch). Leftovers of a killed
+    /// compactor, or of a deleted incarnation of the topic, would show up
+    /// beside the new files in queries, so the partition waits for the
+    /// collector to delete them.
+    async fn is_clean(&self, work: &Work<'_>, files: &[shale_controller_client::ChunkSpan]) -> Result<bool, CompactError> {
+        let key = (work.task.topic_id, work.task.partition, work.task.epoch);
+        if self.clean.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
+            return Ok(true);
+        }
+        let prefix = shale_core::archive::partition_prefix(&work.topic.name, work.task.partition);
+        let listed = gc::list(self.store.as_ref(), &prefix).await?;
+        let referenced: BTreeSet<&str> = files.iter().map(|f| f.chunk.object.as_str()).collect();
+        let leftovers: Vec<&str> =
+            listed.iter().map(|(path, _)| path.as_str()).filter(|p| !referenced.contains(p)).collect();
+        if !leftovers.is_empty() {
+            tracing::info!(
+                topic = %work.topic.name,
+                partition = work.task.partition,
+                leftovers = leftovers.len(),
+                first = leftovers[0],
+                "archive folder holds unreferenced files: waiting for garbage collection"
+            );
+            return Ok(false);
+        }
+        self.clean.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
+        Ok(true)
+    }
+
+    fn forget_clean(&self, task: &CompactionTask) {
+        let key = (task.topic_id, task.partition, task.epoch);
+        self.clean.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    }
+
+    fn gc_due(&self) -> bool {
+        let mut last = self.last_gc.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= self.config.gc_every());
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}
