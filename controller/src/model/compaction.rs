@@ -97,3 +97,6 @@ impl Metadata {
         self.topics.values().flat_map(|t| &t.partitions).map(|p| p.index.len()).sum()
     }
 }
+
+#[cfg(test)]
+mod tests;
