@@ -6,6 +6,7 @@
 //! S3-compatible server (Garage, started by `scripts/test.sh`) when
 //! `SHALE_TEST_S3_URL` is set. Without it the S3 run prints why it is skipped.
 
+pub mod archive;
 pub mod cluster;
 pub mod history;
 pub mod leader;
