@@ -194,7 +194,7 @@ pub async fn compactor(args: CompactorCmdArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report?)?);
         return Ok(());
     }
-    println!("shale compactor {} running", compactor.config().id);
+    println!("shale compactor {} running against {}", compactor.config().id, args.controllers.join(","));
     std::io::stdout().flush()?;
     compactor.run(shutdown_signal()).await;
     Ok(())

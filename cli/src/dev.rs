@@ -71,8 +71,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tracing::info!("no compactor: nothing is archived, merged or collected");
         (None, None)
     } else {
-        let compactor =
-            Compactor::new(compactor_config, Arc::new(controller.clone()), store.clone(), Arc::new(SystemClock));
+        let compactor = Compactor::new(
+            compactor_config,
+            Arc::new(controller.clone()),
+            store.clone(),
+            Arc::new(SystemClock),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move { compactor.run(async { stopped.await.unwrap_or(()) }).await });
         (Some(stop), Some(task))

@@ -33,6 +33,7 @@ pub(crate) async fn archive(
     let partition = work.task.partition;
     let key = archive_key(topic, partition, first_offset, end_offset - 1);
     let props = writer_properties(topic, work.topic.id, partition);
+    tracing::info!(%topic, partition, first_offset, end_offset, "archiving");
     let mut writer = ArchiveWriter::new(compactor.store.clone(), key.clone(), props)?;
     let written = match fill(compactor, spans, &mut writer).await {
         Ok(max_timestamp_ms) => Written { len: writer.finish().await?, max_timestamp_ms },
@@ -52,7 +53,11 @@ pub(crate) async fn archive(
 }
 
 /// Streams the chunks' records into the writer; answers the newest timestamp.
-async fn fill(compactor: &Compactor, spans: &[ChunkSpan], writer: &mut ArchiveWriter) -> Result<i64, CompactError> {
+async fn fill(
+    compactor: &Compactor,
+    spans: &[ChunkSpan],
+    writer: &mut ArchiveWriter,
+) -> Result<i64, CompactError> {
     let mut chunks = futures::stream::iter(spans.to_vec())
         .map(|span| {
             let store = compactor.store.clone();

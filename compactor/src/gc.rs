@@ -12,8 +12,8 @@
 use std::collections::BTreeSet;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use shale_controller_client::Controller;
 use shale_core::archive::ARCHIVE_PREFIX;
 

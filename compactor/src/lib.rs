@@ -177,7 +177,9 @@ impl Compactor {
         }
         if lease.collector && self.gc_due() && Instant::now() < deadline {
             let now_ms = self.clock.now_ms();
-            match gc::collect(self.store.as_ref(), self.controller.as_ref(), now_ms, self.config.gc_grace_ms).await {
+            match gc::collect(self.store.as_ref(), self.controller.as_ref(), now_ms, self.config.gc_grace_ms)
+                .await
+            {
                 Ok(deleted) => report.deleted_objects += deleted,
                 Err(e) => {
                     tracing::warn!(error = %e, "garbage collection failed");
@@ -220,8 +222,9 @@ impl Compactor {
     /// else merges small archive files if some are due.
     async fn compact_partition(&self, work: Work<'_>, report: &mut PassReport) -> Result<(), CompactError> {
         let now_ms = self.clock.now_ms();
-        let scan = scan::partition(self.controller.as_ref(), work.topic, work.task.partition, now_ms, &self.config)
-            .await?;
+        let scan =
+            scan::partition(self.controller.as_ref(), work.topic, work.task.partition, now_ms, &self.config)
+                .await?;
         let merge = merge::choose(&scan.files, now_ms, &self.config);
         if scan.archivable.is_empty() && merge.is_none() {
             return Ok(());
@@ -244,7 +247,11 @@ impl Compactor {
     /// compactor, or of a deleted incarnation of the topic, would show up
     /// beside the new files in queries, so the partition waits for the
     /// collector to delete them.
-    async fn is_clean(&self, work: &Work<'_>, files: &[shale_controller_client::ChunkSpan]) -> Result<bool, CompactError> {
+    async fn is_clean(
+        &self,
+        work: &Work<'_>,
+        files: &[shale_controller_client::ChunkSpan],
+    ) -> Result<bool, CompactError> {
         let key = (work.task.topic_id, work.task.partition, work.task.epoch);
         if self.clean.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
             return Ok(true);

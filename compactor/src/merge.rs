@@ -35,7 +35,9 @@ pub fn choose(files: &[ChunkSpan], now_ms: i64, config: &CompactorConfig) -> Opt
     let today = now_ms.div_euclid(DAY_MS);
     let due = |group: &[ChunkSpan], bytes: u64| {
         group.len() >= 2
-            && (bytes >= target / 2 || group.first().is_some_and(|f| day(f) < today) || group.len() >= MAX_SMALL_FILES)
+            && (bytes >= target / 2
+                || group.first().is_some_and(|f| day(f) < today)
+                || group.len() >= MAX_SMALL_FILES)
     };
     let mut group: Vec<ChunkSpan> = Vec::new();
     let mut bytes = 0u64;
@@ -80,7 +82,8 @@ pub(crate) async fn merge(
         }
     };
     let max_timestamp_ms = files.iter().map(|f| f.chunk.max_timestamp_ms).max().unwrap_or(i64::MIN);
-    swap(compactor, work, (first_offset, end_offset), key.as_ref(), &Written { len, max_timestamp_ms }).await?;
+    swap(compactor, work, (first_offset, end_offset), key.as_ref(), &Written { len, max_timestamp_ms })
+        .await?;
     for file in &files {
         match compactor.store.delete(&Path::from(file.chunk.object.as_str())).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -96,7 +99,11 @@ pub(crate) async fn merge(
 }
 
 /// Copies every file's rows, in order, checking that the offsets run on.
-async fn copy(compactor: &Compactor, files: &[ChunkSpan], writer: &mut ArchiveWriter) -> Result<(), CompactError> {
+async fn copy(
+    compactor: &Compactor,
+    files: &[ChunkSpan],
+    writer: &mut ArchiveWriter,
+) -> Result<(), CompactError> {
     let mut next = files.first().map_or(0, |f| f.base_offset);
     for file in files {
         let object = &file.chunk.object;
@@ -114,14 +121,24 @@ async fn copy(compactor: &Compactor, files: &[ChunkSpan], writer: &mut ArchiveWr
                 && lo == i64::try_from(next).ok()
                 && hi == i64::try_from(next + batch.num_rows() as u64).ok().map(|n| n - 1);
             if !runs_on {
-                return Err(CompactError::Invalid(format!("{object}: rows do not continue at offset {next}")));
+                return Err(CompactError::Invalid(format!(
+                    "{object}: rows do not continue at offset {next}"
+                )));
             }
             next += batch.num_rows() as u64;
             // the file's own schema, checked against the archive's
-            writer.write(RecordBatch::try_new(schema(), batch.columns().to_vec()).map_err(shale_core::archive::ArchiveError::from)?).await?;
+            writer
+                .write(
+                    RecordBatch::try_new(schema(), batch.columns().to_vec())
+                        .map_err(shale_core::archive::ArchiveError::from)?,
+                )
+                .await?;
         }
         if next != file.end_offset() {
-            return Err(CompactError::Invalid(format!("{object} ends at {next}, the index says {}", file.end_offset())));
+            return Err(CompactError::Invalid(format!(
+                "{object} ends at {next}, the index says {}",
+                file.end_offset()
+            )));
         }
     }
     Ok(())

@@ -35,7 +35,8 @@ pub async fn partition(
     let mut bytes = 0u64;
     let mut from = 0;
     loop {
-        let read = controller.read_partition(&topic.name, partition, from, PAGE, std::time::Duration::ZERO).await?;
+        let read =
+            controller.read_partition(&topic.name, partition, from, PAGE, std::time::Duration::ZERO).await?;
         let Some(last) = read.chunks.last() else { return Ok(scan) };
         from = last.end_offset();
         for span in read.chunks {

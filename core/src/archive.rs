@@ -100,7 +100,11 @@ pub fn writer_properties(topic: &TopicName, topic_id: u64, partition: PartitionI
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_column_bloom_filter_enabled(ColumnPath::from("key"), true)
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(META_TOPIC.to_owned(), topic.to_string()),
             KeyValue::new(META_TOPIC_ID.to_owned(), topic_id.to_string()),

@@ -32,6 +32,28 @@ pub fn open_store(backend: &Backend, data_dir: &Path, prefix: &str) -> anyhow::R
     Ok(open_raw(&url, &s3)?)
 }
 
+/// The store flags among a process's flags (`--store=…`, `--s3-…`).
+pub fn store_flags(args: &[String]) -> Vec<String> {
+    args.iter().filter(|a| a.starts_with("--store=") || a.starts_with("--s3-")).cloned().collect()
+}
+
+/// The bucket a process started with `flags` writes to.
+pub fn open_flagged(backend: &Backend, flags: &[String]) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let url = flags.iter().find_map(|a| a.strip_prefix("--store=")).context("no --store flag")?;
+    let s3 = match backend {
+        Backend::Local => S3Options::default(),
+        Backend::S3 { endpoint, region, access_key, secret_key, .. } => S3Options {
+            endpoint: Some(endpoint.clone()),
+            region: Some(region.clone()),
+            access_key_id: Some(access_key.clone()),
+            secret_access_key: Some(secret_key.clone()),
+            allow_http: true,
+            sign_payload: false,
+        },
+    };
+    Ok(open_raw(url, &s3)?)
+}
+
 /// Keys under `prefix`, sorted.
 pub async fn list(store: &dyn ObjectStore, prefix: &str) -> anyhow::Result<Vec<String>> {
     let prefix = object_store::path::Path::from(prefix);
@@ -46,7 +68,9 @@ pub fn python() -> Option<PathBuf> {
     match std::env::var_os("SHALE_PYTHON") {
         Some(p) => Some(PathBuf::from(p)),
         None => {
-            eprintln!("archive readers skipped: SHALE_PYTHON is not set (scripts/test.sh installs duckdb and pyarrow and sets it)");
+            eprintln!(
+                "archive readers skipped: SHALE_PYTHON is not set (scripts/test.sh installs duckdb and pyarrow and sets it)"
+            );
             None
         }
     }

@@ -129,6 +129,11 @@ impl Process {
         Ok(Self { child, url, args, log })
     }
 
+    /// The flags it was started with.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
     /// `kill -9`.
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_none() {

@@ -19,8 +19,12 @@ use shale_tests::{Backend, Client, Shale, unique};
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// A compactor that passes every 200 ms and collects garbage 1.5 s old.
-const FAST: [&str; 4] =
-    ["--flush-interval-ms=0", "--compact-interval-ms=200", "--gc-grace-ms=1500", "--max-record-bytes=2097152"];
+const FAST: [&str; 4] = [
+    "--flush-interval-ms=0",
+    "--compact-interval-ms=200",
+    "--gc-grace-ms=1500",
+    "--max-record-bytes=2097152",
+];
 
 fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
@@ -80,8 +84,12 @@ fn as_rows(topic_id: u64, partition: u32, fetched: &[Value]) -> Vec<Value> {
     fetched
         .iter()
         .map(|r| {
-            let headers: Vec<Value> =
-                r["headers"].as_array().into_iter().flatten().map(|h| json!([h["key"], h["value"]])).collect();
+            let headers: Vec<Value> = r["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| json!([h["key"], h["value"]]))
+                .collect();
             json!({
                 "topic_id": topic_id,
                 "partition": partition,
@@ -107,8 +115,9 @@ async fn produce(c: &Client, topic: &str, partition: u32, records: Vec<Value>) -
 }
 
 async fn create(c: &Client, topic: &str, partitions: u32, config: Value) -> anyhow::Result<u64> {
-    let (s, body) =
-        c.post_json("/v1/topics", &json!({"name": topic, "partitions": partitions, "config": config})).await?;
+    let (s, body) = c
+        .post_json("/v1/topics", &json!({"name": topic, "partitions": partitions, "config": config}))
+        .await?;
     ensure!(s == 201, "create: {s} {body}");
     body["id"].as_u64().context("topic id")
 }
@@ -153,7 +162,11 @@ async fn adversarial_records_are_served_and_queried_the_same_from_the_archive() 
         );
         for p in 0..2u32 {
             let cold = fetch_all(&c, "adversarial", p).await?;
-            ensure!(cold == hot[p as usize], "{}: partition {p} reads differently from the archive", backend.name());
+            ensure!(
+                cold == hot[p as usize],
+                "{}: partition {p} reads differently from the archive",
+                backend.name()
+            );
         }
         let want: Vec<Value> = (0..2).flat_map(|p| as_rows(id, p, &hot[p as usize])).collect();
         readers_agree(&backend, dir.path(), &prefix, "adversarial", &want).await?;
@@ -163,7 +176,8 @@ async fn adversarial_records_are_served_and_queried_the_same_from_the_archive() 
             .await?;
         let (s, across) = c.fetch("adversarial", 0, "offset=6&max_records=4&encoding=base64").await?;
         ensure!(s == 200, "{across}");
-        let values: Vec<&Value> = across["records"].as_array().into_iter().flatten().map(|r| &r["value"]).collect();
+        let values: Vec<&Value> =
+            across["records"].as_array().into_iter().flatten().map(|r| &r["value"]).collect();
         let want = [&hot[0][6]["value"], &hot[0][7]["value"], &json!(b64(b"hot 1")), &json!(b64(b"hot 2"))];
         ensure!(values == want, "{}: across the boundary {values:?}", backend.name());
         ensure!(across["next_offset"] == 10 && across["high_watermark"] == 10, "{across}");
@@ -182,7 +196,13 @@ async fn retention_deletes_whole_archive_files() -> anyhow::Result<()> {
         produce(&c, "aging", 0, vec![json!({"value": b64(b"old")}); 3]).await?;
         let store = open_store(&backend, dir.path(), &prefix)?;
         archived(&store, "aging", 1).await?;
-        let (s, body) = c.send(c.http.patch(format!("{}/v1/topics/aging", c.url)).json(&json!({"config": {"retention_ms": 1}}))).await?;
+        let (s, body) = c
+            .send(
+                c.http
+                    .patch(format!("{}/v1/topics/aging", c.url))
+                    .json(&json!({"config": {"retention_ms": 1}})),
+            )
+            .await?;
         ensure!(s == 200, "{body}");
         let mut left = Vec::new();
         for _ in 0..100 {
@@ -222,8 +242,11 @@ async fn a_recreated_topic_never_mixes_incarnations() -> anyhow::Result<()> {
         };
         let mut settled = false;
         for _ in 0..100 {
-            let rows = read_archive(&python, "duckdb", &backend, dir.path(), &prefix, "again").await.unwrap_or_default();
-            let ids: std::collections::BTreeSet<u64> = rows.iter().filter_map(|r| r["topic_id"].as_u64()).collect();
+            let rows = read_archive(&python, "duckdb", &backend, dir.path(), &prefix, "again")
+                .await
+                .unwrap_or_default();
+            let ids: std::collections::BTreeSet<u64> =
+                rows.iter().filter_map(|r| r["topic_id"].as_u64()).collect();
             ensure!(ids.len() <= 1, "{}: incarnations mixed: {rows:?}", backend.name());
             let values: Vec<&Value> = rows.iter().map(|r| &r["value"]).collect();
             if ids.contains(&first) {

@@ -96,8 +96,11 @@ impl World {
     }
 
     fn epoch(&mut self, t: u8, p: u32) -> Option<u64> {
-        let reply =
-            self.m.apply(&Command::CompactorHeartbeat { id: "c".into(), now_ms: self.now, lease_ms: 300_000 });
+        let reply = self.m.apply(&Command::CompactorHeartbeat {
+            id: "c".into(),
+            now_ms: self.now,
+            lease_ms: 300_000,
+        });
         let CommandReply::Compactor(lease) = reply else { return None };
         lease.tasks.iter().find(|task| task.topic == name(t) && task.partition == p).map(|task| task.epoch)
     }
@@ -211,7 +214,8 @@ impl World {
 
     fn collect(&mut self) {
         let Some(listing) = self.listing.take() else { return };
-        let referenced: BTreeSet<String> = self.m.referenced_objects().into_iter().map(str::to_owned).collect();
+        let referenced: BTreeSet<String> =
+            self.m.referenced_objects().into_iter().map(str::to_owned).collect();
         for path in collectable(&listing, &referenced, self.now, GRACE_MS) {
             if self.store.remove(path).is_some() {
                 self.deleted += 1;
@@ -220,7 +224,12 @@ impl World {
     }
 
     fn missing_referenced(&self) -> Vec<String> {
-        self.m.referenced_objects().into_iter().filter(|o| !self.store.contains_key(*o)).map(str::to_owned).collect()
+        self.m
+            .referenced_objects()
+            .into_iter()
+            .filter(|o| !self.store.contains_key(*o))
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -47,7 +47,11 @@ fn small_files_merge_once_they_reach_half_the_target() {
 fn young_files_and_large_files_stay() {
     let now = DAY / 2;
     assert_eq!(chosen(&[(300, now - 10), (300, now - 10)], now), None, "within the grace");
-    assert_eq!(chosen(&[(600, 0), (300, 0), (300, 0)], now), Some(vec![10, 20]), "a large file is never input");
+    assert_eq!(
+        chosen(&[(600, 0), (300, 0), (300, 0)], now),
+        Some(vec![10, 20]),
+        "a large file is never input"
+    );
     assert_eq!(chosen(&[(300, 0), (600, 0), (300, 0)], now), None, "only consecutive files merge");
 }
 

@@ -49,7 +49,8 @@ impl Metadata {
                 r.compactor, r.epoch, r.topic, r.partition, p.compactor_epoch
             )));
         }
-        if r.first_offset >= r.end_offset || u64::from(r.chunk.record_count) != r.end_offset - r.first_offset {
+        if r.first_offset >= r.end_offset || u64::from(r.chunk.record_count) != r.end_offset - r.first_offset
+        {
             return Err(MetaError::Invalid(format!(
                 "a rewrite of [{}, {}) must hold {} records, not {}",
                 r.first_offset,

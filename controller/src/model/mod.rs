@@ -11,11 +11,12 @@ use shale_core::{Offset, PartitionId, TopicName};
 use crate::types::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
 use shale_controller_client::auth::{TokenRecord, validate_token_name};
 pub use shale_controller_client::meta::{
-    ChunkFormat, ChunkRef, CompactionTask, CompactorLease, GatewayLease, MAX_PARTITIONS, MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
+    ChunkFormat, ChunkRef, CompactionTask, CompactorLease, GatewayLease, MAX_PARTITIONS, MetaError,
+    OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
 };
 
-mod idempotency;
 mod compaction;
+mod idempotency;
 mod leadership;
 mod retention;
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};

@@ -77,7 +77,6 @@ impl AsyncFileReader for ArchiveFile {
     }
 }
 
-
 /// Bytes of encoded file an [`ArchiveWriter`] gathers before uploading them:
 /// a file smaller than this is one PUT, a larger one a multipart upload in
 /// parts of this size.
@@ -126,7 +125,11 @@ fn join_error(e: tokio::task::JoinError) -> ArchiveError {
 }
 
 impl ArchiveWriter {
-    pub fn new(store: Arc<dyn ObjectStore>, path: Path, props: WriterProperties) -> Result<Self, ArchiveError> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        props: WriterProperties,
+    ) -> Result<Self, ArchiveError> {
         let encoded = Encoded::default();
         let encoder = ArrowWriter::try_new(encoded.clone(), schema(), Some(props))?;
         let upload = BufWriter::with_capacity(store, path, UPLOAD_PART);

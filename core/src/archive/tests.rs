@@ -18,7 +18,10 @@ fn arb_record() -> impl Strategy<Value = Record> {
             timestamp_ms: ts,
             key: key.map(Bytes::from),
             value: value.map(Bytes::from),
-            headers: headers.into_iter().map(|(key, value)| Header { key, value: Bytes::from(value) }).collect(),
+            headers: headers
+                .into_iter()
+                .map(|(key, value)| Header { key, value: Bytes::from(value) })
+                .collect(),
         })
 }
 
@@ -87,7 +90,10 @@ fn the_file_is_the_documented_contract() {
     assert_eq!(names, ["offset", "timestamp", "key", "value", "headers"]);
     assert_eq!(
         descr.column(1).logical_type_ref(),
-        Some(&LogicalType::Timestamp(TimestampType { is_adjusted_to_u_t_c: true, unit: ParquetTimeUnit::MICROS }))
+        Some(&LogicalType::Timestamp(TimestampType {
+            is_adjusted_to_u_t_c: true,
+            unit: ParquetTimeUnit::MICROS
+        }))
     );
     let kv = meta.file_metadata().key_value_metadata().expect("footer metadata");
     let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());

@@ -29,14 +29,20 @@ pub struct ChunkLocation<'a> {
 }
 
 /// Reads, checks and decodes one chunk.
-pub async fn read_chunk(store: &dyn ObjectStore, at: ChunkLocation<'_>) -> Result<Vec<Record>, ChunkReadError> {
+pub async fn read_chunk(
+    store: &dyn ObjectStore,
+    at: ChunkLocation<'_>,
+) -> Result<Vec<Record>, ChunkReadError> {
     let range = at.position..at.position + u64::from(at.len);
     let bytes = store.get_range(&Path::from(at.object), range).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => ChunkReadError::Gone(at.object.to_owned()),
         e => ChunkReadError::Storage { object: at.object.to_owned(), reason: e.to_string() },
     })?;
-    let corrupt =
-        |reason: String| ChunkReadError::Corrupt { object: at.object.to_owned(), position: at.position, reason };
+    let corrupt = |reason: String| ChunkReadError::Corrupt {
+        object: at.object.to_owned(),
+        position: at.position,
+        reason,
+    };
     let records = tokio::task::spawn_blocking(move || decode_chunk(bytes))
         .await
         .map_err(|e| corrupt(e.to_string()))?

@@ -129,7 +129,9 @@ impl From<ReadError> for ApiError {
                     .with("high_watermark", high_watermark)
             }
             ReadError::Controller(c) => c.into(),
-            ReadError::Storage(_) | ReadError::Gone(_) => ApiError::new(ErrorCode::StorageUnavailable, message),
+            ReadError::Storage(_) | ReadError::Gone(_) => {
+                ApiError::new(ErrorCode::StorageUnavailable, message)
+            }
             ReadError::Corrupt { .. } => ApiError::new(ErrorCode::CorruptData, message),
         }
     }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shale_core::record::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use shale_core::partitioner::partition_for_key;
+use shale_core::record::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use shale_core::wire::{self, ProduceRecord};
 use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
 
@@ -309,12 +309,7 @@ async fn append(
                  [{MIN_TIMESTAMP_MS}, {MAX_TIMESTAMP_MS}] (microseconds must fit 64 bits, as the archive stores them)"
             )));
         }
-        let record = Record {
-            timestamp_ms,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-        };
+        let record = Record { timestamp_ms, key: r.key, value: r.value, headers: r.headers };
         if record.size() > limit {
             return Err(ApiError::new(
                 ErrorCode::RecordTooLarge,
