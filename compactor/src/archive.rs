@@ -4,6 +4,7 @@
 //! bounded by a batch, a row group and an upload part, not by the range.
 
 use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
 use shale_controller_client::{ChunkFormat, ChunkRef, ChunkSpan, ReplaceRange};
 use shale_core::archive::{ArchiveWriter, BatchBuilder, archive_key, writer_properties};
 use shale_core::segment::{ChunkLocation, read_chunk};
@@ -29,12 +30,9 @@ pub(crate) async fn archive(
 ) -> Result<(), CompactError> {
     let (Some(first), Some(last)) = (spans.first(), spans.last()) else { return Ok(()) };
     let (first_offset, end_offset) = (first.base_offset, last.end_offset());
-    let topic = &work.topic.name;
-    let partition = work.task.partition;
-    let key = archive_key(topic, partition, first_offset, end_offset - 1);
-    let props = writer_properties(topic, work.topic.id, partition);
+    let (topic, partition) = (&work.topic.name, work.task.partition);
     tracing::info!(%topic, partition, first_offset, end_offset, "archiving");
-    let mut writer = ArchiveWriter::new(compactor.store.clone(), key.clone(), props)?;
+    let (key, mut writer) = new_file(compactor, work, first_offset, end_offset)?;
     let written = match fill(compactor, spans, &mut writer).await {
         Ok(max_timestamp_ms) => Written { len: writer.finish().await?, max_timestamp_ms },
         Err(e) => {
@@ -50,6 +48,20 @@ pub(crate) async fn archive(
     report.bytes_written += written.len;
     tracing::info!(%topic, partition, first_offset, end_offset, bytes = written.len, "archived");
     Ok(())
+}
+
+/// The writer of the file that will hold `[first_offset, end_offset)`.
+pub(crate) fn new_file(
+    compactor: &Compactor,
+    work: &Work<'_>,
+    first_offset: u64,
+    end_offset: u64,
+) -> Result<(Path, ArchiveWriter), CompactError> {
+    let (topic, partition) = (&work.topic.name, work.task.partition);
+    let key = archive_key(topic, partition, first_offset, end_offset - 1);
+    let props = writer_properties(topic, work.topic.id, partition);
+    let writer = ArchiveWriter::new(compactor.store.clone(), key.clone(), props)?;
+    Ok((key, writer))
 }
 
 /// Streams the chunks' records into the writer; answers the newest timestamp.

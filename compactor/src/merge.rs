@@ -16,9 +16,9 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use shale_controller_client::ChunkSpan;
-use shale_core::archive::{ArchiveFile, ArchiveWriter, archive_key, schema, writer_properties};
+use shale_core::archive::{ArchiveError, ArchiveFile, ArchiveWriter, schema};
 
-use crate::archive::{Written, swap};
+use crate::archive::{Written, new_file, swap};
 use crate::{CompactError, Compactor, CompactorConfig, PassReport, Work};
 
 /// A group of this many small files is merged whatever its size.
@@ -69,11 +69,8 @@ pub(crate) async fn merge(
 ) -> Result<(), CompactError> {
     let (Some(first), Some(last)) = (files.first(), files.last()) else { return Ok(()) };
     let (first_offset, end_offset) = (first.base_offset, last.end_offset());
-    let topic = &work.topic.name;
-    let partition = work.task.partition;
-    let key = archive_key(topic, partition, first_offset, end_offset - 1);
-    let props = writer_properties(topic, work.topic.id, partition);
-    let mut writer = ArchiveWriter::new(compactor.store.clone(), key.clone(), props)?;
+    let (topic, partition) = (&work.topic.name, work.task.partition);
+    let (key, mut writer) = new_file(compactor, work, first_offset, end_offset)?;
     let len = match copy(compactor, &files, &mut writer).await {
         Ok(()) => writer.finish().await?,
         Err(e) => {
@@ -128,10 +125,7 @@ async fn copy(
             next += batch.num_rows() as u64;
             // the file's own schema, checked against the archive's
             writer
-                .write(
-                    RecordBatch::try_new(schema(), batch.columns().to_vec())
-                        .map_err(shale_core::archive::ArchiveError::from)?,
-                )
+                .write(RecordBatch::try_new(schema(), batch.columns().to_vec()).map_err(ArchiveError::from)?)
                 .await?;
         }
         if next != file.end_offset() {

@@ -13,23 +13,28 @@ use shale_core::store::{S3Options, open_raw};
 
 use crate::Backend;
 
+/// How to reach the backend's S3 server (nothing for the local disk).
+fn s3_options(backend: &Backend) -> S3Options {
+    match backend {
+        Backend::Local => S3Options::default(),
+        Backend::S3 { endpoint, region, access_key, secret_key, .. } => S3Options {
+            endpoint: Some(endpoint.clone()),
+            region: Some(region.clone()),
+            access_key_id: Some(access_key.clone()),
+            secret_access_key: Some(secret_key.clone()),
+            allow_http: true,
+            sign_payload: false,
+        },
+    }
+}
+
 /// The bucket (or folder) `shale dev` on `data_dir` with `prefix` writes to.
 pub fn open_store(backend: &Backend, data_dir: &Path, prefix: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let (url, s3) = match backend {
-        Backend::Local => (format!("file://{}", data_dir.join("objects").display()), S3Options::default()),
-        Backend::S3 { url, endpoint, region, access_key, secret_key } => (
-            format!("{url}/{prefix}"),
-            S3Options {
-                endpoint: Some(endpoint.clone()),
-                region: Some(region.clone()),
-                access_key_id: Some(access_key.clone()),
-                secret_access_key: Some(secret_key.clone()),
-                allow_http: true,
-                sign_payload: false,
-            },
-        ),
+    let url = match backend {
+        Backend::Local => format!("file://{}", data_dir.join("objects").display()),
+        Backend::S3 { url, .. } => format!("{url}/{prefix}"),
     };
-    Ok(open_raw(&url, &s3)?)
+    Ok(open_raw(&url, &s3_options(backend))?)
 }
 
 /// The store flags among a process's flags (`--store=…`, `--s3-…`).
@@ -40,18 +45,7 @@ pub fn store_flags(args: &[String]) -> Vec<String> {
 /// The bucket a process started with `flags` writes to.
 pub fn open_flagged(backend: &Backend, flags: &[String]) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let url = flags.iter().find_map(|a| a.strip_prefix("--store=")).context("no --store flag")?;
-    let s3 = match backend {
-        Backend::Local => S3Options::default(),
-        Backend::S3 { endpoint, region, access_key, secret_key, .. } => S3Options {
-            endpoint: Some(endpoint.clone()),
-            region: Some(region.clone()),
-            access_key_id: Some(access_key.clone()),
-            secret_access_key: Some(secret_key.clone()),
-            allow_http: true,
-            sign_payload: false,
-        },
-    };
-    Ok(open_raw(url, &s3)?)
+    Ok(open_raw(url, &s3_options(backend))?)
 }
 
 /// Keys under `prefix`, sorted.

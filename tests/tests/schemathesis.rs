@@ -51,6 +51,9 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() -> anyhow:
         .args(["run", &format!("{}/v1/openapi.json", shale.url)])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--max-examples", MAX_EXAMPLES, "--request-timeout", "5", "--seed", &seed, "--no-color"])
+        // a check of Hypothesis's own data generation, not of the server: with
+        // current Hypothesis it trips on the fetch route's plain parameters
+        .args(["--suppress-health-check", "large_base_example"])
         .env("SCHEMATHESIS_HOOKS", "")
         // its example cache goes in the test's directory, not the source tree
         .current_dir(dir.path())

@@ -115,9 +115,20 @@ pub struct LoadBench {
     /// `catchup`: bytes to produce, then read back from the beginning.
     #[arg(long, default_value_t = 256)]
     backlog_mib: u64,
+    /// The bench topic's config, as JSON (e.g. `{"retention_ms": 600000}`).
+    #[arg(long, value_parser = parse_topic_config)]
+    topic_config: Option<Value>,
     /// Write every figure and the configuration to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+fn parse_topic_config(s: &str) -> Result<Value, String> {
+    match serde_json::from_str(s) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("a JSON object".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -175,7 +186,7 @@ async fn setup(
     let topic = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
     let created = http
         .post(format!("{}/v1/topics", server.url))
-        .json(&json!({"name": topic, "partitions": args.partitions}))
+        .json(&json!({"name": topic, "partitions": args.partitions, "config": args.topic_config.clone().unwrap_or(json!({}))}))
         .send()
         .await?;
     ensure!(created.status().is_success(), "creating the topic: {}", created.text().await?);
