@@ -61,7 +61,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         config,
         Arc::new(controller.clone()),
         store.clone(),
-        metrics,
+        metrics.clone(),
         Arc::new(SystemClock),
         auth,
     );
@@ -77,6 +77,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             store.clone(),
             Arc::new(SystemClock),
         );
+        metrics.register(|registry| compactor.metrics().register(registry));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move { compactor.run(async { stopped.await.unwrap_or(()) }).await });
         (Some(stop), Some(task))

@@ -26,7 +26,9 @@ use tokio::time::Instant;
 mod archive;
 pub mod gc;
 mod merge;
+mod metrics;
 mod scan;
+pub use metrics::CompactorMetrics;
 
 /// How the compactor works; plain settings, apart from the parts handed in.
 #[derive(Debug, Clone)]
@@ -126,6 +128,7 @@ pub struct Compactor {
     /// found to hold only referenced files under this lease epoch.
     clean: Mutex<BTreeSet<(u64, u32, u64)>>,
     last_gc: Mutex<Option<Instant>>,
+    metrics: CompactorMetrics,
 }
 
 impl Compactor {
@@ -135,11 +138,17 @@ impl Compactor {
         store: Arc<dyn ObjectStore>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { config, controller, store, clock, clean: Mutex::default(), last_gc: Mutex::default() }
+        let metrics = CompactorMetrics::default();
+        Self { config, controller, store, clock, clean: Mutex::default(), last_gc: Mutex::default(), metrics }
     }
 
     pub fn config(&self) -> &CompactorConfig {
         &self.config
+    }
+
+    /// Totals of every pass so far.
+    pub fn metrics(&self) -> &CompactorMetrics {
+        &self.metrics
     }
 
     /// One bounded pass: renew the lease, archive or merge each held
@@ -187,6 +196,7 @@ impl Compactor {
                 }
             }
         }
+        self.metrics.add(&report);
         Ok(report)
     }
 

@@ -94,6 +94,12 @@ impl GatewayMetrics {
         m
     }
 
+    /// Registers more metrics beside the gateway's (the compactor's, when it
+    /// runs in the same process).
+    pub fn register(&self, add: impl FnOnce(&mut Registry)) {
+        add(&mut self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         if let Some((rss, peak)) = read_rss() {

@@ -41,6 +41,10 @@ enum Workload {
     E2e(LoadBench),
     /// Read a backlog from the beginning as fast as possible.
     Catchup(LoadBench),
+    /// Archive a backlog: compactor throughput, bytes rewritten, requests per
+    /// GiB archived, peak RSS, and catch-up from the archive against
+    /// catch-up from segments (starts its own `shale dev`).
+    Archive(LoadBench),
     /// store, produce, e2e and catchup in one run, with ratios to the ceiling.
     All(AllBench),
 }
@@ -145,6 +149,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::Produce(a) => (produce(&a).await?, a.json.clone()),
         Workload::E2e(a) => (e2e(&a).await?, a.json.clone()),
         Workload::Catchup(a) => (catchup(&a).await?, a.json.clone()),
+        Workload::Archive(a) => (archive(&a).await?, a.json.clone()),
         Workload::All(a) => (all(&a).await?, a.load.json.clone()),
     };
     report.print();
@@ -327,29 +332,39 @@ async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
-    let mut server = Server::connect_or_start(&args.target).await?;
-    let http = client(&server)?;
-    let (topic, producer) = setup(args, &server, &http, false).await?;
-    let backlog = args.backlog_mib << 20;
+/// Produces `backlog_mib` as fast as the server takes it.
+async fn backlog(args: &LoadBench, producer: Arc<Producer>) -> anyhow::Result<Arc<Stats>> {
     let produced = Stats::new();
     let bar = progress("backlog", Duration::from_secs(args.duration_secs), produced.clone());
-    while produced.bytes.load(Ordering::Relaxed) < backlog {
+    while produced.bytes.load(Ordering::Relaxed) < args.backlog_mib << 20 {
         let until = Instant::now() + Duration::from_secs(1);
         producer.clone().closed_loop(args.producers, until, produced.clone()).await;
         ensure!(produced.records.load(Ordering::Relaxed) > 0, "no record was acknowledged");
     }
     bar.finish_and_clear();
-    // a cold start: nothing cached, every chunk comes from the store
-    server.restart().await?;
-    let before = server.metrics(&http).await?;
+    Ok(produced)
+}
+
+/// The high watermark of every partition of `topic`.
+async fn high_watermarks(server: &Server, http: &reqwest::Client, topic: &str) -> anyhow::Result<Vec<u64>> {
     let info: Value = http.get(format!("{}/v1/topics/{topic}", server.url)).send().await?.json().await?;
-    let ends: Vec<u64> = info["partitions"]
+    Ok(info["partitions"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|p| p["high_watermark"].as_u64().unwrap_or(0))
-        .collect();
+        .collect())
+}
+
+/// Reads every partition from its start to its high watermark at once;
+/// answers what was read and how long it took.
+async fn read_back(
+    args: &LoadBench,
+    server: &Server,
+    http: &reqwest::Client,
+    topic: &str,
+) -> anyhow::Result<(Arc<Stats>, f64)> {
+    let ends = high_watermarks(server, http, topic).await?;
     let read = Stats::new();
     let bar = progress("catchup", Duration::from_secs(args.duration_secs), read.clone());
     let started = Instant::now();
@@ -364,8 +379,19 @@ async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
     for r in readers {
         r.await??;
     }
-    let secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    Ok((read, started.elapsed().as_secs_f64()))
+}
+
+async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
+    let mut server = Server::connect_or_start(&args.target).await?;
+    let http = client(&server)?;
+    let (topic, producer) = setup(args, &server, &http, false).await?;
+    let produced = backlog(args, producer).await?;
+    // a cold start: nothing cached, every chunk comes from the store
+    server.restart().await?;
+    let before = server.metrics(&http).await?;
+    let (read, secs) = read_back(args, &server, &http, &topic).await?;
     let after = server.metrics(&http).await?;
     let bytes = read.bytes.load(Ordering::Relaxed);
     ensure!(bytes >= produced.bytes.load(Ordering::Relaxed), "read back less than was produced");
@@ -375,6 +401,82 @@ async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
     report.add("catchup throughput", bytes as f64 / (1 << 20) as f64 / secs, "MiB/s");
     report.latency("fetch latency", &read.histogram());
     add_cost_figures(&mut report, &before, &after);
+    Ok(report)
+}
+
+/// Backlog into segments (archiving held off), a cold catch-up from the
+/// segments, then the whole backlog archived by a freshly started process
+/// (so its peak RSS is the compactor's and an idle gateway's), then a cold
+/// catch-up from the archive.
+async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
+    ensure!(args.target.url.is_none(), "bench archive starts its own shale dev: drop --url");
+    let mut args = args.clone();
+    args.topic_config = Some(json!({"archive_after_ms": 365u64 * 24 * 3600 * 1000}));
+    let extra = ["--compact-interval-ms=200".to_owned(), "--gc-grace-ms=5000".to_owned()];
+    let mut server = Server::start_with(&args.target, &extra).await?;
+    let http = client(&server)?;
+    let (topic, producer) = setup(&args, &server, &http, false).await?;
+    let produced = backlog(&args, producer).await?;
+    let produced_bytes = produced.bytes.load(Ordering::Relaxed) as f64;
+    let records: u64 = high_watermarks(&server, &http, &topic).await?.iter().sum();
+
+    server.restart().await?;
+    let (from_segments, segment_secs) = read_back(&args, &server, &http, &topic).await?;
+
+    server.restart().await?;
+    let before = server.metrics(&http).await?;
+    let patched = http
+        .patch(format!("{}/v1/topics/{topic}", server.url))
+        .json(&json!({"config": {"archive_after_ms": 0}}))
+        .send()
+        .await?;
+    ensure!(patched.status().is_success(), "archiving the topic: {}", patched.text().await?);
+    let started = Instant::now();
+    let archived = loop {
+        let now = server.metrics(&http).await?;
+        if now.get("shale_compactor_archived_records_total") >= records as f64 {
+            break now;
+        }
+        ensure!(started.elapsed() < Duration::from_secs(3600), "the backlog was not archived within an hour");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let archive_secs = started.elapsed().as_secs_f64();
+
+    server.restart().await?;
+    let (from_archive, archive_read_secs) = read_back(&args, &server, &http, &topic).await?;
+
+    let delta = |s: &str| archived.get(s) - before.get(s);
+    let (mib, gib) = ((1u64 << 20) as f64, (1u64 << 30) as f64);
+    let read = delta("shale_compactor_read_bytes_total");
+    let mut report = Report::new("archive", config(&args, &server, "archive"));
+    report.add("backlog", produced_bytes / mib, "MiB");
+    report.add("archive throughput (chunk bytes read)", read / mib / archive_secs, "MiB/s");
+    report.add("archive files", delta("shale_compactor_archived_files_total"), "");
+    report.add(
+        "bytes rewritten per byte produced",
+        delta("shale_compactor_written_bytes_total") / produced_bytes,
+        "x",
+    );
+    report.add(
+        "store PUTs per GiB archived",
+        delta("shale_store_requests_total{op=\"Put\"}") / (read / gib),
+        "",
+    );
+    report.add(
+        "store GETs per GiB archived",
+        delta("shale_store_requests_total{op=\"Get\"}") / (read / gib),
+        "",
+    );
+    report.add("compactor peak RSS", archived.get("shale_process_peak_resident_bytes") / mib, "MiB");
+    let segments_mib_s = from_segments.bytes.load(Ordering::Relaxed) as f64 / mib / segment_secs;
+    let archive_mib_s = from_archive.bytes.load(Ordering::Relaxed) as f64 / mib / archive_read_secs;
+    report.add("catchup from segments", segments_mib_s, "MiB/s");
+    report.add("catchup from the archive", archive_mib_s, "MiB/s");
+    report.add("archive / segments catchup ratio", archive_mib_s / segments_mib_s, "x");
+    ensure!(
+        from_archive.bytes.load(Ordering::Relaxed) == from_segments.bytes.load(Ordering::Relaxed),
+        "the archive read back other bytes than the segments"
+    );
     Ok(report)
 }
 

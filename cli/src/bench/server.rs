@@ -33,9 +33,15 @@ impl Server {
             let url = url.trim_end_matches('/').to_owned();
             return Ok(Self { url, token: target.token.clone(), owned: None });
         }
+        Self::start_with(target, &[]).await
+    }
+
+    /// Starts a `shale dev` with the target's flags and `extra`.
+    pub async fn start_with(target: &TargetArgs, extra: &[String]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut args = target.store.to_args();
         args.extend(target.gateway.to_args());
+        args.extend(extra.iter().cloned());
         if target.auth {
             args.push("--auth".into());
         }

@@ -11,6 +11,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::errors::ParquetError;
 use shale_controller_client::ChunkSpan;
 use shale_core::Record;
@@ -99,6 +100,28 @@ pub async fn row_groups(
     Ok(pieces)
 }
 
+/// The records of a row group's batches, checking that their offsets run
+/// on from `base`.
+async fn decode(
+    mut stream: ParquetRecordBatchStream<ArchiveFile>,
+    object: &str,
+    base: u64,
+    expected: usize,
+) -> Result<Vec<Record>, ReadError> {
+    let corrupt = |reason: String| ReadError::Corrupt { object: object.to_owned(), position: 0, reason };
+    let mut records = Vec::with_capacity(expected);
+    while let Some(batch) = stream.try_next().await.map_err(|e| read_error(object, e))? {
+        for (offset, record) in decode_batch(&batch).map_err(|e| corrupt(e.to_string()))? {
+            let want = base + records.len() as u64;
+            if offset != want {
+                return Err(corrupt(format!("row holds offset {offset} where {want} belongs")));
+            }
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
 /// Decodes row group `index` of the file, checking that it holds exactly
 /// the piece's offsets.
 pub async fn load_row_group(
@@ -115,20 +138,25 @@ pub async fn load_row_group(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| read_error(object, e))?;
-    let batches: Vec<_> = stream.try_collect().await.map_err(|e| read_error(object, e))?;
-    let corrupt = |reason: String| ReadError::Corrupt { object: object.to_owned(), position: 0, reason };
-    let mut records = Vec::with_capacity(piece.record_count as usize);
-    for batch in &batches {
-        for (offset, record) in decode_batch(batch).map_err(|e| corrupt(e.to_string()))? {
-            let expected = piece.base_offset + records.len() as u64;
-            if offset != expected {
-                return Err(corrupt(format!("row holds offset {offset} where {expected} belongs")));
-            }
-            records.push(record);
-        }
-    }
+    // decoding is CPU work: it runs on the blocking pool, which drives the
+    // stream's GETs through this runtime
+    let runtime = tokio::runtime::Handle::current();
+    let (name, base, expected) = (object.to_owned(), piece.base_offset, piece.record_count as usize);
+    let decoded =
+        tokio::task::spawn_blocking(move || runtime.block_on(decode(stream, &name, base, expected)))
+            .await
+            .map_err(|e| ReadError::Corrupt {
+                object: object.to_owned(),
+                position: 0,
+                reason: e.to_string(),
+            })?;
+    let records = decoded?;
     if records.len() != piece.record_count as usize {
-        return Err(corrupt(format!("{} rows, the footer says {}", records.len(), piece.record_count)));
+        return Err(ReadError::Corrupt {
+            object: object.to_owned(),
+            position: 0,
+            reason: format!("{} rows, the footer says {}", records.len(), piece.record_count),
+        });
     }
     Ok(records)
 }
