@@ -375,6 +375,14 @@ impl CompactorArgs {
         if self.merge_target_bytes < 1 << 20 || self.merge_target_bytes > 2 << 30 {
             anyhow::bail!("--merge-target-bytes must be between 1 MiB and 2 GiB");
         }
+        let window = shale_controller::model::MAX_COMMIT_DELAY_MS as u64;
+        if self.gc_grace_ms <= window {
+            tracing::warn!(
+                gc_grace_ms = self.gc_grace_ms,
+                commit_window_ms = window,
+                "the garbage collection grace is within the commit window: a segment committed late may be deleted (tests only)"
+            );
+        }
         Ok(shale_compactor::CompactorConfig {
             lease_ms: self.compactor_lease_ms,
             gc_grace_ms: self.gc_grace_ms,

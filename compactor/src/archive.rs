@@ -12,7 +12,7 @@ use shale_core::segment::{ChunkLocation, read_chunk};
 use crate::{CompactError, Compactor, PassReport, Work};
 
 /// Chunk GETs in flight while archiving.
-const PARALLEL_GETS: usize = 4;
+const PARALLEL_GETS: usize = 8;
 /// Rows handed to the encoder at a time, by payload bytes.
 pub(crate) const BATCH_BYTES: usize = 4 << 20;
 

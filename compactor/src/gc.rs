@@ -3,7 +3,9 @@
 //! than the grace period (`--gc-grace-ms`). The bucket is listed first and
 //! the references read after, from the controller leader behind a read
 //! barrier: an object committed after that read was written less than a
-//! commit's time ago, which the grace covers. `controller/` (snapshots) is
+//! commit's time ago, which the grace covers (the controller refuses to
+//! commit a segment written more than 5 minutes before, so the grace must
+//! exceed that). `controller/` (snapshots) is
 //! never listed. This covers segments whose every chunk was archived or
 //! dropped, segments whose commit failed or never came (a gateway killed
 //! between its PUT and its commit), replaced archive files, and the objects

@@ -47,6 +47,10 @@ pub struct CompactorConfig {
     pub merge_target_bytes: u64,
 }
 
+/// Partitions rewritten at once in a pass: reading and encoding overlap
+/// across them (each is bounded in memory on its own).
+const PARALLEL_PARTITIONS: usize = 4;
+
 /// Default `--gc-grace-ms`: far longer than any read holds an index entry
 /// or a gateway holds a segment between its PUT and its commit.
 pub const DEFAULT_GC_GRACE_MS: u64 = 10 * 60 * 1000;
@@ -91,6 +95,20 @@ pub struct PassReport {
 }
 
 impl PassReport {
+    fn absorb(&mut self, other: &PassReport) {
+        self.partitions += other.partitions;
+        self.archived_files += other.archived_files;
+        self.archived_records += other.archived_records;
+        self.merged_files += other.merged_files;
+        self.merged_inputs += other.merged_inputs;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.deferred += other.deferred;
+        self.deleted_objects += other.deleted_objects;
+        self.errors += other.errors;
+        self.out_of_time |= other.out_of_time;
+    }
+
     pub fn did_work(&self) -> bool {
         self.archived_files + self.merged_files + self.deleted_objects + self.errors > 0
     }
@@ -164,7 +182,7 @@ impl Compactor {
             self.controller.list_topics().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
         let mut report = PassReport::default();
         let tasks = lease.tasks.clone();
-        for task in &tasks {
+        for batch in tasks.chunks(PARALLEL_PARTITIONS) {
             if Instant::now() >= deadline {
                 report.out_of_time = true;
                 break;
@@ -173,15 +191,16 @@ impl Compactor {
                 lease = self.controller.compactor_heartbeat(&self.config.id, self.config.lease_ms).await?;
                 renewed = Instant::now();
             }
-            if !lease.tasks.contains(task) {
-                continue; // moved to another compactor meanwhile
+            let mut passes = Vec::with_capacity(batch.len());
+            for task in batch {
+                if !lease.tasks.contains(task) {
+                    continue; // moved to another compactor meanwhile
+                }
+                let Some(topic) = topics.get(&task.topic).filter(|t| t.id == task.topic_id) else { continue };
+                passes.push(self.compact_one(Work { task, topic }));
             }
-            let Some(topic) = topics.get(&task.topic).filter(|t| t.id == task.topic_id) else { continue };
-            report.partitions += 1;
-            if let Err(e) = self.compact_partition(Work { task, topic }, &mut report).await {
-                tracing::warn!(topic = %task.topic, partition = task.partition, error = %e, "compaction failed");
-                self.forget_clean(task);
-                report.errors += 1;
+            for one in futures::future::join_all(passes).await {
+                report.absorb(&one);
             }
         }
         if lease.collector && self.gc_due() && Instant::now() < deadline {
@@ -226,6 +245,17 @@ impl Compactor {
         if let Err(e) = self.controller.compactor_leave(&self.config.id).await {
             tracing::warn!(error = %e, "cannot hand the compaction leases over");
         }
+    }
+
+    /// One partition's share of a pass; a failure is logged and counted.
+    async fn compact_one(&self, work: Work<'_>) -> PassReport {
+        let mut report = PassReport { partitions: 1, ..PassReport::default() };
+        if let Err(e) = self.compact_partition(work.clone(), &mut report).await {
+            tracing::warn!(topic = %work.task.topic, partition = work.task.partition, error = %e, "compaction failed");
+            self.forget_clean(work.task);
+            report.errors += 1;
+        }
+        report
     }
 
     /// Archives the oldest committed range of the partition if it is due,

@@ -98,6 +98,10 @@ pub enum MetaError {
     /// rewrote is no longer in the index as it was. Nothing changed.
     #[error("compaction refused: {0}")]
     Fenced(String),
+    /// A segment waited too long between its PUT and its commit (garbage
+    /// collection may have deleted it): nothing was committed; retry.
+    #[error("{0}")]
+    SegmentExpired(String),
 }
 
 /// A partition as shown to clients.

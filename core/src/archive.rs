@@ -42,7 +42,7 @@ pub const META_PARTITION: &str = "shale.partition";
 const PAGE_ROWS: usize = 1024;
 /// A row group is closed at this encoded size (or [`ROW_GROUP_ROWS`]); the
 /// gateway reads and caches one row group at a time.
-pub const ROW_GROUP_BYTES: usize = 8 << 20;
+pub const ROW_GROUP_BYTES: usize = 2 << 20;
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ pub fn partition_prefix(topic: &TopicName, partition: PartitionId) -> String {
 /// bloom filter on `key`, `offset` declared the sorting column, and the
 /// topic, its incarnation and the partition in the footer.
 pub fn writer_properties(topic: &TopicName, topic_id: u64, partition: PartitionId) -> WriterProperties {
-    let zstd = ZstdLevel::try_new(3).map_or(Compression::ZSTD(ZstdLevel::default()), Compression::ZSTD);
+    let zstd = ZstdLevel::try_new(1).map_or(Compression::ZSTD(ZstdLevel::default()), Compression::ZSTD);
     WriterProperties::builder()
         .set_compression(zstd)
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -100,6 +100,9 @@ pub fn writer_properties(topic: &TopicName, topic_id: u64, partition: PartitionI
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_column_bloom_filter_enabled(ColumnPath::from("key"), true)
+        // sized for a row group's keys, not parquet's default of a million
+        .set_column_bloom_filter_max_ndv(ColumnPath::from("key"), ROW_GROUP_ROWS as u64)
+        .set_column_bloom_filter_fpp(ColumnPath::from("key"), 0.01)
         .set_sorting_columns(Some(vec![SortingColumn {
             column_idx: 0,
             descending: false,

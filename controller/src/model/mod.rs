@@ -22,6 +22,12 @@ mod retention;
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
 pub use leadership::{Gateways, MAX_LEASE_MS, MIN_LEASE_MS, Role};
 
+/// Longest a segment may wait between its PUT (the time in its key, the
+/// gateway's clock) and its commit (the leader's clock). Garbage collection's
+/// grace (`--gc-grace-ms`, default 10 minutes) must exceed it plus any clock
+/// skew; a gateway paused longer gets its produce refused, retryably.
+pub const MAX_COMMIT_DELAY_MS: i64 = 5 * 60 * 1000;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartitionState {
     pub log_start_offset: Offset,
@@ -224,6 +230,19 @@ impl Metadata {
 
     fn commit(&mut self, commit: &CommitSegment) -> Vec<Result<Offset, MetaError>> {
         self.idempotency.advance(commit.committed_ms);
+        // garbage collection may delete an unreferenced segment once it is
+        // older than its grace: one written too long ago is refused, so a
+        // commit never references an object that may be gone
+        let written = shale_core::keys::segment_written_ms(&commit.object);
+        if let Some(age) = written.map(|w| commit.committed_ms.saturating_sub(w))
+            && age > MAX_COMMIT_DELAY_MS
+        {
+            let refused = MetaError::SegmentExpired(format!(
+                "segment {} was written {age} ms ago, over the {MAX_COMMIT_DELAY_MS} ms a commit may take",
+                commit.object
+            ));
+            return commit.chunks.iter().map(|_| Err(refused.clone())).collect();
+        }
         // the topic incarnation a request is for: its first chunk's
         let topic_of = |r: &RequestCommit| {
             r.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)).map(|c| c.topic_id)

@@ -84,6 +84,7 @@ impl From<MetaError> for ApiError {
             MetaError::TokenExists(_) => ErrorCode::TokenExists,
             MetaError::TokenNotFound(_) => ErrorCode::TokenNotFound,
             MetaError::Fenced(_) => ErrorCode::Internal,
+            MetaError::SegmentExpired(_) => ErrorCode::ControllerUnavailable,
         };
         ApiError::new(code, e.to_string())
     }

@@ -157,3 +157,29 @@ fn retention_drops_archive_files_whole() {
     let objects: Vec<&str> = m.referenced_objects().into_iter().collect();
     assert_eq!(objects, ["segments/00/b.seg"]);
 }
+
+#[test]
+fn a_segment_written_too_long_ago_is_refused_whole() {
+    let (mut m, id) = setup(1);
+    let key = |ms: u64| shale_core::keys::segment_key(ulid::Ulid::from_parts(ms, 1)).to_string();
+    let chunk = ChunkCommit {
+        topic: name("t"),
+        topic_id: id,
+        partition: 0,
+        position: 0,
+        len: 10,
+        record_count: 2,
+        max_timestamp_ms: 0,
+        request: None,
+    };
+    let commit = |m: &mut Metadata, object: String, committed_ms: i64| {
+        let c = CommitSegment { object, committed_ms, chunks: vec![chunk.clone()], requests: vec![] };
+        m.apply(&Command::CommitSegment(c))
+    };
+    let now = 10 * crate::model::MAX_COMMIT_DELAY_MS;
+    let fresh = commit(&mut m, key(now as u64 - 1000), now);
+    assert_eq!(fresh, CommandReply::Committed(vec![Ok(0)]));
+    let stale = commit(&mut m, key((now - crate::model::MAX_COMMIT_DELAY_MS - 1) as u64), now);
+    assert!(matches!(stale, CommandReply::Committed(r) if matches!(r[0], Err(MetaError::SegmentExpired(_)))));
+    assert_eq!(m.partition(&name("t"), 0).expect("partition").high_watermark, 2, "nothing appended");
+}
