@@ -14,7 +14,7 @@ use crate::{CompactError, Compactor, PassReport, Work};
 /// Chunk GETs in flight while archiving.
 const PARALLEL_GETS: usize = 8;
 /// Rows handed to the encoder at a time, by payload bytes.
-pub(crate) const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 4 << 20;
 
 /// What a written file holds.
 pub(crate) struct Written {

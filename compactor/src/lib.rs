@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 use serde::Serialize;
-use shale_controller_client::{CompactionTask, Controller, ControllerError, TopicInfo};
+use shale_controller_client::{ChunkSpan, CompactionTask, Controller, ControllerError, TopicInfo};
 use shale_core::archive::ArchiveError;
 use shale_core::segment::ChunkReadError;
 use shale_core::{Clock, TopicName};
@@ -287,11 +287,7 @@ impl Compactor {
     /// compactor, or of a deleted incarnation of the topic, would show up
     /// beside the new files in queries, so the partition waits for the
     /// collector to delete them.
-    async fn is_clean(
-        &self,
-        work: &Work<'_>,
-        files: &[shale_controller_client::ChunkSpan],
-    ) -> Result<bool, CompactError> {
+    async fn is_clean(&self, work: &Work<'_>, files: &[ChunkSpan]) -> Result<bool, CompactError> {
         let key = (work.task.topic_id, work.task.partition, work.task.epoch);
         if self.clean.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
             return Ok(true);

@@ -175,8 +175,7 @@ impl Reader {
                 high_watermark: read.high_watermark,
             });
         }
-        let pieces = self.pieces(read.chunks, req).await?;
-        let chosen = choose_pieces(pieces, req);
+        let chosen = self.pieces(read.chunks, req).await?;
         let loaded: Vec<Arc<Vec<Record>>> = futures::stream::iter(chosen.iter().cloned())
             .map(|piece| async move { self.load(&piece).await })
             .buffered(PARALLEL_GETS)
@@ -208,29 +207,34 @@ impl Reader {
         })
     }
 
-    /// The index entries as pieces to load, enough to cover the limits:
-    /// archive files become their row groups from the one holding `from`
-    /// on (so only the files a fetch reaches have their footers read).
+    /// The index entries as pieces to load, just enough to cover the
+    /// fetch's limits (at least one): archive files become their row groups
+    /// from the one holding `from` on, and only the files a fetch reaches
+    /// have their footers read.
     async fn pieces(&self, spans: Vec<ChunkSpan>, req: &FetchRequest) -> Result<Vec<Piece>, ReadError> {
-        let mut pieces = Vec::with_capacity(spans.len());
+        let mut chosen: Vec<Piece> = Vec::with_capacity(spans.len());
+        let (mut bytes, mut records) = (0u64, 0u64);
         for span in spans {
-            if enough(&pieces, req) {
-                break;
-            }
-            match span.chunk.format {
-                ChunkFormat::Segment => pieces.push(Piece {
+            let candidates = match span.chunk.format {
+                ChunkFormat::Segment => vec![Piece {
                     base_offset: span.base_offset,
                     record_count: span.chunk.record_count,
                     bytes: u64::from(span.chunk.len),
                     source: Source::Chunk(span.chunk),
-                }),
-                ChunkFormat::Parquet => {
-                    let groups = archive::row_groups(&self.store, &self.footers, &span).await?;
-                    pieces.extend(groups.into_iter().filter(|p| p.end_offset() > req.from));
+                }],
+                ChunkFormat::Parquet => archive::row_groups(&self.store, &self.footers, &span).await?,
+            };
+            for piece in candidates.into_iter().filter(|p| p.end_offset() > req.from) {
+                if !chosen.is_empty() && (bytes >= req.max_bytes as u64 || records >= req.max_records as u64)
+                {
+                    return Ok(chosen);
                 }
+                bytes += piece.bytes;
+                records += piece.end_offset() - piece.base_offset.max(req.from);
+                chosen.push(piece);
             }
         }
-        Ok(pieces)
+        Ok(chosen)
     }
 
     async fn load(&self, piece: &Piece) -> Result<Arc<Vec<Record>>, ReadError> {
@@ -271,26 +275,6 @@ impl Reader {
             }
         })
     }
-}
-
-/// The pieces worth loading for one fetch: enough to cover the limits.
-fn choose_pieces(pieces: Vec<Piece>, req: &FetchRequest) -> Vec<Piece> {
-    let mut chosen = Vec::new();
-    for piece in pieces {
-        if enough(&chosen, req) {
-            break;
-        }
-        chosen.push(piece);
-    }
-    chosen
-}
-
-/// Whether `pieces` cover the fetch's limits (and hold at least one piece).
-fn enough(pieces: &[Piece], req: &FetchRequest) -> bool {
-    let bytes: u64 = pieces.iter().map(|p| p.bytes).sum();
-    let records: u64 =
-        pieces.iter().map(|p| p.end_offset().saturating_sub(p.base_offset.max(req.from))).sum();
-    !pieces.is_empty() && (bytes >= req.max_bytes as u64 || records >= req.max_records as u64)
 }
 
 mod archive;
