@@ -1,6 +1,7 @@
 //! Shale's compactor: it rolls committed ranges older than a topic's
 //! `archive_after_ms` into the Parquet archive (`archive.rs`), merges small
-//! archive files into large ones (`merge.rs`), and deletes objects nothing
+//! archive files into large ones (`merge.rs`), keeps the latest record per
+//! key of compacted topics (`clean.rs`), and deletes objects nothing
 //! references (`gc.rs`). See `docs/ARCHIVE.md` for the files it writes and
 //! `docs/ARCHITECTURE.md` for how it fits.
 //!
@@ -11,7 +12,7 @@
 //! swap references them). One bounded pass, [`Compactor::run_once`], is the
 //! unit `shale compactor`, `shale dev` and a Lambda all run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use shale_core::{Clock, TopicName};
 use tokio::time::Instant;
 
 mod archive;
+pub mod clean;
 pub mod gc;
 mod merge;
 mod metrics;
@@ -82,6 +84,9 @@ pub struct PassReport {
     pub archived_records: u64,
     pub merged_files: u64,
     pub merged_inputs: u64,
+    /// Files of compacted topics rewritten, and the records they dropped.
+    pub cleaned_files: u64,
+    pub cleaned_records: u64,
     /// Bytes of chunks and files read, and of archive files written.
     pub bytes_read: u64,
     pub bytes_written: u64,
@@ -101,6 +106,8 @@ impl PassReport {
         self.archived_records += other.archived_records;
         self.merged_files += other.merged_files;
         self.merged_inputs += other.merged_inputs;
+        self.cleaned_files += other.cleaned_files;
+        self.cleaned_records += other.cleaned_records;
         self.bytes_read += other.bytes_read;
         self.bytes_written += other.bytes_written;
         self.deferred += other.deferred;
@@ -110,7 +117,7 @@ impl PassReport {
     }
 
     pub fn did_work(&self) -> bool {
-        self.archived_files + self.merged_files + self.deleted_objects + self.errors > 0
+        self.archived_files + self.merged_files + self.cleaned_files + self.deleted_objects + self.errors > 0
     }
 }
 
@@ -145,6 +152,8 @@ pub struct Compactor {
     /// Partitions (topic id, partition, epoch) whose archive folder was
     /// found to hold only referenced files under this lease epoch.
     clean: Mutex<BTreeSet<(u64, u32, u64)>>,
+    /// How far each compacted partition (topic id, partition) was cleaned.
+    cleaned: Mutex<HashMap<(u64, u32), clean::Cleaned>>,
     last_gc: Mutex<Option<Instant>>,
     metrics: CompactorMetrics,
 }
@@ -157,7 +166,16 @@ impl Compactor {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let metrics = CompactorMetrics::default();
-        Self { config, controller, store, clock, clean: Mutex::default(), last_gc: Mutex::default(), metrics }
+        Self {
+            config,
+            controller,
+            store,
+            clock,
+            clean: Mutex::default(),
+            cleaned: Mutex::default(),
+            last_gc: Mutex::default(),
+            metrics,
+        }
     }
 
     pub fn config(&self) -> &CompactorConfig {
@@ -259,14 +277,19 @@ impl Compactor {
     }
 
     /// Archives the oldest committed range of the partition if it is due,
-    /// else merges small archive files if some are due.
+    /// else merges small archive files if some are due, else cleans a
+    /// compacted topic's archive if that is due.
     async fn compact_partition(&self, work: Work<'_>, report: &mut PassReport) -> Result<(), CompactError> {
         let now_ms = self.clock.now_ms();
         let scan =
             scan::partition(self.controller.as_ref(), work.topic, work.task.partition, now_ms, &self.config)
                 .await?;
         let merge = merge::choose(&scan.files, now_ms, &self.config);
-        if scan.archivable.is_empty() && merge.is_none() {
+        let key = (work.task.topic_id, work.task.partition);
+        let last_clean = self.cleaned.lock().unwrap_or_else(PoisonError::into_inner).get(&key).copied();
+        let settled = clean::settled(&scan.files, now_ms, self.config.gc_grace_ms);
+        let clean = work.topic.config.cleanup_policy.compacts() && clean::due(settled, last_clean, now_ms);
+        if scan.archivable.is_empty() && merge.is_none() && !clean {
             return Ok(());
         }
         if !self.is_clean(&work, &scan.files).await? {
@@ -276,10 +299,12 @@ impl Compactor {
         if !scan.archivable.is_empty() {
             return archive::archive(self, &work, &scan.archivable, report).await;
         }
-        match merge {
-            Some(files) => merge::merge(self, &work, files, report).await,
-            None => Ok(()),
+        if let Some(files) = merge {
+            return merge::merge(self, &work, files, report).await;
         }
+        let cleaned = clean::clean(self, &work, settled, last_clean, report).await?;
+        self.cleaned.lock().unwrap_or_else(PoisonError::into_inner).insert(key, cleaned);
+        Ok(())
     }
 
     /// Whether the partition's archive folder holds only files its index
@@ -314,6 +339,7 @@ impl Compactor {
     fn forget_clean(&self, task: &CompactionTask) {
         let key = (task.topic_id, task.partition, task.epoch);
         self.clean.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.cleaned.lock().unwrap_or_else(PoisonError::into_inner).remove(&(task.topic_id, task.partition));
     }
 
     fn gc_due(&self) -> bool {

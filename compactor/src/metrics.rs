@@ -12,6 +12,8 @@ pub struct CompactorMetrics {
     pub archived_files: Counter,
     pub archived_records: Counter,
     pub merged_files: Counter,
+    pub cleaned_files: Counter,
+    pub cleaned_records: Counter,
     pub read_bytes: Counter,
     pub written_bytes: Counter,
     pub deleted_objects: Counter,
@@ -26,6 +28,16 @@ impl CompactorMetrics {
         r.register("archived_files", "Archive files written and swapped in", self.archived_files.clone());
         r.register("archived_records", "Records moved into the archive", self.archived_records.clone());
         r.register("merged_files", "Merged archive files swapped in", self.merged_files.clone());
+        r.register(
+            "cleaned_files",
+            "Files of compacted topics rewritten without dropped records",
+            self.cleaned_files.clone(),
+        );
+        r.register(
+            "cleaned_records",
+            "Records dropped by cleanings (superseded, or old tombstones)",
+            self.cleaned_records.clone(),
+        );
         r.register("read_bytes", "Bytes of chunks and files read to rewrite them", self.read_bytes.clone());
         r.register("written_bytes", "Bytes of archive files written", self.written_bytes.clone());
         r.register("deleted_objects", "Objects deleted by garbage collection", self.deleted_objects.clone());
@@ -37,6 +49,8 @@ impl CompactorMetrics {
         self.archived_files.inc_by(report.archived_files);
         self.archived_records.inc_by(report.archived_records);
         self.merged_files.inc_by(report.merged_files);
+        self.cleaned_files.inc_by(report.cleaned_files);
+        self.cleaned_records.inc_by(report.cleaned_records);
         self.read_bytes.inc_by(report.bytes_read);
         self.written_bytes.inc_by(report.bytes_written);
         self.deleted_objects.inc_by(report.deleted_objects);

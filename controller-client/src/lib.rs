@@ -21,8 +21,8 @@ pub mod status;
 pub use client::{ChunkSpan, Controller, ControllerError, PartitionRead};
 pub use command::{ChunkCommit, Command, CommandReply, CommitSegment, ReplaceRange, RequestCommit};
 pub use meta::{
-    ChunkFormat, ChunkRef, CompactionTask, CompactorLease, GatewayLease, MetaError, OffsetRun, PartitionInfo,
-    TopicConfig, TopicInfo,
+    ChunkFormat, ChunkRef, CleanupPolicy, CompactionTask, CompactorLease, GatewayLease, MetaError, OffsetRun,
+    PartitionInfo, TopicConfig, TopicInfo,
 };
 pub use remote::RemoteController;
 pub use secret::ClusterSecret;

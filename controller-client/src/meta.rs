@@ -28,8 +28,9 @@ pub enum ChunkFormat {
     /// A chunk of a segment object (`shale_core::segment`).
     #[default]
     Segment,
-    /// A Parquet file of the archive (`shale_core::archive`), one row per
-    /// offset from the entry's base offset.
+    /// A Parquet file of the archive (`shale_core::archive`): a row per
+    /// offset of the entry's span, or, once a compacted topic's file is
+    /// cleaned, the rows that survived, in offset order.
     Parquet,
 }
 
@@ -42,6 +43,42 @@ impl ChunkFormat {
 /// Default of [`TopicConfig::archive_after_ms`]: records are queryable as
 /// Parquet about a minute after they are produced.
 pub const DEFAULT_ARCHIVE_AFTER_MS: u64 = 60_000;
+/// Default of [`TopicConfig::delete_retention_ms`]: a day, as in Kafka.
+pub const DEFAULT_DELETE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// What happens to old records, as Kafka's `cleanup.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum CleanupPolicy {
+    /// Retention deletes whole files past `retention_ms` / `retention_bytes`.
+    #[default]
+    #[serde(rename = "delete")]
+    Delete,
+    /// The archive keeps the latest record per key; retention is off.
+    #[serde(rename = "compact")]
+    Compact,
+    /// Both: the archive is compacted, and retention deletes what is old.
+    #[serde(rename = "compact,delete", alias = "delete,compact")]
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// The name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+}
 
 /// Topic settings. Retention is enforced by the controller leader (whole
 /// chunks from the front of each partition; see the controller's
@@ -50,19 +87,33 @@ pub const DEFAULT_ARCHIVE_AFTER_MS: u64 = 60_000;
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {
     /// Delete data older than this (milliseconds); none = keep forever.
+    /// Applies when `cleanup_policy` includes `delete`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
     /// Delete the oldest data beyond this many bytes per partition.
+    /// Applies when `cleanup_policy` includes `delete`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_bytes: Option<u64>,
     /// Records older than this (milliseconds) are rewritten into the
     /// topic's Parquet archive, which then serves them (default 60 000).
     pub archive_after_ms: u64,
+    /// `delete` (default), `compact` (keep the latest record per key; every
+    /// record needs a key) or `compact,delete`.
+    pub cleanup_policy: CleanupPolicy,
+    /// On a compacted topic, a tombstone (null value) is dropped by the
+    /// first cleaning after its timestamp is this old (default a day).
+    pub delete_retention_ms: u64,
 }
 
 impl Default for TopicConfig {
     fn default() -> Self {
-        Self { retention_ms: None, retention_bytes: None, archive_after_ms: DEFAULT_ARCHIVE_AFTER_MS }
+        Self {
+            retention_ms: None,
+            retention_bytes: None,
+            archive_after_ms: DEFAULT_ARCHIVE_AFTER_MS,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+        }
     }
 }
 

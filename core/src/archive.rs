@@ -10,7 +10,9 @@
 //! `value` BINARY (null: a tombstone), `headers` LIST<STRUCT<key: UTF8,
 //! value: BINARY>> (order and duplicates kept). The footer's key-value
 //! metadata names the topic, its id (the incarnation) and the partition.
-//! Rows are offsets in order; a file holds every offset from first to last.
+//! Rows are offsets in order; a file holds every offset from first to last,
+//! except on a compacted topic, whose cleaned files hold the rows that
+//! survived (the log is sparse) under a new name (see [`cleaned_key`]).
 
 use std::sync::Arc;
 
@@ -80,6 +82,26 @@ fn header_item() -> Field {
 /// Offsets are zero-padded, so lexical order is offset order.
 pub fn archive_key(topic: &TopicName, partition: PartitionId, first: Offset, last: Offset) -> Path {
     Path::from(format!("{}/{first:020}-{last:020}.parquet", partition_prefix(topic, partition)))
+}
+
+/// The key of the `generation`th cleaned rewrite of a compacted topic's
+/// file: the same span as the file it replaces, so another name
+/// (`{first:020}-{last:020}.c{generation}.parquet`).
+pub fn cleaned_key(
+    topic: &TopicName,
+    partition: PartitionId,
+    first: Offset,
+    last: Offset,
+    generation: u32,
+) -> Path {
+    Path::from(format!("{}/{first:020}-{last:020}.c{generation}.parquet", partition_prefix(topic, partition)))
+}
+
+/// The generation of a file from its key: 0 unless it is a cleaned rewrite.
+pub fn generation(key: &str) -> u32 {
+    let stem = key.strip_suffix(".parquet").unwrap_or(key);
+    let name = stem.rsplit('/').next().unwrap_or(stem);
+    name.split_once(".c").and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
 }
 
 /// The folder holding a partition's archive files.

@@ -22,7 +22,7 @@ use ulid::Ulid;
 
 use crate::config::GatewayConfig;
 use crate::metrics::GatewayMetrics;
-use crate::reader::{ChunkCache, ChunkId};
+use crate::reader::{ChunkCache, ChunkId, Loaded};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProduceError {
@@ -366,7 +366,7 @@ impl Committer {
         // failed commit are never looked up (no index entry names them) and age out.
         for (entry, records) in written.entries.iter().zip(written.records) {
             let id = ChunkId { object: written.object.clone(), position: entry.position };
-            self.cache.insert(id, Arc::new(records));
+            self.cache.insert(id, Arc::new(Loaded::dense(records)));
         }
         let outcomes = match self.controller.commit_segment(commit).await {
             Ok(outcomes) => outcomes,

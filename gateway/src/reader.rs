@@ -28,17 +28,42 @@ pub struct ChunkId {
     pub position: u64,
 }
 
-/// Weighs a decoded chunk by its payload bytes plus per-record overhead.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RecordWeighter;
+/// A piece's decoded records. A segment chunk holds a record per offset
+/// from its base; an archive row group lists its rows' offsets, which on a
+/// compacted topic have gaps.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: Vec<Record>,
+    pub offsets: Option<Vec<Offset>>,
+}
 
-impl Weighter<ChunkId, Arc<Vec<Record>>> for RecordWeighter {
-    fn weight(&self, _key: &ChunkId, records: &Arc<Vec<Record>>) -> u64 {
-        records.iter().map(|r| r.size() as u64 + 96).sum()
+impl Loaded {
+    /// A segment chunk's records.
+    pub fn dense(records: Vec<Record>) -> Self {
+        Self { records, offsets: None }
+    }
+
+    /// The records with their offsets, for a piece starting at `base`.
+    fn iter(&self, base: Offset) -> impl Iterator<Item = (Offset, &Record)> {
+        self.records.iter().enumerate().map(move |(i, record)| {
+            let offset = self.offsets.as_ref().and_then(|o| o.get(i).copied()).unwrap_or(base + i as Offset);
+            (offset, record)
+        })
     }
 }
 
-pub type ChunkCache = quick_cache::sync::Cache<ChunkId, Arc<Vec<Record>>, RecordWeighter>;
+/// Weighs a decoded piece by its payload bytes plus per-record overhead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordWeighter;
+
+impl Weighter<ChunkId, Arc<Loaded>> for RecordWeighter {
+    fn weight(&self, _key: &ChunkId, loaded: &Arc<Loaded>) -> u64 {
+        loaded.records.iter().map(|r| r.size() as u64 + 96).sum::<u64>()
+            + loaded.offsets.as_ref().map_or(0, |o| 8 * o.len() as u64)
+    }
+}
+
+pub type ChunkCache = quick_cache::sync::Cache<ChunkId, Arc<Loaded>, RecordWeighter>;
 
 /// Share of the cache for entries read again (quick_cache's "hot" region).
 /// quick_cache defaults to 97% to resist scans, leaving new entries 3%: once
@@ -117,7 +142,8 @@ pub struct Reader {
 #[derive(Debug, Clone)]
 struct Piece {
     base_offset: Offset,
-    record_count: u32,
+    /// Past the last offset the piece covers (records or gaps).
+    end_offset: Offset,
     /// Stored bytes, for `max_bytes`.
     bytes: u64,
     source: Source,
@@ -129,14 +155,11 @@ enum Source {
     RowGroup { object: String, file_len: u64, index: usize },
 }
 
-impl Piece {
-    fn end_offset(&self) -> Offset {
-        self.base_offset + u64::from(self.record_count)
-    }
-}
-
 /// How many times a fetch reads the index again after finding an object gone.
 const GONE_RETRIES: usize = 3;
+/// How many runs of cleaned-away offsets a fetch reads past before it
+/// answers with no records and a `next_offset` past them.
+const MAX_GAPS: usize = 8;
 
 impl Reader {
     pub fn new(
@@ -149,14 +172,23 @@ impl Reader {
     }
 
     /// Records from `from` on, within the limits; at least one record when any
-    /// is available, even if it alone exceeds `max_bytes`.
+    /// is available, even if it alone exceeds `max_bytes`. On a compacted
+    /// topic, offsets whose records were cleaned away are skipped: the
+    /// answer's `next_offset` moves past them.
     pub async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, ReadError> {
         let mut attempt = 0;
+        let mut req = req.clone();
+        let mut gaps = 0;
         loop {
-            match self.fetch_once(req).await {
+            match self.fetch_once(&req).await {
                 Err(ReadError::Gone(object)) if attempt < GONE_RETRIES => {
                     tracing::debug!(%object, "object gone under a fetch: reading the index again");
                     attempt += 1;
+                }
+                // only cleaned-away offsets: read on from past them
+                Ok(f) if f.records.is_empty() && f.next_offset > req.from && gaps < MAX_GAPS => {
+                    req.from = f.next_offset;
+                    gaps += 1;
                 }
                 other => return other,
             }
@@ -175,30 +207,34 @@ impl Reader {
                 high_watermark: read.high_watermark,
             });
         }
+        // with nothing to load (files cleaned empty), read on past them
+        let spans_end = read.chunks.last().map_or(req.from, ChunkSpan::end_offset);
         let chosen = self.pieces(read.chunks, req).await?;
-        let loaded: Vec<Arc<Vec<Record>>> = futures::stream::iter(chosen.iter().cloned())
+        let loaded: Vec<Arc<Loaded>> = futures::stream::iter(chosen.iter().cloned())
             .map(|piece| async move { self.load(&piece).await })
             .buffered(PARALLEL_GETS)
             .try_collect()
             .await?;
         let mut records = Vec::new();
         let mut bytes = 0;
+        // past the pieces read whole; a full answer ends at its last record
+        let mut next_offset = chosen.last().map_or(spans_end, |p| p.end_offset).min(read.high_watermark);
         'chunks: for (piece, chunk) in chosen.iter().zip(&loaded) {
-            for (i, record) in chunk.iter().enumerate() {
-                let offset = piece.base_offset + i as Offset;
+            for (offset, record) in chunk.iter(piece.base_offset) {
                 if offset < req.from {
                     continue;
                 }
                 let full = records.len() >= req.max_records
                     || (!records.is_empty() && bytes + record.size() > req.max_bytes);
                 if full {
+                    next_offset = offset;
                     break 'chunks;
                 }
                 bytes += record.size();
                 records.push((offset, record.clone()));
             }
         }
-        let next_offset = records.last().map_or(req.from, |(o, _)| o + 1);
+        let next_offset = next_offset.max(req.from);
         Ok(Fetched {
             records,
             next_offset,
@@ -218,26 +254,26 @@ impl Reader {
             let candidates = match span.chunk.format {
                 ChunkFormat::Segment => vec![Piece {
                     base_offset: span.base_offset,
-                    record_count: span.chunk.record_count,
+                    end_offset: span.end_offset(),
                     bytes: u64::from(span.chunk.len),
                     source: Source::Chunk(span.chunk),
                 }],
                 ChunkFormat::Parquet => archive::row_groups(&self.store, &self.footers, &span).await?,
             };
-            for piece in candidates.into_iter().filter(|p| p.end_offset() > req.from) {
+            for piece in candidates.into_iter().filter(|p| p.end_offset > req.from) {
                 if !chosen.is_empty() && (bytes >= req.max_bytes as u64 || records >= req.max_records as u64)
                 {
                     return Ok(chosen);
                 }
                 bytes += piece.bytes;
-                records += piece.end_offset() - piece.base_offset.max(req.from);
+                records += piece.end_offset - piece.base_offset.max(req.from);
                 chosen.push(piece);
             }
         }
         Ok(chosen)
     }
 
-    async fn load(&self, piece: &Piece) -> Result<Arc<Vec<Record>>, ReadError> {
+    async fn load(&self, piece: &Piece) -> Result<Arc<Loaded>, ReadError> {
         let id = match &piece.source {
             Source::Chunk(chunk) => ChunkId { object: chunk.object.clone(), position: chunk.position },
             Source::RowGroup { object, index, .. } => {
@@ -249,15 +285,15 @@ impl Reader {
             return Ok(records);
         }
         self.metrics.cache_misses.inc();
-        let records = match &piece.source {
-            Source::Chunk(chunk) => self.load_chunk(chunk).await?,
+        let loaded = match &piece.source {
+            Source::Chunk(chunk) => Loaded::dense(self.load_chunk(chunk).await?),
             Source::RowGroup { object, file_len, index } => {
                 archive::load_row_group(&self.store, &self.footers, object, *file_len, *index, piece).await?
             }
         };
-        let records = Arc::new(records);
-        self.cache.insert(id, records.clone());
-        Ok(records)
+        let loaded = Arc::new(loaded);
+        self.cache.insert(id, loaded.clone());
+        Ok(loaded)
     }
 
     async fn load_chunk(&self, chunk: &ChunkRef) -> Result<Vec<Record>, ReadError> {

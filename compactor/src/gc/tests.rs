@@ -1,5 +1,5 @@
 //! Garbage collection against the real metadata model: any interleaving of
-//! segment PUTs and commits, archives, merges, retention, topic deletes and
+//! segment PUTs and commits, archives, merges, cleanings, retention, topic deletes and
 //! re-creations, and collections split between their listing and their
 //! read of the references, must never delete an object the index
 //! references; and once everything has aged, collection leaves exactly the
@@ -27,6 +27,7 @@ enum Op {
     Commit(usize),
     Archive(u8, u8),
     Merge(u8, u8),
+    Clean(u8, u8),
     Retention(u8, u64),
     Recreate(u8),
     GcList,
@@ -40,6 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Commit),
         2 => (0..TOPICS, 0..PARTITIONS as u8).prop_map(|(t, p)| Op::Archive(t, p)),
         1 => (0..TOPICS, 0..PARTITIONS as u8).prop_map(|(t, p)| Op::Merge(t, p)),
+        1 => (0..TOPICS, 0..PARTITIONS as u8).prop_map(|(t, p)| Op::Clean(t, p)),
         1 => (0..TOPICS, 0u64..400).prop_map(|(t, b)| Op::Retention(t, b)),
         1 => (0..TOPICS).prop_map(Op::Recreate),
         2 => Just(Op::GcList),
@@ -193,6 +195,19 @@ impl World {
                     for (_, c) in run {
                         self.store.remove(&c.object);
                     }
+                }
+            }
+            Op::Clean(t, p) => {
+                // as a cleaning: a settled file rewritten for the same span, the old one deleted
+                let settled = self.now - GRACE_MS as i64;
+                let file = self
+                    .index(t, u32::from(p))
+                    .into_iter()
+                    .find(|(_, c)| c.format == ChunkFormat::Parquet && c.committed_ms <= settled);
+                if let Some(file) = file
+                    && self.rewrite(t, u32::from(p), std::slice::from_ref(&file))
+                {
+                    self.store.remove(&file.1.object);
                 }
             }
             Op::Retention(t, bytes) => {

@@ -11,8 +11,8 @@ use shale_core::{Offset, PartitionId, TopicName};
 use crate::types::{ChunkCommit, Command, CommandReply, CommitSegment, RequestCommit};
 use shale_controller_client::auth::{TokenRecord, validate_token_name};
 pub use shale_controller_client::meta::{
-    ChunkFormat, ChunkRef, CompactionTask, CompactorLease, GatewayLease, MAX_PARTITIONS, MetaError,
-    OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
+    ChunkFormat, ChunkRef, CleanupPolicy, CompactionTask, CompactorLease, GatewayLease, MAX_PARTITIONS,
+    MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
 };
 
 mod compaction;

@@ -7,6 +7,7 @@
 //! without it (Kafka's rule: never below the limit). As in Kafka, only a
 //! prefix of the log goes, whole chunks at a time. The objects
 //! themselves stay until garbage collection finds them unreferenced.
+//! Topics whose `cleanup_policy` is `compact` alone have no retention.
 
 use super::{Metadata, PartitionState, TopicConfig};
 
@@ -15,7 +16,7 @@ impl Metadata {
     pub fn retention_due(&self, now_ms: i64) -> bool {
         self.topics
             .values()
-            .filter(|t| t.config.retention_ms.is_some() || t.config.retention_bytes.is_some())
+            .filter(|t| retains(&t.config))
             .any(|t| t.partitions.iter().any(|p| expired_chunks(p, &t.config, now_ms) > 0))
     }
 
@@ -23,7 +24,7 @@ impl Metadata {
     pub(super) fn apply_retention(&mut self, now_ms: i64) -> u64 {
         let mut dropped = 0;
         for topic in self.topics.values_mut() {
-            if topic.config.retention_ms.is_none() && topic.config.retention_bytes.is_none() {
+            if !retains(&topic.config) {
                 continue;
             }
             for p in &mut topic.partitions {
@@ -39,6 +40,12 @@ impl Metadata {
         }
         dropped
     }
+}
+
+/// Whether the topic has retention: a limit, and a cleanup policy that
+/// deletes (a `compact` topic keeps every key's latest record forever).
+fn retains(config: &TopicConfig) -> bool {
+    config.cleanup_policy.deletes() && (config.retention_ms.is_some() || config.retention_bytes.is_some())
 }
 
 /// How many chunks at the front of the partition are past retention.

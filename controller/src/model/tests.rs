@@ -369,6 +369,26 @@ fn retention_by_size_never_goes_below_the_limit() {
     assert!(!m.retention_due(0));
 }
 
+#[test]
+fn retention_applies_only_to_cleanup_policies_that_delete() {
+    let mut m = Metadata::default();
+    let id = with_retention(&mut m, "t", Some(1000), None);
+    commit(&mut m, vec![stamped("t", id, 2, 100)]);
+    let patch = |policy: &str| Command::UpdateTopic {
+        name: name("t"),
+        config: Some(serde_json::json!({"cleanup_policy": policy})),
+        partitions: None,
+    };
+    assert!(matches!(m.apply(&patch("compact")), CommandReply::TopicUpdated(_)));
+    assert!(!m.retention_due(5000), "a compact topic keeps every key's latest record");
+    assert_eq!(m.apply(&Command::ApplyRetention { now_ms: 5000 }), CommandReply::RetentionApplied(0));
+    assert!(matches!(m.apply(&patch("delete,compact")), CommandReply::TopicUpdated(_)));
+    let info = m.topic_info(&name("t")).expect("topic");
+    assert_eq!(info.config.cleanup_policy, CleanupPolicy::CompactDelete, "Kafka's spelling either way round");
+    assert!(m.retention_due(5000));
+    assert!(matches!(m.apply(&patch("forever")), CommandReply::Failed(MetaError::Invalid(_))));
+}
+
 proptest! {
     /// Commands survive a round trip in JSON (the log) and MessagePack (Raft
     /// RPCs and snapshots).

@@ -125,6 +125,18 @@ fn keys_sort_by_offset() {
 }
 
 #[test]
+fn cleaned_files_get_new_names_with_their_generation() {
+    let plain = archive_key(&topic(), 2, 9, 99);
+    let cleaned = cleaned_key(&topic(), 2, 9, 99, 3);
+    assert_eq!(
+        cleaned.as_ref(),
+        "archive/topic=orders/partition=2/00000000000000000009-00000000000000000099.c3.parquet"
+    );
+    assert_eq!((generation(plain.as_ref()), generation(cleaned.as_ref())), (0, 3));
+    assert_eq!(generation("archive/topic=a.c9/partition=0/x.parquet"), 0, "only the file name counts");
+}
+
+#[test]
 fn foreign_files_are_refused_not_panicked_on() {
     let schema = Arc::new(Schema::new(vec![Field::new("offset", DataType::Utf8, false)]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"]))]).expect("batch");

@@ -289,6 +289,7 @@ async fn append(
     let sticky = state.sticky.fetch_add(1, Ordering::Relaxed) % partitions.max(1);
     let now = state.clock.now_ms();
     let limit = state.config.max_record_bytes;
+    let compacted = info.config.cleanup_policy.compacts();
     let mut batch = Vec::with_capacity(records.len());
     for (i, r) in records.into_iter().enumerate() {
         let partition = match (fixed, r.partition) {
@@ -302,6 +303,13 @@ async fn append(
             (None, Some(q)) => q,
             (None, None) => r.key.as_ref().map_or(sticky, |k| partition_for_key(k, partitions)),
         };
+        if compacted && r.key.is_none() {
+            return Err(ApiError::invalid(format!(
+                "record {i} has no key; topic {topic} is compacted (cleanup_policy {}), which keeps the \
+                 latest record per key, so every record needs one",
+                info.config.cleanup_policy.as_str()
+            )));
+        }
         let timestamp_ms = r.timestamp_ms.unwrap_or(now);
         if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&timestamp_ms) {
             return Err(ApiError::invalid(format!(

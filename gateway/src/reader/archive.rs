@@ -13,11 +13,11 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::errors::ParquetError;
+use parquet::file::statistics::Statistics;
 use shale_controller_client::ChunkSpan;
-use shale_core::Record;
 use shale_core::archive::{ArchiveFile, decode_batch};
 
-use super::{Piece, ReadError, Source};
+use super::{Loaded, Piece, ReadError, Source};
 
 /// Footers of archive files, by object key.
 pub type FooterCache = quick_cache::sync::Cache<String, ArrowReaderMetadata>;
@@ -66,7 +66,9 @@ async fn footer(
     Ok(meta)
 }
 
-/// The file's row groups as pieces, in offset order.
+/// The file's row groups as pieces, in offset order. Each covers the
+/// offsets from its first row's (the `offset` column's minimum) to the next
+/// group's, so the gaps of a compacted file belong to a piece too.
 pub async fn row_groups(
     store: &Arc<dyn ObjectStore>,
     cache: &FooterCache,
@@ -74,56 +76,67 @@ pub async fn row_groups(
 ) -> Result<Vec<Piece>, ReadError> {
     let object = &span.chunk.object;
     let file_len = u64::from(span.chunk.len);
+    let corrupt = |reason: String| ReadError::Corrupt { object: object.clone(), position: 0, reason };
     let meta = footer(store, cache, object, file_len).await?;
-    let mut base_offset = span.base_offset;
-    let mut pieces = Vec::new();
-    for (index, group) in meta.metadata().row_groups().iter().enumerate() {
-        let rows = u32::try_from(group.num_rows()).unwrap_or(u32::MAX);
-        pieces.push(Piece {
-            base_offset,
-            record_count: rows,
+    let groups = meta.metadata().row_groups();
+    let mut starts = Vec::with_capacity(groups.len());
+    for (index, group) in groups.iter().enumerate() {
+        let first = match group.columns().first().and_then(|c| c.statistics()) {
+            Some(Statistics::Int64(s)) => s.min_opt().and_then(|o| u64::try_from(*o).ok()),
+            _ => None,
+        };
+        let first = first.ok_or_else(|| corrupt(format!("row group {index} has no offset statistics")))?;
+        let after_previous = starts.last().is_none_or(|p| first > *p);
+        if !after_previous || first < span.base_offset || first >= span.end_offset() {
+            return Err(corrupt(format!(
+                "row group {index} starts at offset {first}, outside [{}, {}) or out of order",
+                span.base_offset,
+                span.end_offset()
+            )));
+        }
+        starts.push(first);
+    }
+    let pieces = groups
+        .iter()
+        .enumerate()
+        .map(|(index, group)| Piece {
+            base_offset: if index == 0 { span.base_offset } else { starts[index] },
+            end_offset: starts.get(index + 1).copied().unwrap_or(span.end_offset()),
             bytes: u64::try_from(group.compressed_size()).unwrap_or(0),
             source: Source::RowGroup { object: object.clone(), file_len, index },
-        });
-        base_offset += u64::from(rows);
-    }
-    if base_offset != span.end_offset() {
-        return Err(ReadError::Corrupt {
-            object: object.clone(),
-            position: 0,
-            reason: format!(
-                "the file holds offsets up to {base_offset}, the index says {}",
-                span.end_offset()
-            ),
-        });
-    }
+        })
+        .collect();
     Ok(pieces)
 }
 
-/// The records of a row group's batches, checking that their offsets run
-/// on from `base`.
+/// The records of a row group's batches and their offsets, checking that
+/// the offsets rise within `[base, end)`.
 async fn decode(
     mut stream: ParquetRecordBatchStream<ArchiveFile>,
     object: &str,
-    base: u64,
+    (base, end): (u64, u64),
     expected: usize,
-) -> Result<Vec<Record>, ReadError> {
+) -> Result<Loaded, ReadError> {
     let corrupt = |reason: String| ReadError::Corrupt { object: object.to_owned(), position: 0, reason };
     let mut records = Vec::with_capacity(expected);
+    let mut offsets = Vec::with_capacity(expected);
     while let Some(batch) = stream.try_next().await.map_err(|e| read_error(object, e))? {
         for (offset, record) in decode_batch(&batch).map_err(|e| corrupt(e.to_string()))? {
-            let want = base + records.len() as u64;
-            if offset != want {
-                return Err(corrupt(format!("row holds offset {offset} where {want} belongs")));
+            let floor = offsets.last().map_or(base, |o| o + 1);
+            if offset < floor || offset >= end {
+                return Err(corrupt(format!(
+                    "row holds offset {offset}; the next belongs in [{floor}, {end})"
+                )));
             }
+            offsets.push(offset);
             records.push(record);
         }
     }
-    Ok(records)
+    Ok(Loaded { records, offsets: Some(offsets) })
 }
 
-/// Decodes row group `index` of the file, checking that it holds exactly
-/// the piece's offsets.
+/// Decodes row group `index` of the file, checking that it holds offsets
+/// of the piece only, as many rows as the footer says.
 pub async fn load_row_group(
     store: &Arc<dyn ObjectStore>,
     cache: &FooterCache,
@@ -131,8 +144,9 @@ pub async fn load_row_group(
     file_len: u64,
     index: usize,
     piece: &Piece,
-) -> Result<Vec<Record>, ReadError> {
+) -> Result<Loaded, ReadError> {
     let meta = footer(store, cache, object, file_len).await?;
+    let rows = meta.metadata().row_groups().get(index).map_or(0, |g| g.num_rows());
     let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, object, file_len), meta)
         .with_row_groups(vec![index])
         .with_batch_size(BATCH_ROWS)
@@ -141,22 +155,23 @@ pub async fn load_row_group(
     // decoding is CPU work: it runs on the blocking pool, which drives the
     // stream's GETs through this runtime
     let runtime = tokio::runtime::Handle::current();
-    let (name, base, expected) = (object.to_owned(), piece.base_offset, piece.record_count as usize);
+    let (name, bounds) = (object.to_owned(), (piece.base_offset, piece.end_offset));
+    let expected = usize::try_from(rows).unwrap_or(0);
     let decoded =
-        tokio::task::spawn_blocking(move || runtime.block_on(decode(stream, &name, base, expected)))
+        tokio::task::spawn_blocking(move || runtime.block_on(decode(stream, &name, bounds, expected)))
             .await
             .map_err(|e| ReadError::Corrupt {
                 object: object.to_owned(),
                 position: 0,
                 reason: e.to_string(),
             })?;
-    let records = decoded?;
-    if records.len() != piece.record_count as usize {
+    let loaded = decoded?;
+    if loaded.records.len() as i64 != rows {
         return Err(ReadError::Corrupt {
             object: object.to_owned(),
             position: 0,
-            reason: format!("{} rows, the footer says {}", records.len(), piece.record_count),
+            reason: format!("{} rows, the footer says {rows}", loaded.records.len()),
         });
     }
-    Ok(records)
+    Ok(loaded)
 }

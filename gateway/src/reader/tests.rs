@@ -7,9 +7,9 @@ use super::*;
 #[test]
 fn the_newest_chunks_survive_a_full_cache() {
     let cache = new_cache(32 << 20);
-    let records: Arc<Vec<Record>> = Arc::new(
+    let records = Arc::new(Loaded::dense(
         (0..256).map(|_| Record { value: Some(Bytes::from(vec![7u8; 1024])), ..Record::default() }).collect(),
-    );
+    ));
     let id = |i: u64| ChunkId { object: format!("segments/00/{i}.seg"), position: 9 };
     // about 56 MiB into a 32 MiB cache, a flush of four chunks at a time, each
     // read only after its flush (as a long-poll does)
