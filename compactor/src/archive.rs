@@ -3,7 +3,11 @@
 //! Chunks are read a few at a time and encoded as they arrive, so memory is
 //! bounded by a batch, a row group and an upload part, not by the range.
 
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
 use object_store::path::Path;
 use shale_controller_client::{ChunkFormat, ChunkRef, ChunkSpan, ReplaceRange};
 use shale_core::archive::{ArchiveWriter, BatchBuilder, archive_key, writer_properties};
@@ -15,6 +19,8 @@ use crate::{CompactError, Compactor, PassReport, Work};
 const PARALLEL_GETS: usize = 8;
 /// Rows handed to the encoder at a time, by payload bytes.
 const BATCH_BYTES: usize = 4 << 20;
+/// Batches read ahead of the encoder.
+const BATCHES_AHEAD: usize = 2;
 
 /// What a written file holds.
 pub(crate) struct Written {
@@ -65,14 +71,33 @@ pub(crate) fn new_file(
 }
 
 /// Streams the chunks' records into the writer; answers the newest timestamp.
+/// A task of its own reads and batches the chunks while the writer encodes
+/// and uploads, [`BATCHES_AHEAD`] batches ahead at most.
 async fn fill(
     compactor: &Compactor,
     spans: &[ChunkSpan],
     writer: &mut ArchiveWriter,
 ) -> Result<i64, CompactError> {
-    let mut chunks = futures::stream::iter(spans.to_vec())
+    let (batches, mut ready) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+    let reader = tokio::spawn(read_batches(compactor.store.clone(), spans.to_vec(), batches));
+    let reader = tokio_util::task::AbortOnDropHandle::new(reader);
+    while let Some(batch) = ready.recv().await {
+        writer.write(batch).await?;
+    }
+    reader.await.map_err(|e| CompactError::Invalid(format!("the chunk reader failed: {e}")))?
+}
+
+/// Reads the chunks, eight GETs in flight, into batches of about
+/// [`BATCH_BYTES`]; answers the newest timestamp. Stops when the writer
+/// hangs up.
+async fn read_batches(
+    store: Arc<dyn ObjectStore>,
+    spans: Vec<ChunkSpan>,
+    batches: tokio::sync::mpsc::Sender<RecordBatch>,
+) -> Result<i64, CompactError> {
+    let mut chunks = futures::stream::iter(spans)
         .map(|span| {
-            let store = compactor.store.clone();
+            let store = store.clone();
             async move {
                 let at = ChunkLocation {
                     object: &span.chunk.object,
@@ -91,13 +116,14 @@ async fn fill(
         for (i, record) in records.iter().enumerate() {
             max_timestamp_ms = max_timestamp_ms.max(record.timestamp_ms);
             batch.push(base + i as u64, record);
-            if batch.bytes() >= BATCH_BYTES {
-                writer.write(batch.finish()?).await?;
+            if batch.bytes() >= BATCH_BYTES && batches.send(batch.finish()?).await.is_err() {
+                return Ok(max_timestamp_ms); // the writer failed; it reports why
             }
         }
     }
     if batch.rows() > 0 {
-        writer.write(batch.finish()?).await?;
+        // a failed send: the writer failed and reports why
+        let _ = batches.send(batch.finish()?).await;
     }
     Ok(max_timestamp_ms)
 }

@@ -46,7 +46,8 @@ use crate::{CompactError, Compactor, PassReport, Work};
 /// 48 MiB with the map's overhead).
 pub const MAX_KEYS: usize = 1 << 20;
 const BATCH_ROWS: usize = 8192;
-/// Parquet root columns.
+/// Columns of the archive schema: roots for projections, and the same
+/// leaves for statistics (the first four columns are flat).
 const OFFSET: usize = 0;
 const TIMESTAMP: usize = 1;
 const KEY: usize = 2;
@@ -183,11 +184,11 @@ async fn needs(
     let (meta, mut stream) = batches(compactor, file, &[OFFSET, KEY]).await?;
     let mut needs = Needs { superseded: 0, old_tombstones: false, tombstones_due_ms: None };
     for group in meta.metadata().row_groups() {
-        let nulls = group.column(VALUE).statistics().and_then(Statistics::null_count_opt);
-        if nulls == Some(0) {
+        let stats = |leaf: usize| group.columns().get(leaf).and_then(|c| c.statistics());
+        if stats(VALUE).and_then(Statistics::null_count_opt) == Some(0) {
             continue;
         }
-        let oldest = match group.column(TIMESTAMP).statistics() {
+        let oldest = match stats(TIMESTAMP) {
             Some(Statistics::Int64(s)) => s.min_opt().map(|us| us.div_euclid(1000)),
             _ => None,
         };

@@ -215,6 +215,11 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, A
         .ok_or_else(|| ArchiveError::Schema(format!("column {name} is missing or of another type")))
 }
 
+/// A binary column's value bytes, to slice records' fields from.
+fn owner(array: &BinaryArray) -> Bytes {
+    Bytes::from_owner(array.values().clone())
+}
+
 /// The records of a batch read from an archive file, with their offsets.
 pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<(Offset, Record)>, ArchiveError> {
     let offsets = column::<Int64Array>(batch, "offset")?;
@@ -235,7 +240,16 @@ pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<(Offset, Record)>, Archiv
         .column_by_name("value")
         .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
         .ok_or_else(|| ArchiveError::Schema("header values are not binary".into()))?;
-    let bytes_at = |a: &BinaryArray, i: usize| (!a.is_null(i)).then(|| Bytes::copy_from_slice(a.value(i)));
+    // records share the batch's buffers instead of copying each value
+    let (keys_owner, values_owner, header_values_owner) = (owner(keys), owner(values), owner(header_values));
+    let bytes_at = |a: &BinaryArray, owner: &Bytes, i: usize| {
+        let offsets = a.value_offsets();
+        let range = offsets.get(i).zip(offsets.get(i + 1)).map(|(from, to)| *from as usize..*to as usize);
+        match range {
+            Some(r) if !a.is_null(i) && r.start <= r.end && r.end <= owner.len() => Some(owner.slice(r)),
+            _ => None,
+        }
+    };
     let header_offsets = headers.value_offsets();
     let mut out = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
@@ -249,13 +263,13 @@ pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<(Offset, Record)>, Archiv
         let headers = (from..to)
             .map(|h| Header {
                 key: header_keys.value(h).to_owned(),
-                value: bytes_at(header_values, h).unwrap_or_default(),
+                value: bytes_at(header_values, &header_values_owner, h).unwrap_or_default(),
             })
             .collect();
         let record = Record {
             timestamp_ms: timestamps.value(row).div_euclid(1000),
-            key: bytes_at(keys, row),
-            value: bytes_at(values, row),
+            key: bytes_at(keys, &keys_owner, row),
+            value: bytes_at(values, &values_owner, row),
             headers,
         };
         out.push((offset, record));

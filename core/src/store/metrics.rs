@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -148,7 +148,11 @@ impl ObjectStore for MeteredStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        let started = Instant::now();
+        let result = self.inner.put_multipart_opts(location, opts).await;
+        self.metrics.record(Op::Put, started, &result);
+        let upload = result?;
+        Ok(Box::new(MeteredUpload { inner: upload, metrics: self.metrics.clone() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -196,5 +200,40 @@ impl ObjectStore for MeteredStore {
         let result = self.inner.copy_opts(from, to, options).await;
         self.metrics.record(Op::Copy, started, &result);
         result
+    }
+}
+
+/// A multipart upload whose requests count as PUTs, as S3 bills them: the
+/// creation, every part and the completion.
+#[derive(Debug)]
+struct MeteredUpload {
+    inner: Box<dyn MultipartUpload>,
+    metrics: StoreMetrics,
+}
+
+#[async_trait]
+impl MultipartUpload for MeteredUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let (len, metrics, started) = (data.content_length() as u64, self.metrics.clone(), Instant::now());
+        let part = self.inner.put_part(data);
+        Box::pin(async move {
+            let result = part.await;
+            metrics.record(Op::Put, started, &result);
+            if result.is_ok() {
+                metrics.bytes_written.inc_by(len);
+            }
+            result
+        })
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let started = Instant::now();
+        let result = self.inner.complete().await;
+        self.metrics.record(Op::Put, started, &result);
+        result
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
     }
 }

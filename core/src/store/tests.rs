@@ -25,6 +25,19 @@ async fn conformance(store: Arc<dyn ObjectStore>, metrics: &StoreMetrics) {
     assert!(metrics.requests(metrics::Op::Put) >= 1);
     assert!(metrics.bytes_written() >= 10_000);
     assert!(metrics.bytes_read() >= 11_000);
+
+    // a multipart upload counts its creation, each part and its completion as PUTs
+    let (puts, written) = (metrics.requests(metrics::Op::Put), metrics.bytes_written());
+    let parts = Path::from(format!("conformance/{}.parquet", ulid::Ulid::new()));
+    let mut upload = store.put_multipart(&parts).await.expect("multipart");
+    let part = Bytes::from(vec![7u8; 5 << 20]);
+    upload.put_part(part.clone().into()).await.expect("part 1");
+    upload.put_part(part.slice(..10).into()).await.expect("part 2");
+    upload.complete().await.expect("complete");
+    assert_eq!(store.head(&parts).await.expect("head").size, (5 << 20) + 10);
+    assert_eq!(metrics.requests(metrics::Op::Put) - puts, 4);
+    assert_eq!(metrics.bytes_written() - written, (5 << 20) + 10);
+    store.delete(&parts).await.expect("delete");
 }
 
 #[tokio::test]
