@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::StreamExt;
 use object_store::ObjectStore;
 use serde::Serialize;
 use shale_controller_client::{ChunkSpan, CompactionTask, Controller, ControllerError, TopicInfo};
@@ -194,33 +195,52 @@ impl Compactor {
     pub async fn run_once(&self, budget: Duration) -> Result<PassReport, CompactError> {
         let deadline = Instant::now() + budget;
         let renew_every = Duration::from_millis(self.config.lease_ms / 3);
-        let mut lease = self.controller.compactor_heartbeat(&self.config.id, self.config.lease_ms).await?;
-        let mut renewed = Instant::now();
+        let first = self.controller.compactor_heartbeat(&self.config.id, self.config.lease_ms).await?;
+        self.metrics.leased_partitions.set(first.tasks.len() as i64);
+        let tasks = first.tasks.clone();
+        let lease = Mutex::new(first);
         let topics: BTreeMap<TopicName, TopicInfo> =
             self.controller.list_topics().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
-        let mut report = PassReport::default();
-        let tasks = lease.tasks.clone();
-        for batch in tasks.chunks(PARALLEL_PARTITIONS) {
-            if Instant::now() >= deadline {
-                report.out_of_time = true;
-                break;
-            }
-            if renewed.elapsed() >= renew_every {
-                lease = self.controller.compactor_heartbeat(&self.config.id, self.config.lease_ms).await?;
-                renewed = Instant::now();
-            }
-            let mut passes = Vec::with_capacity(batch.len());
-            for task in batch {
-                if !lease.tasks.contains(task) {
-                    continue; // moved to another compactor meanwhile
+        // partitions go PARALLEL_PARTITIONS at a time, the next starting as
+        // soon as one is done; each checks the lease as renewed meanwhile
+        let passes = async {
+            let mut report = PassReport::default();
+            let mut waiting = tasks.iter();
+            let mut running = futures::stream::FuturesUnordered::new();
+            loop {
+                while running.len() < PARALLEL_PARTITIONS {
+                    let Some(task) = waiting.next() else { break };
+                    if Instant::now() >= deadline {
+                        report.out_of_time = true;
+                        break;
+                    }
+                    let held = lease.lock().unwrap_or_else(PoisonError::into_inner).tasks.contains(task);
+                    if let Some(topic) = topics.get(&task.topic).filter(|t| t.id == task.topic_id && held) {
+                        running.push(self.compact_one(Work { task, topic }));
+                    }
                 }
-                let Some(topic) = topics.get(&task.topic).filter(|t| t.id == task.topic_id) else { continue };
-                passes.push(self.compact_one(Work { task, topic }));
+                match running.next().await {
+                    Some(one) => report.absorb(&one),
+                    None if report.out_of_time || waiting.len() == 0 => return report,
+                    None => {}
+                }
             }
-            for one in futures::future::join_all(passes).await {
-                report.absorb(&one);
+        };
+        let renew = async {
+            loop {
+                tokio::time::sleep(renew_every).await;
+                match self.controller.compactor_heartbeat(&self.config.id, self.config.lease_ms).await {
+                    Ok(renewed) => *lease.lock().unwrap_or_else(PoisonError::into_inner) = renewed,
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the compaction lease"),
+                }
             }
-        }
+        };
+        let mut report = tokio::select! {
+            report = passes => report,
+            () = renew => PassReport::default(),
+        };
+        let lease = lease.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let partition_errors = report.errors;
         if lease.collector && self.gc_due() && Instant::now() < deadline {
             let now_ms = self.clock.now_ms();
             match gc::collect(self.store.as_ref(), self.controller.as_ref(), now_ms, self.config.gc_grace_ms)
@@ -233,7 +253,11 @@ impl Compactor {
                 }
             }
         }
-        self.metrics.add(&report);
+        self.metrics.add(&PassReport {
+            deleted_objects: report.deleted_objects,
+            errors: report.errors.saturating_sub(partition_errors),
+            ..PassReport::default()
+        });
         Ok(report)
     }
 
@@ -273,6 +297,8 @@ impl Compactor {
             self.forget_clean(work.task);
             report.errors += 1;
         }
+        // counted as each partition is done, so a long pass shows progress
+        self.metrics.add(&report);
         report
     }
 

@@ -2,6 +2,7 @@
 //! process (`shale dev` registers them next to the gateway's).
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::PassReport;
@@ -19,6 +20,8 @@ pub struct CompactorMetrics {
     pub deleted_objects: Counter,
     pub deferred: Counter,
     pub errors: Counter,
+    /// Partitions this compactor held at its last heartbeat.
+    pub leased_partitions: Gauge,
 }
 
 impl CompactorMetrics {
@@ -43,6 +46,11 @@ impl CompactorMetrics {
         r.register("deleted_objects", "Objects deleted by garbage collection", self.deleted_objects.clone());
         r.register("deferred", "Partitions that waited for leftovers to be collected", self.deferred.clone());
         r.register("errors", "Partitions or collections that failed in a pass", self.errors.clone());
+        r.register(
+            "leased_partitions",
+            "Partitions held at the last heartbeat",
+            self.leased_partitions.clone(),
+        );
     }
 
     pub(crate) fn add(&self, report: &PassReport) {

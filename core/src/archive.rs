@@ -121,6 +121,12 @@ pub fn writer_properties(topic: &TopicName, topic_id: u64, partition: PartitionI
         .set_write_batch_size(PAGE_ROWS)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        // values rarely repeat: a dictionary costs a hash per value and then falls back
+        .set_column_dictionary_enabled(ColumnPath::from("value"), false)
+        .set_column_dictionary_enabled(
+            ColumnPath::new(vec!["headers".into(), "list".into(), "element".into(), "value".into()]),
+            false,
+        )
         .set_column_bloom_filter_enabled(ColumnPath::from("key"), true)
         // sized for a row group's keys, not parquet's default of a million
         .set_column_bloom_filter_max_ndv(ColumnPath::from("key"), ROW_GROUP_ROWS as u64)
@@ -278,7 +284,7 @@ pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<(Offset, Record)>, Archiv
 }
 
 mod io;
-pub use io::{ArchiveFile, ArchiveWriter};
+pub use io::{ArchiveFile, ArchiveWriter, PrefetchedRowGroup};
 
 #[cfg(test)]
 mod tests;

@@ -134,6 +134,8 @@ pub struct Reader {
     controller: Arc<dyn Controller>,
     cache: Arc<ChunkCache>,
     footers: archive::FooterCache,
+    /// Row group decodes running at once (CPU work on the blocking pool).
+    decodes: tokio::sync::Semaphore,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -168,7 +170,9 @@ impl Reader {
         cache: Arc<ChunkCache>,
         metrics: Arc<GatewayMetrics>,
     ) -> Self {
-        Self { store, controller, cache, footers: archive::footer_cache(), metrics }
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let decodes = tokio::sync::Semaphore::new(cores);
+        Self { store, controller, cache, footers: archive::footer_cache(), decodes, metrics }
     }
 
     /// Records from `from` on, within the limits; at least one record when any
@@ -288,7 +292,8 @@ impl Reader {
         let loaded = match &piece.source {
             Source::Chunk(chunk) => Loaded::dense(self.load_chunk(chunk).await?),
             Source::RowGroup { object, file_len, index } => {
-                archive::load_row_group(&self.store, &self.footers, object, *file_len, *index, piece).await?
+                let at = (object.as_str(), *file_len, *index);
+                archive::load_row_group(&self.store, &self.footers, &self.decodes, at, piece).await?
             }
         };
         let loaded = Arc::new(loaded);

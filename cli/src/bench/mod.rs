@@ -424,6 +424,12 @@ async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
     let (from_segments, segment_secs) = read_back(&args, &server, &http, &topic).await?;
 
     server.restart().await?;
+    // the killed process's compaction leases expire first: time the archiving, not that
+    let leased = Instant::now();
+    while server.metrics(&http).await?.get("shale_compactor_leased_partitions") < f64::from(args.partitions) {
+        ensure!(leased.elapsed() < Duration::from_secs(120), "the compactor never held every partition");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let before = server.metrics(&http).await?;
     let patched = http
         .patch(format!("{}/v1/topics/{topic}", server.url))

@@ -77,6 +77,58 @@ impl AsyncFileReader for ArchiveFile {
     }
 }
 
+/// The bytes of one row group, read beforehand, for Parquet's async reader:
+/// decoding then waits on no I/O, so it can run on the blocking pool
+/// without holding a thread through a GET.
+#[derive(Debug, Clone)]
+pub struct PrefetchedRowGroup {
+    start: u64,
+    bytes: Bytes,
+    metadata: Arc<ParquetMetaData>,
+}
+
+impl PrefetchedRowGroup {
+    /// The byte range of the file holding row group `index`'s column chunks.
+    pub fn range(metadata: &ParquetMetaData, index: usize) -> Option<Range<u64>> {
+        let group = metadata.row_groups().get(index)?;
+        let mut range: Option<Range<u64>> = None;
+        for column in group.columns() {
+            let start = column.dictionary_page_offset().unwrap_or(column.data_page_offset());
+            let (start, len) = (u64::try_from(start).ok()?, u64::try_from(column.compressed_size()).ok()?);
+            let end = start.checked_add(len)?;
+            range = Some(range.map_or(start..end, |r| r.start.min(start)..r.end.max(end)));
+        }
+        range
+    }
+
+    pub fn new(start: u64, bytes: Bytes, metadata: Arc<ParquetMetaData>) -> Self {
+        Self { start, bytes, metadata }
+    }
+}
+
+impl AsyncFileReader for PrefetchedRowGroup {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let from = range.start.checked_sub(self.start).and_then(|f| usize::try_from(f).ok());
+        let to = range.end.checked_sub(self.start).and_then(|t| usize::try_from(t).ok());
+        let bytes = match (from, to) {
+            (Some(from), Some(to)) if from <= to && to <= self.bytes.len() => Ok(self.bytes.slice(from..to)),
+            _ => Err(ParquetError::General(format!(
+                "bytes {range:?} are outside the row group read ({}..{})",
+                self.start,
+                self.start + self.bytes.len() as u64
+            ))),
+        };
+        std::future::ready(bytes).boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        std::future::ready(Ok(self.metadata.clone())).boxed()
+    }
+}
+
 /// Bytes of encoded file an [`ArchiveWriter`] gathers before uploading them:
 /// a file smaller than this is one PUT, a larger one a multipart upload in
 /// parts of this size.

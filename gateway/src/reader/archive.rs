@@ -2,20 +2,21 @@
 //! the partition's archive (`shale_core::archive`). Its footer is read once
 //! (one ranged GET of its tail when the footer fits 64 KiB) and
 //! cached; a fetch then reads the row group holding its offset, one ranged
-//! GET per column chunk, and decodes it into records.
+//! GET of its column chunks, and decodes it into records.
 
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::errors::ParquetError;
 use parquet::file::statistics::Statistics;
 use shale_controller_client::ChunkSpan;
-use shale_core::archive::{ArchiveFile, decode_batch};
+use shale_core::archive::{ArchiveFile, PrefetchedRowGroup, decode_batch};
+use tokio::sync::Semaphore;
 
 use super::{Loaded, Piece, ReadError, Source};
 
@@ -112,7 +113,7 @@ pub async fn row_groups(
 /// The records of a row group's batches and their offsets, checking that
 /// the offsets rise within `[base, end)`.
 async fn decode(
-    mut stream: ParquetRecordBatchStream<ArchiveFile>,
+    mut stream: ParquetRecordBatchStream<PrefetchedRowGroup>,
     object: &str,
     (base, end): (u64, u64),
     expected: usize,
@@ -136,42 +137,43 @@ async fn decode(
 }
 
 /// Decodes row group `index` of the file, checking that it holds offsets
-/// of the piece only, as many rows as the footer says.
+/// of the piece only, as many rows as the footer says. Its column chunks
+/// are read with one ranged GET; decoding, CPU work, then runs on the
+/// blocking pool, at most `decodes` at once.
 pub async fn load_row_group(
     store: &Arc<dyn ObjectStore>,
     cache: &FooterCache,
-    object: &str,
-    file_len: u64,
-    index: usize,
+    decodes: &Semaphore,
+    (object, file_len, index): (&str, u64, usize),
     piece: &Piece,
 ) -> Result<Loaded, ReadError> {
+    let corrupt = |reason: String| ReadError::Corrupt { object: object.to_owned(), position: 0, reason };
     let meta = footer(store, cache, object, file_len).await?;
     let rows = meta.metadata().row_groups().get(index).map_or(0, |g| g.num_rows());
-    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, object, file_len), meta)
+    let range = PrefetchedRowGroup::range(meta.metadata(), index)
+        .filter(|r| r.end <= file_len)
+        .ok_or_else(|| corrupt(format!("row group {index} lies outside the file")))?;
+    let bytes = store.get_range(&Path::from(object), range.clone()).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => ReadError::Gone(object.to_owned()),
+        other => ReadError::Storage(other.to_string()),
+    })?;
+    let prefetched = PrefetchedRowGroup::new(range.start, bytes, meta.metadata().clone());
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta)
         .with_row_groups(vec![index])
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| read_error(object, e))?;
-    // decoding is CPU work: it runs on the blocking pool, which drives the
-    // stream's GETs through this runtime
-    let runtime = tokio::runtime::Handle::current();
     let (name, bounds) = (object.to_owned(), (piece.base_offset, piece.end_offset));
     let expected = usize::try_from(rows).unwrap_or(0);
-    let decoded =
-        tokio::task::spawn_blocking(move || runtime.block_on(decode(stream, &name, bounds, expected)))
-            .await
-            .map_err(|e| ReadError::Corrupt {
-                object: object.to_owned(),
-                position: 0,
-                reason: e.to_string(),
-            })?;
+    let _permit = decodes.acquire().await.map_err(|e| corrupt(e.to_string()))?;
+    let decoded = tokio::task::spawn_blocking(move || {
+        futures::executor::block_on(decode(stream, &name, bounds, expected))
+    })
+    .await
+    .map_err(|e| corrupt(e.to_string()))?;
     let loaded = decoded?;
     if loaded.records.len() as i64 != rows {
-        return Err(ReadError::Corrupt {
-            object: object.to_owned(),
-            position: 0,
-            reason: format!("{} rows, the footer says {rows}", loaded.records.len()),
-        });
+        return Err(corrupt(format!("{} rows, the footer says {rows}", loaded.records.len())));
     }
     Ok(loaded)
 }
