@@ -27,17 +27,21 @@
 //! survives.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow_array::{Array, BinaryArray, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 use shale_controller_client::ChunkSpan;
 use shale_core::Offset;
-use shale_core::archive::{ArchiveError, ArchiveFile, cleaned_key, generation, schema, writer_properties};
+use shale_core::archive::{
+    ArchiveError, ArchiveFile, ArchiveWriter, cleaned_key, generation, schema, writer_properties,
+};
 
 use crate::archive::{Written, swap};
 use crate::{CompactError, Compactor, PassReport, Work};
@@ -52,6 +56,7 @@ const OFFSET: usize = 0;
 const TIMESTAMP: usize = 1;
 const KEY: usize = 2;
 const VALUE: usize = 3;
+const HEADERS: usize = 4;
 
 /// What a partition's last cleaning left, kept in memory (a restarted
 /// compactor cleans everything once more: correct, only slower).
@@ -119,22 +124,20 @@ impl KeyMap {
     }
 }
 
-/// Opens a file for reading batches of the given root columns.
+/// Opens a file for reading batches of the given root columns; answers its
+/// footer too.
 async fn batches(
     compactor: &Compactor,
     file: &ChunkSpan,
     columns: &[usize],
-) -> Result<
-    (ArrowReaderMetadata, parquet::arrow::async_reader::ParquetRecordBatchStream<ArchiveFile>),
-    CompactError,
-> {
+) -> Result<(Arc<ParquetMetaData>, ParquetRecordBatchStream<ArchiveFile>), CompactError> {
     let source = ArchiveFile::new(
         compactor.store.clone(),
         Path::from(file.chunk.object.as_str()),
         u64::from(file.chunk.len),
     );
     let builder = ParquetRecordBatchStreamBuilder::new(source).await?;
-    let meta = ArrowReaderMetadata::try_new(builder.metadata().clone(), Default::default())?;
+    let meta = builder.metadata().clone();
     let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
     let stream = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build()?;
     Ok((meta, stream))
@@ -183,7 +186,7 @@ async fn needs(
 ) -> Result<Needs, CompactError> {
     let (meta, mut stream) = batches(compactor, file, &[OFFSET, KEY]).await?;
     let mut needs = Needs { superseded: 0, old_tombstones: false, tombstones_due_ms: None };
-    for group in meta.metadata().row_groups() {
+    for group in meta.row_groups() {
         let stats = |leaf: usize| group.columns().get(leaf).and_then(|c| c.statistics());
         if stats(VALUE).and_then(Statistics::null_count_opt) == Some(0) {
             continue;
@@ -269,8 +272,7 @@ impl Rewrite<'_> {
         let old = self.file.chunk.object.as_str();
         let key = cleaned_key(topic, partition, first, end - 1, generation(old) + 1);
         let props = writer_properties(topic, self.work.topic.id, partition);
-        let mut writer =
-            shale_core::archive::ArchiveWriter::new(self.compactor.store.clone(), key.clone(), props)?;
+        let mut writer = ArchiveWriter::new(self.compactor.store.clone(), key.clone(), props)?;
         let kept = match self.filter(&mut writer).await {
             Ok(kept) if kept.dropped > 0 => kept,
             Ok(kept) => {
@@ -299,8 +301,9 @@ impl Rewrite<'_> {
         Ok(kept.tombstones_due_ms)
     }
 
-    async fn filter(&self, writer: &mut shale_core::archive::ArchiveWriter) -> Result<Kept, CompactError> {
-        let (_, mut stream) = batches(self.compactor, self.file, &[0, 1, 2, 3, 4]).await?;
+    async fn filter(&self, writer: &mut ArchiveWriter) -> Result<Kept, CompactError> {
+        let (_, mut stream) =
+            batches(self.compactor, self.file, &[OFFSET, TIMESTAMP, KEY, VALUE, HEADERS]).await?;
         let mut kept = Kept::default();
         while let Some(batch) = stream.try_next().await? {
             let offsets = column::<Int64Array>(&batch, "offset")?;
