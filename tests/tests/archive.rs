@@ -278,7 +278,7 @@ async fn a_compacted_topic_keeps_the_latest_record_per_key_and_drops_old_tombsto
         let shale = Shale::start(dir.path(), &backend, &prefix, &FAST).await?;
         let c = shale.client();
         let config =
-            json!({"archive_after_ms": 300, "cleanup_policy": "compact", "delete_retention_ms": 6000});
+            json!({"archive_after_ms": 300, "cleanup_policy": "compact", "delete_retention_ms": 15000});
         let id = create(&c, "latest", 1, config).await?;
         let (s, refused) = c
             .post_json(
@@ -332,15 +332,20 @@ async fn a_compacted_topic_keeps_the_latest_record_per_key_and_drops_old_tombsto
                 .collect()
         };
         // the latest per key, the tombstone kept, offsets unchanged
-        let cleaned = want(&[5, 7, 9, 10, 11]);
-        let mut got = Vec::new();
-        for _ in 0..200 {
-            got = seen(&fetch_all(&c, "latest", 0).await?);
-            if got == cleaned {
-                break;
+        let read_until = async |wanted: &[(u64, Value, Value)]| -> anyhow::Result<Vec<(u64, Value, Value)>> {
+            let mut got = Vec::new();
+            // up to 30 s: the tombstone stays 15 s
+            for _ in 0..300 {
+                got = seen(&fetch_all(&c, "latest", 0).await?);
+                if got == wanted {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(got)
+        };
+        let cleaned = want(&[5, 7, 9, 10, 11]);
+        let got = read_until(&cleaned).await?;
         ensure!(got == cleaned, "{}: after cleaning {got:?}\n{}", backend.name(), shale.log());
         let (s, gap) = c.fetch("latest", 0, "offset=1&max_records=1&encoding=base64").await?;
         ensure!(s == 200, "{gap}");
@@ -361,13 +366,7 @@ async fn a_compacted_topic_keeps_the_latest_record_per_key_and_drops_old_tombsto
 
         // once delete_retention_ms has passed, the tombstone goes too
         let gone = want(&[5, 7, 9, 11]);
-        for _ in 0..200 {
-            got = seen(&fetch_all(&c, "latest", 0).await?);
-            if got == gone {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let got = read_until(&gone).await?;
         ensure!(got == gone, "{}: after the tombstone's retention {got:?}\n{}", backend.name(), shale.log());
         let (s, info) = c.get("/v1/topics/latest").await?;
         ensure!(s == 200 && info["partitions"][0]["high_watermark"] == 12, "offsets never change: {info}");
