@@ -154,7 +154,13 @@ struct Piece {
 #[derive(Debug, Clone)]
 enum Source {
     Chunk(ChunkRef),
-    RowGroup { object: String, file_len: u64, index: usize },
+    /// Row group `index`, from row `skip_rows` (the first of a page) on.
+    RowGroup {
+        object: String,
+        file_len: u64,
+        index: usize,
+        skip_rows: u64,
+    },
 }
 
 /// How many times a fetch reads the index again after finding an object gone.
@@ -262,7 +268,9 @@ impl Reader {
                     bytes: u64::from(span.chunk.len),
                     source: Source::Chunk(span.chunk),
                 }],
-                ChunkFormat::Parquet => archive::row_groups(&self.store, &self.footers, &span).await?,
+                ChunkFormat::Parquet => {
+                    archive::row_groups(&self.store, &self.footers, &span, req.from).await?
+                }
             };
             for piece in candidates.into_iter().filter(|p| p.end_offset > req.from) {
                 if !chosen.is_empty() && (bytes >= req.max_bytes as u64 || records >= req.max_records as u64)
@@ -280,8 +288,16 @@ impl Reader {
     async fn load(&self, piece: &Piece) -> Result<Arc<Loaded>, ReadError> {
         let id = match &piece.source {
             Source::Chunk(chunk) => ChunkId { object: chunk.object.clone(), position: chunk.position },
-            Source::RowGroup { object, index, .. } => {
-                ChunkId { object: object.clone(), position: *index as u64 }
+            Source::RowGroup { object, index, skip_rows, .. } => {
+                // a whole row group, if cached, serves a read from inside it too
+                let whole = ChunkId { object: object.clone(), position: *index as u64 };
+                if *skip_rows > 0
+                    && let Some(loaded) = self.cache.get(&whole)
+                {
+                    self.metrics.cache_hits.inc();
+                    return Ok(loaded);
+                }
+                ChunkId { object: object.clone(), position: *index as u64 | (skip_rows << 32) }
             }
         };
         if let Some(records) = self.cache.get(&id) {
@@ -291,8 +307,8 @@ impl Reader {
         self.metrics.cache_misses.inc();
         let loaded = match &piece.source {
             Source::Chunk(chunk) => Loaded::dense(self.load_chunk(chunk).await?),
-            Source::RowGroup { object, file_len, index } => {
-                let at = (object.as_str(), *file_len, *index);
+            Source::RowGroup { object, file_len, index, skip_rows } => {
+                let at = (object.as_str(), *file_len, *index, *skip_rows);
                 archive::load_row_group(&self.store, &self.footers, &self.decodes, at, piece).await?
             }
         };

@@ -5,7 +5,8 @@
 //! retention deletes whole files; a re-created topic never mixes
 //! incarnations in query results; a compacted topic keeps the latest record
 //! per key, at its offset, and drops tombstones after
-//! `delete_retention_ms`.
+//! `delete_retention_ms`; a fetch from inside a row group reads the pages
+//! the page index names, not the whole group.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use base64::Engine;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{Value, json};
 use shale_tests::archive::{list, open_store, python, read_archive};
 use shale_tests::{Backend, Client, Shale, unique};
@@ -370,6 +371,70 @@ async fn a_compacted_topic_keeps_the_latest_record_per_key_and_drops_old_tombsto
         ensure!(got == gone, "{}: after the tombstone's retention {got:?}\n{}", backend.name(), shale.log());
         let (s, info) = c.get("/v1/topics/latest").await?;
         ensure!(s == 200 && info["partitions"][0]["high_watermark"] == 12, "offsets never change: {info}");
+    }
+    Ok(())
+}
+
+/// The `shale_store_read_bytes_total` counter of a `shale dev`.
+async fn store_read_bytes(c: &Client) -> anyhow::Result<u64> {
+    let text = c.http.get(format!("{}/metrics", c.url)).send().await?.error_for_status()?.text().await?;
+    let line =
+        text.lines().find(|l| l.starts_with("shale_store_read_bytes_total ")).context("no read bytes")?;
+    line.rsplit(' ').next().and_then(|n| n.parse().ok()).context("read bytes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_inside_a_row_group_reads_only_the_pages_it_needs() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let prefix = unique("archive-pages");
+        let shale = Shale::start(dir.path(), &backend, &prefix, &FAST).await?;
+        let c = shale.client();
+        create(&c, "paged", 1, json!({"archive_after_ms": 300})).await?;
+        // 5000 records of 200 incompressible bytes in one produce: one file, one row group, five pages
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let values: Vec<String> = (0..5000)
+            .map(|_| {
+                let bytes: Vec<u8> = (0..200)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect();
+                b64(&bytes)
+            })
+            .collect();
+        produce(&c, "paged", 0, values.iter().map(|v| json!({"value": v})).collect()).await?;
+        let store = open_store(&backend, dir.path(), &prefix)?;
+        let files = archived(&store, "paged", 1).await.with_context(|| shale.log())?;
+        ensure!(files.len() == 1, "one file: {files:?}");
+        let len = store.head(&object_store::path::Path::from(files[0].as_str())).await?.size;
+
+        let before = store_read_bytes(&c).await?;
+        let (s, one) = c.fetch("paged", 0, "offset=4500&max_records=1&encoding=base64").await?;
+        ensure!(s == 200 && one["records"][0]["value"] == json!(values[4500]), "{s} {one}");
+        let read = store_read_bytes(&c).await? - before;
+        ensure!(
+            read < len / 2,
+            "{}: a fetch of one record read {read} of the file's {len} bytes (footer and pages only expected)",
+            backend.name()
+        );
+        let (s, rest) = c.fetch("paged", 0, "offset=4000&max_records=1000&encoding=base64").await?;
+        ensure!(s == 200, "{rest}");
+        let got: Vec<&Value> =
+            rest["records"].as_array().into_iter().flatten().map(|r| &r["value"]).collect();
+        let want: Vec<Value> = values[4000..].iter().map(|v| json!(v)).collect();
+        ensure!(
+            got.len() == 1000 && got.iter().zip(&want).all(|(g, w)| *g == w),
+            "records from a skipped page on"
+        );
+        ensure!(
+            rest["records"][0]["offset"] == 4000 && rest["next_offset"] == 5000,
+            "{}",
+            rest["next_offset"]
+        );
     }
     Ok(())
 }

@@ -26,13 +26,13 @@ use super::{ArchiveError, schema};
 /// An archive file in the object store, for Parquet's async reader: ranged
 /// GETs through the store (retries and metrics included), and the footer
 /// read with one GET of the file's tail when it fits the prefetch hint.
-/// Readers here take whole row groups, so the page index (written for query
-/// engines) is not loaded.
+/// The page index is loaded only when asked for ([`ArchiveFile::with_page_index`]).
 #[derive(Debug, Clone)]
 pub struct ArchiveFile {
     store: Arc<dyn ObjectStore>,
     path: Path,
     len: u64,
+    page_index: PageIndexPolicy,
 }
 
 /// Bytes read from a file's end at once for its footer.
@@ -40,7 +40,13 @@ const FOOTER_PREFETCH: usize = 64 << 10;
 
 impl ArchiveFile {
     pub fn new(store: Arc<dyn ObjectStore>, path: Path, len: u64) -> Self {
-        Self { store, path, len }
+        Self { store, path, len, page_index: PageIndexPolicy::Skip }
+    }
+
+    /// Loads the page index with the footer, when the file has one.
+    pub fn with_page_index(mut self) -> Self {
+        self.page_index = PageIndexPolicy::Optional;
+        self
     }
 }
 
@@ -67,7 +73,7 @@ impl AsyncFileReader for ArchiveFile {
         async move {
             let len = self.len;
             let metadata = ParquetMetaDataReader::new()
-                .with_page_index_policy(PageIndexPolicy::Skip)
+                .with_page_index_policy(self.page_index)
                 .with_prefetch_hint(Some(FOOTER_PREFETCH))
                 .load_and_finish(self, len)
                 .await?;
@@ -77,47 +83,79 @@ impl AsyncFileReader for ArchiveFile {
     }
 }
 
-/// The bytes of one row group, read beforehand, for Parquet's async reader:
-/// decoding then waits on no I/O, so it can run on the blocking pool
-/// without holding a thread through a GET.
+/// The bytes of one row group (or of the pages of it a read needs), read
+/// beforehand, for Parquet's async reader: decoding then waits on no I/O,
+/// so it can run on the blocking pool without holding a thread through a
+/// GET.
 #[derive(Debug, Clone)]
 pub struct PrefetchedRowGroup {
-    start: u64,
-    bytes: Bytes,
+    /// Byte ranges of the file read, by their start.
+    parts: Vec<(u64, Bytes)>,
     metadata: Arc<ParquetMetaData>,
 }
 
 impl PrefetchedRowGroup {
-    /// The byte range of the file holding row group `index`'s column chunks.
-    pub fn range(metadata: &ParquetMetaData, index: usize) -> Option<Range<u64>> {
+    /// The byte ranges of the file that rows `skip..` of row group `index`
+    /// need: with the page index, each column's dictionary page and the data
+    /// pages holding those rows (as Parquet's reader asks for them); without
+    /// it, the whole column chunks. None when the footer is inconsistent.
+    pub fn ranges(metadata: &ParquetMetaData, index: usize, skip: u64) -> Option<Vec<Range<u64>>> {
         let group = metadata.row_groups().get(index)?;
-        let mut range: Option<Range<u64>> = None;
-        for column in group.columns() {
+        let rows = u64::try_from(group.num_rows()).ok()?;
+        let page_index = metadata.page_index_for_row_group(index);
+        let mut ranges = Vec::new();
+        for (c, column) in group.columns().iter().enumerate() {
             let start = column.dictionary_page_offset().unwrap_or(column.data_page_offset());
             let (start, len) = (u64::try_from(start).ok()?, u64::try_from(column.compressed_size()).ok()?);
-            let end = start.checked_add(len)?;
-            range = Some(range.map_or(start..end, |r| r.start.min(start)..r.end.max(end)));
+            let locations = page_index.offset_index(c).map(|o| o.page_locations().as_slice());
+            let Some(locations) = locations.filter(|l| !l.is_empty() && skip > 0) else {
+                ranges.push(start..start.checked_add(len)?);
+                continue;
+            };
+            let first = u64::try_from(locations[0].offset).ok()?;
+            if first > start {
+                ranges.push(start..first); // the dictionary page
+            }
+            for (i, page) in locations.iter().enumerate() {
+                let next =
+                    locations.get(i + 1).map_or(Some(rows), |n| u64::try_from(n.first_row_index).ok())?;
+                if next > skip {
+                    let at = u64::try_from(page.offset).ok()?;
+                    ranges.push(at..at.checked_add(u64::try_from(page.compressed_page_size).ok()?)?);
+                }
+            }
         }
-        range
+        ranges.sort_by_key(|r| r.start);
+        Some(ranges)
     }
 
-    pub fn new(start: u64, bytes: Bytes, metadata: Arc<ParquetMetaData>) -> Self {
-        Self { start, bytes, metadata }
+    /// The first row of the page of `column` holding row `row`: where a read
+    /// of rows from `row` on can start (0 without a page index).
+    pub fn page_start(metadata: &ParquetMetaData, index: usize, column: usize, row: u64) -> u64 {
+        let page_index = metadata.page_index_for_row_group(index);
+        let locations = page_index.offset_index(column).map(|o| o.page_locations().as_slice()).unwrap_or(&[]);
+        locations
+            .iter()
+            .filter_map(|p| u64::try_from(p.first_row_index).ok())
+            .take_while(|first| *first <= row)
+            .last()
+            .unwrap_or(0)
+    }
+
+    pub fn new(parts: Vec<(u64, Bytes)>, metadata: Arc<ParquetMetaData>) -> Self {
+        Self { parts, metadata }
     }
 }
 
 impl AsyncFileReader for PrefetchedRowGroup {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        let from = range.start.checked_sub(self.start).and_then(|f| usize::try_from(f).ok());
-        let to = range.end.checked_sub(self.start).and_then(|t| usize::try_from(t).ok());
-        let bytes = match (from, to) {
-            (Some(from), Some(to)) if from <= to && to <= self.bytes.len() => Ok(self.bytes.slice(from..to)),
-            _ => Err(ParquetError::General(format!(
-                "bytes {range:?} are outside the row group read ({}..{})",
-                self.start,
-                self.start + self.bytes.len() as u64
-            ))),
-        };
+        let part = self.parts.iter().find_map(|(start, bytes)| {
+            let from = usize::try_from(range.start.checked_sub(*start)?).ok()?;
+            let to = usize::try_from(range.end.checked_sub(*start)?).ok()?;
+            (from <= to && to <= bytes.len()).then(|| bytes.slice(from..to))
+        });
+        let bytes =
+            part.ok_or_else(|| ParquetError::General(format!("bytes {range:?} are outside what was read")));
         std::future::ready(bytes).boxed()
     }
 

@@ -1,16 +1,17 @@
 //! Reading archived ranges: an index entry of format Parquet is one file of
 //! the partition's archive (`shale_core::archive`). Its footer is read once
 //! (one ranged GET of its tail when the footer fits 64 KiB) and
-//! cached; a fetch then reads the row group holding its offset, one ranged
-//! GET of its column chunks, and decodes it into records.
+//! cached with its page index; a fetch then reads the row group holding its
+//! offset (from the page holding the offset, when that is not the group's
+//! first), and decodes it into records.
 
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::errors::ParquetError;
 use parquet::file::statistics::Statistics;
@@ -47,7 +48,7 @@ fn read_error(object: &str, e: ParquetError) -> ReadError {
 }
 
 fn reader(store: &Arc<dyn ObjectStore>, object: &str, file_len: u64) -> ArchiveFile {
-    ArchiveFile::new(store.clone(), Path::from(object), file_len)
+    ArchiveFile::new(store.clone(), Path::from(object), file_len).with_page_index()
 }
 
 async fn footer(
@@ -74,6 +75,7 @@ pub async fn row_groups(
     store: &Arc<dyn ObjectStore>,
     cache: &FooterCache,
     span: &ChunkSpan,
+    from: u64,
 ) -> Result<Vec<Piece>, ReadError> {
     let object = &span.chunk.object;
     let file_len = u64::from(span.chunk.len);
@@ -100,11 +102,26 @@ pub async fn row_groups(
     let pieces = groups
         .iter()
         .enumerate()
-        .map(|(index, group)| Piece {
-            base_offset: if index == 0 { span.base_offset } else { starts[index] },
-            end_offset: starts.get(index + 1).copied().unwrap_or(span.end_offset()),
-            bytes: u64::try_from(group.compressed_size()).unwrap_or(0),
-            source: Source::RowGroup { object: object.clone(), file_len, index },
+        .map(|(index, group)| {
+            let (base_offset, end_offset) = (
+                if index == 0 { span.base_offset } else { starts[index] },
+                starts.get(index + 1).copied().unwrap_or(span.end_offset()),
+            );
+            // a read from inside a dense row group starts at the page holding
+            // `from`, found in the page index: it reads those pages only
+            let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+            let dense = end_offset - base_offset == rows;
+            let skip_rows = if dense && from > base_offset && from < end_offset {
+                PrefetchedRowGroup::page_start(meta.metadata(), index, 0, from - base_offset)
+            } else {
+                0
+            };
+            Piece {
+                base_offset,
+                end_offset,
+                bytes: u64::try_from(group.compressed_size()).unwrap_or(0),
+                source: Source::RowGroup { object: object.clone(), file_len, index, skip_rows },
+            }
         })
         .collect();
     Ok(pieces)
@@ -136,35 +153,44 @@ async fn decode(
     Ok(Loaded { records, offsets: Some(offsets) })
 }
 
-/// Decodes row group `index` of the file, checking that it holds offsets
-/// of the piece only, as many rows as the footer says. Its column chunks
-/// are read with one ranged GET; decoding, CPU work, then runs on the
+/// Decodes row group `index` of the file from row `skip` on, checking that
+/// it holds offsets of the piece only, as many rows as the footer says. The
+/// column chunks (or, past a skip, the pages the page index names) are read
+/// with one request of ranged GETs; decoding, CPU work, then runs on the
 /// blocking pool, at most `decodes` at once.
 pub async fn load_row_group(
     store: &Arc<dyn ObjectStore>,
     cache: &FooterCache,
     decodes: &Semaphore,
-    (object, file_len, index): (&str, u64, usize),
+    (object, file_len, index, skip): (&str, u64, usize, u64),
     piece: &Piece,
 ) -> Result<Loaded, ReadError> {
     let corrupt = |reason: String| ReadError::Corrupt { object: object.to_owned(), position: 0, reason };
     let meta = footer(store, cache, object, file_len).await?;
     let rows = meta.metadata().row_groups().get(index).map_or(0, |g| g.num_rows());
-    let range = PrefetchedRowGroup::range(meta.metadata(), index)
-        .filter(|r| r.end <= file_len)
+    let rows = u64::try_from(rows).unwrap_or(0);
+    let ranges = PrefetchedRowGroup::ranges(meta.metadata(), index, skip)
+        .filter(|r| skip <= rows && r.iter().all(|r| r.end <= file_len))
         .ok_or_else(|| corrupt(format!("row group {index} lies outside the file")))?;
-    let bytes = store.get_range(&Path::from(object), range.clone()).await.map_err(|e| match e {
+    let parts = store.get_ranges(&Path::from(object), &ranges).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => ReadError::Gone(object.to_owned()),
         other => ReadError::Storage(other.to_string()),
     })?;
-    let prefetched = PrefetchedRowGroup::new(range.start, bytes, meta.metadata().clone());
-    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta)
+    let parts = ranges.iter().map(|r| r.start).zip(parts).collect();
+    let prefetched = PrefetchedRowGroup::new(parts, meta.metadata().clone());
+    let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta)
         .with_row_groups(vec![index])
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| read_error(object, e))?;
-    let (name, bounds) = (object.to_owned(), (piece.base_offset, piece.end_offset));
-    let expected = usize::try_from(rows).unwrap_or(0);
+        .with_batch_size(BATCH_ROWS);
+    let expected = usize::try_from(rows - skip).unwrap_or(0);
+    if skip > 0 {
+        let skipped = usize::try_from(skip).unwrap_or(0);
+        builder = builder.with_row_selection(RowSelection::from(vec![
+            RowSelector::skip(skipped),
+            RowSelector::select(expected),
+        ]));
+    }
+    let stream = builder.build().map_err(|e| read_error(object, e))?;
+    let (name, bounds) = (object.to_owned(), (piece.base_offset + skip, piece.end_offset));
     let _permit = decodes.acquire().await.map_err(|e| corrupt(e.to_string()))?;
     let decoded = tokio::task::spawn_blocking(move || {
         futures::executor::block_on(decode(stream, &name, bounds, expected))
@@ -172,8 +198,8 @@ pub async fn load_row_group(
     .await
     .map_err(|e| corrupt(e.to_string()))?;
     let loaded = decoded?;
-    if loaded.records.len() as i64 != rows {
-        return Err(corrupt(format!("{} rows, the footer says {rows}", loaded.records.len())));
+    if loaded.records.len() != expected {
+        return Err(corrupt(format!("{} rows, the footer says {expected}", loaded.records.len())));
     }
     Ok(loaded)
 }
