@@ -5,7 +5,8 @@
 # controller snapshot's size and the objects the bucket holds. Flat columns
 # mean the state grows with the files kept, not with the produces.
 #
-#   scripts/bounded-state.sh [SECONDS]        (default 360; SHALE_BIN picks the binary)
+#   scripts/bounded-state.sh [SECONDS]        (default 360; SHALE_BIN picks the binary,
+#                                             RATE_MIB an offered rate instead of saturation)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-360}
@@ -29,7 +30,9 @@ sample() {
 }
 sample &
 sampler=$!
-"$bin" bench produce --url "http://127.0.0.1:$port" --duration-secs "$secs" \
+rate=()
+if [ -n "${RATE_MIB:-}" ]; then rate=(--rate-mib "$RATE_MIB"); fi
+"$bin" bench produce --url "http://127.0.0.1:$port" --duration-secs "$secs" "${rate[@]}" \
   --topic-config '{"retention_ms": 60000, "archive_after_ms": 10000}' > "$dir/bench" 2>&1 || cat "$dir/bench"
 sleep 1
 kill $sampler 2>/dev/null || true
