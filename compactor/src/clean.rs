@@ -40,7 +40,7 @@ use parquet::file::statistics::Statistics;
 use shale_controller_client::ChunkSpan;
 use shale_core::Offset;
 use shale_core::archive::{
-    ArchiveError, ArchiveFile, ArchiveWriter, cleaned_key, generation, schema, writer_properties,
+    ArchiveError, ArchiveFile, ArchiveWriter, cleaned_key, column, generation, schema, writer_properties,
 };
 
 use crate::archive::{Written, swap};
@@ -97,13 +97,6 @@ pub fn due(files: &[ChunkSpan], last: Option<Cleaned>, now_ms: i64) -> bool {
 /// MD5 of each key, so collisions are out of reach in practice.
 fn key_hash(key: &[u8]) -> u128 {
     twox_hash::XxHash3_128::oneshot(key)
-}
-
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, CompactError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| CompactError::Invalid(format!("archive batch without a valid {name} column")))
 }
 
 fn offset_at(offsets: &Int64Array, row: usize) -> Result<Offset, CompactError> {

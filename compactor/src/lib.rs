@@ -27,6 +27,8 @@ use tokio::time::Instant;
 
 mod archive;
 pub mod clean;
+#[cfg(test)]
+mod fixtures;
 pub mod gc;
 mod merge;
 mod metrics;

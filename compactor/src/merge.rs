@@ -16,7 +16,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use shale_controller_client::ChunkSpan;
-use shale_core::archive::{ArchiveError, ArchiveFile, ArchiveWriter, schema};
+use shale_core::archive::{ArchiveError, ArchiveFile, ArchiveWriter, column, schema};
 
 use crate::archive::{Written, new_file, swap};
 use crate::{CompactError, Compactor, CompactorConfig, PassReport, Work};
@@ -111,10 +111,7 @@ async fn copy(
         let mut floor = i64::try_from(file.base_offset).unwrap_or(i64::MAX);
         let end = i64::try_from(file.end_offset()).unwrap_or(i64::MAX);
         while let Some(batch) = batches.try_next().await? {
-            let offsets = batch
-                .column_by_name("offset")
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .ok_or_else(|| CompactError::Invalid(format!("{object} has no offset column")))?;
+            let offsets = column::<Int64Array>(&batch, "offset")?;
             for &offset in offsets.values() {
                 if offsets.null_count() > 0 || offset < floor || offset >= end {
                     return Err(CompactError::Invalid(format!(

@@ -1,26 +1,5 @@
-use shale_controller_client::{ChunkFormat, ChunkRef, ChunkSpan};
-
 use super::*;
-
-/// Files of the given (bytes, committed_ms), ten offsets each from 0.
-fn files(specs: &[(u32, i64)]) -> Vec<ChunkSpan> {
-    specs
-        .iter()
-        .enumerate()
-        .map(|(i, (len, committed_ms))| ChunkSpan {
-            base_offset: 10 * i as u64,
-            chunk: ChunkRef {
-                object: format!("f{i}"),
-                position: 0,
-                len: *len,
-                record_count: 10,
-                max_timestamp_ms: 0,
-                committed_ms: *committed_ms,
-                format: ChunkFormat::Parquet,
-            },
-        })
-        .collect()
-}
+use crate::fixtures::files;
 
 #[test]
 fn a_partition_never_cleaned_here_is_due_once_it_has_files() {

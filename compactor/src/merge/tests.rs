@@ -1,35 +1,10 @@
-use shale_controller_client::{ChunkFormat, ChunkRef, ChunkSpan};
-
 use super::*;
+use crate::fixtures::files;
 
 const DAY: i64 = DAY_MS;
 
 fn config() -> CompactorConfig {
     CompactorConfig { gc_grace_ms: 1000, merge_target_bytes: 1000, ..CompactorConfig::new("c".into()) }
-}
-
-/// Files of the given (bytes, committed_ms), back to back from offset 0.
-fn files(specs: &[(u32, i64)]) -> Vec<ChunkSpan> {
-    let mut base = 0;
-    specs
-        .iter()
-        .map(|(len, committed_ms)| {
-            let span = ChunkSpan {
-                base_offset: base,
-                chunk: ChunkRef {
-                    object: format!("f{base}"),
-                    position: 0,
-                    len: *len,
-                    record_count: 10,
-                    max_timestamp_ms: 0,
-                    committed_ms: *committed_ms,
-                    format: ChunkFormat::Parquet,
-                },
-            };
-            base += 10;
-            span
-        })
-        .collect()
 }
 
 fn chosen(specs: &[(u32, i64)], now: i64) -> Option<Vec<u64>> {
