@@ -127,6 +127,9 @@ pub struct GatewayArgs {
     /// gateway's partitions move to others.
     #[arg(long, env = "SHALE_LEASE_MS", default_value_t = 10_000)]
     pub lease_ms: u64,
+    /// Server-sent event streams open at once; more get 429.
+    #[arg(long, env = "SHALE_MAX_STREAMS", default_value_t = 1024)]
+    pub max_streams: usize,
     /// The URL clients reach this gateway at, as shown as partition leader
     /// (default: http:// plus the address it listens on).
     #[arg(long, env = "SHALE_ADVERTISE")]
@@ -147,6 +150,7 @@ impl GatewayArgs {
             format!("--body-timeout-ms={}", self.body_timeout_ms),
             format!("--max-wait-ms={}", self.max_wait_ms),
             format!("--lease-ms={}", self.lease_ms),
+            format!("--max-streams={}", self.max_streams),
         ]
     }
 
@@ -162,6 +166,7 @@ impl GatewayArgs {
             lease: Duration::from_millis(self.lease_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
             max_wait: Duration::from_millis(self.max_wait_ms),
+            max_streams: self.max_streams,
             ..GatewayConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;

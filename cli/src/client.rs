@@ -26,7 +26,7 @@ pub struct Target {
 
 impl Target {
     /// An HTTP client that presents the token, if any, on every request.
-    fn http(&self) -> anyhow::Result<reqwest::Client> {
+    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = &self.token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
@@ -41,7 +41,7 @@ impl Target {
         Ok(builder.build()?)
     }
 
-    fn base(&self) -> &str {
+    pub fn base(&self) -> &str {
         self.url.trim_end_matches('/')
     }
 }
@@ -159,30 +159,59 @@ pub struct ProduceArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
-    topic: String,
+    pub topic: String,
     #[arg(long, short, env = "SHALE_PARTITION", default_value_t = 0)]
     partition: u32,
-    /// earliest, latest, or an offset.
+    /// earliest, latest, an offset, or timestamp:TIME (RFC 3339, e.g.
+    /// timestamp:2026-11-25T10:00:00Z, or milliseconds since the epoch): the
+    /// first record at or after it. With --group: where partitions without
+    /// a committed offset start (earliest or latest).
     #[arg(long, env = "SHALE_FROM", default_value = "earliest")]
-    from: String,
+    pub from: String,
+    /// Consume as a member of this group: every partition the group assigns
+    /// this member, committing as it goes.
+    #[arg(long, env = "SHALE_GROUP")]
+    pub group: Option<String>,
+    /// The member id in the group (default: a new random one).
+    #[arg(long, env = "SHALE_MEMBER_ID", requires = "group")]
+    pub member_id: Option<String>,
+    /// Static membership: this member's stable instance id.
+    #[arg(long, env = "SHALE_INSTANCE_ID", requires = "group")]
+    pub instance_id: Option<String>,
+    /// A member not heard from for this long loses its partitions.
+    #[arg(long, env = "SHALE_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub session_timeout_ms: u64,
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long, env = "SHALE_FOLLOW")]
-    follow: bool,
+    pub follow: bool,
     /// Print KEY SEP VALUE instead of only the value.
     #[arg(long, env = "SHALE_KEY_SEPARATOR")]
-    key_separator: Option<String>,
-    /// Print offsets before each record.
+    pub key_separator: Option<String>,
+    /// Print offsets before each record (with --group: topic, partition
+    /// and offset).
     #[arg(long)]
-    print_offsets: bool,
+    pub print_offsets: bool,
     /// Stop after this many records.
     #[arg(long)]
-    max_records: Option<u64>,
+    pub max_records: Option<u64>,
     #[command(flatten)]
-    target: Target,
+    pub target: Target,
+}
+
+/// Milliseconds since the epoch from `timestamp:TIME` (RFC 3339 or ms).
+pub fn parse_timestamp(from: &str) -> anyhow::Result<Option<i64>> {
+    let Some(time) = from.strip_prefix("timestamp:") else { return Ok(None) };
+    if let Ok(ms) = time.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    let at = humantime::parse_rfc3339_weak(time)
+        .with_context(|| format!("{time:?} is neither RFC 3339 (2026-11-25T10:00:00Z) nor milliseconds"))?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).context("a time before 1970")?.as_millis();
+    Ok(Some(ms as i64))
 }
 
 /// Sends a request; returns the JSON body, or the API error as an error.
-async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+pub async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let response = request.send().await.context("cannot reach shale")?;
     let status = response.status();
     let body = response.text().await?;
@@ -265,15 +294,26 @@ async fn flush(http: &reqwest::Client, url: &str, batch: &mut Vec<Value>) -> any
     Ok(answer["offsets"].as_array().map_or(0, Vec::len))
 }
 
-fn decode_field(v: &Value) -> anyhow::Result<Vec<u8>> {
+pub fn decode_field(v: &Value) -> anyhow::Result<Vec<u8>> {
     Ok(STANDARD.decode(v.as_str().unwrap_or_default())?)
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    if args.group.is_some() {
+        return crate::group::consume(args).await;
+    }
     let http = args.target.http()?;
     let base = args.target.base();
-    let url = format!("{base}/v1/topics/{}/partitions/{}/records", args.topic, args.partition);
-    let mut offset = args.from.clone();
+    let partition_url = format!("{base}/v1/topics/{}/partitions/{}", args.topic, args.partition);
+    let url = format!("{partition_url}/records");
+    let mut offset = match parse_timestamp(&args.from)? {
+        Some(ms) => {
+            let at =
+                send(http.get(format!("{partition_url}/offsets")).query(&[("timestamp_ms", ms)])).await?;
+            at["offset"].to_string()
+        }
+        None => args.from.clone(),
+    };
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();
     loop {

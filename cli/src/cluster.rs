@@ -154,7 +154,13 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, controllers = ?args.controllers, "gateway started");
     println!("shale gateway listening on {}://{addr}", limits.scheme());
     std::io::stdout().flush()?;
-    serve(listener, router(state), &limits, shutdown_signal()).await?;
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // streams tell their clients to reconnect, then end, before the drain
+        closing.cancel();
+    };
+    serve(listener, router(state), &limits, shutdown).await?;
     registration.leave().await;
     Ok(())
 }

@@ -85,7 +85,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %store, data_dir = %data_dir.display(), "shale dev started");
     println!("shale dev listening on {}://{addr}", limits.scheme());
     std::io::stdout().flush()?;
-    serve(listener, router(state), &limits, shutdown_signal()).await?;
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // streams tell their clients to reconnect, then end, before the drain
+        closing.cancel();
+    };
+    serve(listener, router(state), &limits, shutdown).await?;
     registration.leave().await;
     if let (Some(stop), Some(task)) = (stop_compactor, compactor) {
         let _ = stop.send(());

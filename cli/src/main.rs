@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod cluster;
 mod dev;
+mod group;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -54,8 +55,11 @@ enum Command {
     Topic(client::TopicArgs),
     /// Produce one record per line of standard input.
     Produce(client::ProduceArgs),
-    /// Print records of one partition, one per line.
+    /// Print records of one partition, or with --group of every partition
+    /// the group assigns, one per line.
     Consume(client::ConsumeArgs),
+    /// List, describe (with lag), reset offsets of, or delete consumer groups.
+    Group(group::GroupArgs),
     /// Create, list or revoke API tokens.
     Token(client::TokenArgs),
     /// Measure throughput, latency and cost against the store's own ceiling.
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => client::produce(args).await,
             Command::Consume(args) => client::consume(args).await,
             Command::Token(args) => client::token(args).await,
+            Command::Group(args) => group::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

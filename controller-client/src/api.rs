@@ -27,6 +27,12 @@ pub const MEMBERS: &str = "/api/members";
 pub const COMPACTOR_HEARTBEAT: &str = "/api/compactors/heartbeat";
 pub const COMPACTOR_LEAVE: &str = "/api/compactors/leave";
 pub const RANGES: &str = "/api/ranges";
+/// The first chunk at or after a time (`GET`, [`TimeQuery`]).
+pub const TIME: &str = "/api/time";
+/// Groups: `GET /api/groups` and `GET|DELETE /api/groups/{g}` (from the
+/// leader), `POST|DELETE /api/groups/{g}/members/{m}` (heartbeat, leave),
+/// `POST /api/groups/{g}/offsets` (commit), `POST /api/groups/{g}/reset`.
+pub const GROUPS: &str = "/api/groups";
 /// Tokens: `GET` (with hashes, for gateways), `POST`, `DELETE /api/tokens/{name}`.
 pub const TOKENS: &str = "/api/tokens";
 
@@ -77,6 +83,14 @@ pub struct ReadQuery {
     /// applied everything committed (a read index): read-your-writes.
     #[serde(default)]
     pub linearizable: bool,
+}
+
+/// `GET /api/time`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TimeQuery {
+    pub topic: TopicName,
+    pub partition: PartitionId,
+    pub timestamp_ms: i64,
 }
 
 /// A membership change, sent to the leader (`POST /api/members`).

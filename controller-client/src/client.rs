@@ -9,6 +9,7 @@ use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::auth::{TokenInfo, TokenRecord};
 use crate::command::{CommitSegment, ReplaceRange};
+use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit};
 use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
@@ -124,6 +125,39 @@ pub trait Controller: Send + Sync + 'static {
     /// them after a read barrier: garbage collection deletes only objects
     /// outside this set.
     async fn referenced_objects(&self) -> Result<Vec<String>, ControllerError>;
+
+    /// The first chunk holding a record with a timestamp at or after
+    /// `timestamp_ms` (none if no record is that recent), with the
+    /// partition's bounds.
+    async fn find_time(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        timestamp_ms: i64,
+    ) -> Result<PartitionRead, ControllerError>;
+
+    /// Joins `group` or heartbeats in it. A heartbeat that changes nothing
+    /// is answered by the leader without a Raft entry.
+    async fn group_heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        heartbeat: MemberHeartbeat,
+    ) -> Result<MemberAssignment, ControllerError>;
+
+    async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError>;
+
+    async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError>;
+
+    /// Sets the offsets of a group without members.
+    async fn reset_offsets(&self, group: &str, offsets: Vec<OffsetCommit>) -> Result<(), ControllerError>;
+
+    async fn delete_group(&self, group: &str) -> Result<(), ControllerError>;
+
+    /// Every group, as the leader has applied them.
+    async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError>;
+
+    async fn describe_group(&self, group: &str) -> Result<GroupInfo, ControllerError>;
 }
 
 /// Turning command replies into API results (for the node that applies them).
@@ -205,6 +239,22 @@ pub mod replies {
     pub fn replaced(reply: CommandReply) -> Result<(), ControllerError> {
         match reply {
             CommandReply::Replaced => Ok(()),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn member(reply: CommandReply) -> Result<crate::group::MemberAssignment, ControllerError> {
+        match reply {
+            CommandReply::Member(assignment) => Ok(assignment),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn group_changed(reply: CommandReply) -> Result<(), ControllerError> {
+        match reply {
+            CommandReply::GroupChanged | CommandReply::Member(_) => Ok(()),
             CommandReply::Failed(e) => Err(e.into()),
             other => Err(unexpected(other)),
         }

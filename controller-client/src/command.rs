@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::auth::{TokenInfo, TokenRecord};
+use crate::group::{CommitOffsets, MemberAssignment, OffsetCommit};
 use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 /// A change to the metadata. Every command carries the timestamps it needs, so
@@ -67,6 +68,44 @@ pub enum Command {
     CreateToken(TokenRecord),
     RevokeToken {
         name: String,
+    },
+    /// A member joins a group or changes its subscription; the group is
+    /// rebalanced. `now_ms` is the leader's clock.
+    JoinGroup {
+        group: String,
+        member_id: String,
+        topics: Vec<TopicName>,
+        session_timeout_ms: u64,
+        instance_id: Option<String>,
+        now_ms: i64,
+    },
+    /// The member has acted on the answer at `epoch`: the partitions it was
+    /// revoking go to their new owners.
+    AckRevocation {
+        group: String,
+        member_id: String,
+        epoch: u64,
+    },
+    /// Members leave (or, listed by the leader, missed their sessions); a
+    /// member is removed only if its epoch is still the one named.
+    LeaveGroup {
+        group: String,
+        members: Vec<(String, Option<u64>)>,
+    },
+    CommitOffsets {
+        group: String,
+        commit: CommitOffsets,
+        now_ms: i64,
+    },
+    /// Sets a group's offsets (explicit, resolved by the gateway); only for
+    /// a group with no members.
+    ResetOffsets {
+        group: String,
+        offsets: Vec<OffsetCommit>,
+        now_ms: i64,
+    },
+    DeleteGroup {
+        group: String,
     },
 }
 
@@ -152,5 +191,8 @@ pub enum CommandReply {
     Compactor(CompactorLease),
     /// A range was swapped.
     Replaced,
+    Member(MemberAssignment),
+    /// A group command other than a join was applied.
+    GroupChanged,
     Failed(MetaError),
 }

@@ -6,6 +6,7 @@
 //! - [`meta`]: topics, partitions, chunks, leases and the controller's errors.
 //! - [`command`]: the commands replicated through the Raft log.
 //! - [`api`]: the controller's HTTP routes and their bodies.
+//! - [`group`]: consumer groups: joins, assignments, commits.
 //! - [`auth`]: tokens, principals and grants on the public API.
 //! - [`secret`]: the cluster credential.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod command;
+pub mod group;
 pub mod meta;
 pub mod remote;
 pub mod secret;

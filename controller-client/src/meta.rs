@@ -153,6 +153,17 @@ pub enum MetaError {
     /// collection may have deleted it): nothing was committed; retry.
     #[error("{0}")]
     SegmentExpired(String),
+    #[error("group {0} does not exist")]
+    GroupNotFound(String),
+    #[error("group {group} has no member {member}")]
+    MemberNotFound { group: String, member: String },
+    /// A commit from a stale member epoch, or for a partition the member
+    /// does not own: nothing changed.
+    #[error("{0}")]
+    StaleMember(String),
+    /// The operation needs a group without live members.
+    #[error("group {0} has live members")]
+    GroupNotEmpty(String),
 }
 
 /// A partition as shown to clients.

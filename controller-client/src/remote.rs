@@ -15,10 +15,13 @@ use serde::de::DeserializeOwned;
 use shale_core::{Offset, PartitionId, TopicName};
 use tokio::time::Instant;
 
-use crate::api::{self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery, UpdateTopicRequest};
+use crate::api::{
+    self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery, TimeQuery, UpdateTopicRequest,
+};
 use crate::auth::{TokenInfo, TokenRecord};
 use crate::client::{Controller, ControllerError, PartitionRead};
 use crate::command::{CommitSegment, ReplaceRange};
+use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit};
 use crate::meta::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::secret::ClusterSecret;
 use crate::status::Status;
@@ -364,5 +367,54 @@ impl Controller for RemoteController {
 
     async fn referenced_objects(&self) -> Result<Vec<String>, ControllerError> {
         self.read_from_leader(api::OBJECTS, &()).await
+    }
+
+    /// Any node answers; one that finds nothing may only be lagging, so the
+    /// leader is asked then.
+    async fn find_time(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        timestamp_ms: i64,
+    ) -> Result<PartitionRead, ControllerError> {
+        let query = TimeQuery { topic: topic.clone(), partition, timestamp_ms };
+        let any: PartitionRead = self.read(api::TIME, Some(&query), PROBE_TIMEOUT).await?;
+        if !any.chunks.is_empty() {
+            return Ok(any);
+        }
+        self.read_from_leader(api::TIME, &query).await
+    }
+
+    async fn group_heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        heartbeat: MemberHeartbeat,
+    ) -> Result<MemberAssignment, ControllerError> {
+        self.write(Method::POST, &format!("{}/{group}/members/{member_id}", api::GROUPS), &heartbeat).await
+    }
+
+    async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError> {
+        self.write(Method::DELETE, &format!("{}/{group}/members/{member_id}", api::GROUPS), &()).await
+    }
+
+    async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError> {
+        self.write(Method::POST, &format!("{}/{group}/offsets", api::GROUPS), &commit).await
+    }
+
+    async fn reset_offsets(&self, group: &str, offsets: Vec<OffsetCommit>) -> Result<(), ControllerError> {
+        self.write(Method::POST, &format!("{}/{group}/reset", api::GROUPS), &offsets).await
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<(), ControllerError> {
+        self.write(Method::DELETE, &format!("{}/{group}", api::GROUPS), &()).await
+    }
+
+    async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError> {
+        self.read_from_leader(api::GROUPS, &()).await
+    }
+
+    async fn describe_group(&self, group: &str) -> Result<GroupInfo, ControllerError> {
+        self.read_from_leader(&format!("{}/{group}", api::GROUPS), &()).await
     }
 }

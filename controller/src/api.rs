@@ -14,9 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shale_controller_client::api::{
-    self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, MemberChange, ReadQuery, UpdateTopicRequest,
+    self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, MemberChange, ReadQuery, TimeQuery,
+    UpdateTopicRequest,
 };
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
+use shale_controller_client::group::{
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
+};
 use shale_controller_client::{
     ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead, ReplaceRange,
 };
@@ -61,6 +65,12 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
         .route(api::OBJECTS, get(referenced_objects))
         .route(api::TOKENS, get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", axum::routing::delete(revoke_token))
+        .route(api::TIME, get(find_time))
+        .route(api::GROUPS, get(list_groups))
+        .route("/api/groups/{group}", get(describe_group).delete(delete_group))
+        .route("/api/groups/{group}/members/{member}", post(group_heartbeat).delete(leave_group))
+        .route("/api/groups/{group}/offsets", post(commit_offsets))
+        .route("/api/groups/{group}/reset", post(reset_offsets))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
         .with_state(state);
     let protected = raft_router(node.clone()).merge(api);
@@ -194,6 +204,53 @@ async fn create_token(State(s): State<ApiState>, Json(token): Json<TokenRecord>)
 
 async fn revoke_token(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<()> {
     Json(s.node.revoke_token(&name).await)
+}
+
+async fn find_time(State(s): State<ApiState>, Query(q): Query<TimeQuery>) -> ApiResult<PartitionRead> {
+    Json(s.node.find_time(&q.topic, q.partition, q.timestamp_ms).await)
+}
+
+async fn group_heartbeat(
+    State(s): State<ApiState>,
+    Path((group, member)): Path<(String, String)>,
+    Json(heartbeat): Json<MemberHeartbeat>,
+) -> ApiResult<MemberAssignment> {
+    Json(s.node.group_heartbeat(&group, &member, heartbeat).await)
+}
+
+async fn leave_group(
+    State(s): State<ApiState>,
+    Path((group, member)): Path<(String, String)>,
+) -> ApiResult<()> {
+    Json(s.node.leave_group(&group, &member).await)
+}
+
+async fn commit_offsets(
+    State(s): State<ApiState>,
+    Path(group): Path<String>,
+    Json(commit): Json<CommitOffsets>,
+) -> ApiResult<()> {
+    Json(s.node.commit_offsets(&group, commit).await)
+}
+
+async fn reset_offsets(
+    State(s): State<ApiState>,
+    Path(group): Path<String>,
+    Json(offsets): Json<Vec<OffsetCommit>>,
+) -> ApiResult<()> {
+    Json(s.node.reset_offsets(&group, offsets).await)
+}
+
+async fn delete_group(State(s): State<ApiState>, Path(group): Path<String>) -> ApiResult<()> {
+    Json(s.node.delete_group(&group).await)
+}
+
+async fn list_groups(State(s): State<ApiState>) -> ApiResult<Vec<GroupInfo>> {
+    Json(s.node.list_groups().await)
+}
+
+async fn describe_group(State(s): State<ApiState>, Path(group): Path<String>) -> ApiResult<GroupInfo> {
+    Json(s.node.describe_group(&group).await)
 }
 
 /// The live gateways and their leases (expiry in the leader's clock, ms).

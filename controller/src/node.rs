@@ -1,7 +1,7 @@
 //! A running controller node: openraft with our stores, and the
 //! [`Controller`] API served from it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,9 @@ use tokio::time::Instant;
 
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::client::replies;
+use shale_controller_client::group::{
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
+};
 use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
 
 use crate::model::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
@@ -88,7 +91,15 @@ pub struct ControllerNode {
     raft: Raft,
     shared: Arc<SharedState>,
     recovery: Arc<Recovery>,
+    /// On the leader: when each group member (group, member id) was last
+    /// heard from, by this node's clock. Heartbeats only touch this; it is
+    /// never replicated, and a new leader starts it empty.
+    sessions: Arc<Sessions>,
 }
+
+type Sessions = std::sync::Mutex<HashMap<(String, String), i64>>;
+/// A member id, and the epoch it must still be at to be removed.
+type MemberAtEpoch = (String, Option<u64>);
 
 impl ControllerNode {
     /// Starts a single-node controller, initializing the cluster on first run,
@@ -182,7 +193,8 @@ impl ControllerNode {
         if !initialized && bootstrapper {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        let node = Self { id: config.id, raft, shared, recovery: Arc::new(recovery) };
+        let node =
+            Self { id: config.id, raft, shared, recovery: Arc::new(recovery), sessions: Arc::default() };
         tokio::spawn(keep(node.clone(), config.store.clone(), config.data_dir.clone()));
         Ok(node)
     }
@@ -221,7 +233,10 @@ impl ControllerNode {
             Command::GatewayHeartbeat { now_ms, .. }
             | Command::CompactorHeartbeat { now_ms, .. }
             | Command::ApplyRetention { now_ms }
-            | Command::ReplaceRange(ReplaceRange { now_ms, .. }) => *now_ms = SystemClock.now_ms(),
+            | Command::ReplaceRange(ReplaceRange { now_ms, .. })
+            | Command::JoinGroup { now_ms, .. }
+            | Command::CommitOffsets { now_ms, .. }
+            | Command::ResetOffsets { now_ms, .. } => *now_ms = SystemClock.now_ms(),
             // the idempotency window runs on the leader's clock, not on
             // whatever a gateway's clock says
             Command::CommitSegment(commit) => commit.committed_ms = SystemClock.now_ms(),
@@ -352,6 +367,7 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
         if leader != Some(node.id) {
             leading_since = None;
             followers = FollowerWatch::default();
+            lock(&node.sessions).clear();
             continue;
         }
         for event in followers.observe(&node.status(), std::time::Instant::now()) {
@@ -374,6 +390,12 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
             && let Err(e) = node.write(Command::ExpireGateways { now_ms }).await
         {
             tracing::warn!(error = %e, "cannot end expired gateway leases");
+        }
+        let leading_since_ms = now_ms - leading_since.map_or(0, |t| t.elapsed().as_millis() as i64);
+        for (group, members) in node.expired_members(now_ms, leading_since_ms) {
+            if let Err(e) = node.write(Command::LeaveGroup { group: group.clone(), members }).await {
+                tracing::warn!(%group, error = %e, "cannot end expired group sessions");
+            }
         }
         if last_retention.elapsed() >= RETENTION_EVERY {
             last_retention = Instant::now();
@@ -404,6 +426,61 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
             },
             _ => {}
         }
+    }
+}
+
+fn lock(sessions: &Sessions) -> std::sync::MutexGuard<'_, HashMap<(String, String), i64>> {
+    sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a group heartbeat needs: a Raft entry, or only an answer.
+enum HeartbeatStep {
+    Join(Vec<TopicName>),
+    Ack(u64),
+    Answer(MemberAssignment),
+}
+
+impl ControllerNode {
+    /// `NotLeader` (with the leader's address) unless this node leads.
+    fn require_leader(&self) -> Result<(), ControllerError> {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(id) if id == self.id => Ok(()),
+            other => Err(ControllerError::NotLeader {
+                leader: other
+                    .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())),
+            }),
+        }
+    }
+
+    fn touch(&self, group: &str, member: &str) {
+        lock(&self.sessions).insert((group.to_owned(), member.to_owned()), SystemClock.now_ms());
+    }
+
+    /// Per group, the members (at their epochs) whose session ended: last
+    /// heard from (or, if never since this node leads, `leading_since_ms`)
+    /// more than their session timeout before `now_ms`.
+    fn expired_members(&self, now_ms: i64, leading_since_ms: i64) -> Vec<(String, Vec<MemberAtEpoch>)> {
+        let state = self.shared.read();
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|(g, m), _| state.metadata.groups.get(g).is_some_and(|g| g.members.contains_key(m)));
+        let mut expired = Vec::new();
+        for (group, g) in &state.metadata.groups {
+            let gone: Vec<MemberAtEpoch> = g
+                .members
+                .iter()
+                .filter(|(id, m)| {
+                    let seen =
+                        sessions.get(&(group.clone(), (*id).clone())).copied().unwrap_or(leading_since_ms);
+                    now_ms.saturating_sub(seen) > m.session_timeout_ms as i64
+                })
+                .map(|(id, m)| (id.clone(), Some(m.epoch)))
+                .collect();
+            if !gone.is_empty() {
+                expired.push((group.clone(), gone));
+            }
+        }
+        expired
     }
 }
 
@@ -493,6 +570,133 @@ impl Controller for ControllerNode {
         self.read_barrier().await?;
         let state = self.shared.read();
         Ok(state.metadata.referenced_objects().into_iter().map(str::to_owned).collect())
+    }
+
+    async fn find_time(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        timestamp_ms: i64,
+    ) -> Result<PartitionRead, ControllerError> {
+        let state = self.shared.read();
+        let p = state.metadata.partition(topic, partition)?;
+        let first = p.index.iter().find(|(_, c)| c.max_timestamp_ms >= timestamp_ms);
+        Ok(PartitionRead {
+            log_start_offset: p.log_start_offset,
+            high_watermark: p.high_watermark,
+            chunks: first.map(|(b, c)| ChunkSpan { base_offset: *b, chunk: c.clone() }).into_iter().collect(),
+        })
+    }
+
+    async fn group_heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        heartbeat: MemberHeartbeat,
+    ) -> Result<MemberAssignment, ControllerError> {
+        self.require_leader()?;
+        let step = {
+            let state = self.shared.read();
+            let member =
+                state.metadata.groups.get(group).and_then(|g| g.members.get(member_id).map(|m| (g, m)));
+            match (member, heartbeat.topics) {
+                (None, None) => {
+                    return Err(
+                        MetaError::MemberNotFound { group: group.into(), member: member_id.into() }.into()
+                    );
+                }
+                (None, Some(topics)) => HeartbeatStep::Join(topics),
+                (Some((_, m)), Some(topics))
+                    if topics.iter().collect::<BTreeSet<_>>() != m.topics.iter().collect()
+                        || heartbeat.session_timeout_ms != m.session_timeout_ms
+                        || heartbeat.instance_id != m.instance_id =>
+                {
+                    HeartbeatStep::Join(topics)
+                }
+                (Some((_, m)), _)
+                    if !m.revoking.is_empty() && heartbeat.member_epoch.is_none_or(|e| e >= m.epoch) =>
+                {
+                    HeartbeatStep::Ack(m.epoch)
+                }
+                (Some((g, _)), _) => match g.assignment(group, member_id) {
+                    Some(assignment) => HeartbeatStep::Answer(assignment),
+                    None => return Err(ControllerError::Unavailable("the member vanished".into())),
+                },
+            }
+        };
+        self.touch(group, member_id);
+        let (group, member_id) = (group.to_owned(), member_id.to_owned());
+        let command = match step {
+            HeartbeatStep::Answer(assignment) => return Ok(assignment),
+            HeartbeatStep::Ack(epoch) => Command::AckRevocation { group, member_id, epoch },
+            HeartbeatStep::Join(topics) => Command::JoinGroup {
+                group,
+                member_id,
+                topics,
+                session_timeout_ms: heartbeat.session_timeout_ms,
+                instance_id: heartbeat.instance_id,
+                now_ms: 0,
+            },
+        };
+        replies::member(self.write(command).await?)
+    }
+
+    async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError> {
+        self.require_leader()?;
+        let is_static = self
+            .shared
+            .read()
+            .metadata
+            .groups
+            .get(group)
+            .and_then(|g| g.members.get(member_id))
+            .map(|m| m.instance_id.is_some());
+        match is_static {
+            None => Err(MetaError::MemberNotFound { group: group.into(), member: member_id.into() }.into()),
+            // a static member keeps its partitions for its session timeout,
+            // so its instance can come back without a rebalance
+            Some(true) => {
+                self.touch(group, member_id);
+                Ok(())
+            }
+            Some(false) => {
+                let command = Command::LeaveGroup {
+                    group: group.to_owned(),
+                    members: vec![(member_id.to_owned(), None)],
+                };
+                replies::group_changed(self.write(command).await?)
+            }
+        }
+    }
+
+    async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError> {
+        if let Some((member, _)) = &commit.member {
+            self.touch(group, member);
+        }
+        let command = Command::CommitOffsets { group: group.to_owned(), commit, now_ms: 0 };
+        replies::group_changed(self.write(command).await?)
+    }
+
+    async fn reset_offsets(&self, group: &str, offsets: Vec<OffsetCommit>) -> Result<(), ControllerError> {
+        let command = Command::ResetOffsets { group: group.to_owned(), offsets, now_ms: 0 };
+        replies::group_changed(self.write(command).await?)
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<(), ControllerError> {
+        replies::group_changed(self.write(Command::DeleteGroup { group: group.to_owned() }).await?)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError> {
+        self.read_barrier().await?;
+        let state = self.shared.read();
+        Ok(state.metadata.groups.iter().map(|(name, g)| g.info(name)).collect())
+    }
+
+    async fn describe_group(&self, group: &str) -> Result<GroupInfo, ControllerError> {
+        self.read_barrier().await?;
+        let state = self.shared.read();
+        let g = state.metadata.groups.get(group).ok_or_else(|| MetaError::GroupNotFound(group.to_owned()))?;
+        Ok(g.info(group))
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {

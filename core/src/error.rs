@@ -32,6 +32,14 @@ pub enum ErrorCode {
     TopicExists,
     TokenNotFound,
     TokenExists,
+    GroupNotFound,
+    /// The member is not in the group (it left, or missed its session): join again.
+    MemberNotFound,
+    /// A commit from a stale member epoch, or for a partition the member
+    /// does not own; nothing changed. Heartbeat for the current assignment.
+    StaleMember,
+    /// The operation needs a group without live members.
+    GroupNotEmpty,
     /// A single record exceeds the record size limit.
     RecordTooLarge,
     /// The request body exceeds the request size limit.
@@ -67,9 +75,11 @@ impl ErrorCode {
             }
             Unauthenticated => (401, false),
             Forbidden => (403, false),
-            NotFound | TopicNotFound | PartitionNotFound | TokenNotFound => (404, false),
+            NotFound | TopicNotFound | PartitionNotFound | TokenNotFound | GroupNotFound | MemberNotFound => {
+                (404, false)
+            }
             MethodNotAllowed => (405, false),
-            TopicExists | TokenExists => (409, false),
+            TopicExists | TokenExists | StaleMember | GroupNotEmpty => (409, false),
             RecordTooLarge | RequestTooLarge => (413, false),
             OffsetMismatch => (412, false),
             OffsetOutOfRange => (416, false),
@@ -108,6 +118,10 @@ impl ErrorCode {
             TopicExists => "topic_exists",
             TokenNotFound => "token_not_found",
             TokenExists => "token_exists",
+            GroupNotFound => "group_not_found",
+            MemberNotFound => "member_not_found",
+            StaleMember => "stale_member",
+            GroupNotEmpty => "group_not_empty",
             RecordTooLarge => "record_too_large",
             RequestTooLarge => "request_too_large",
             OffsetOutOfRange => "offset_out_of_range",
@@ -141,6 +155,10 @@ mod tests {
             ErrorCode::TokenExists,
             ErrorCode::TokenNotFound,
             ErrorCode::RequestTimeout,
+            ErrorCode::GroupNotFound,
+            ErrorCode::MemberNotFound,
+            ErrorCode::StaleMember,
+            ErrorCode::GroupNotEmpty,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

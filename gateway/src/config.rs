@@ -29,6 +29,8 @@ pub struct GatewayConfig {
     pub lease: Duration,
     /// A request body must arrive in full within this once admitted.
     pub body_timeout: Duration,
+    /// Server-sent event streams open at once; more get 429.
+    pub max_streams: usize,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +47,7 @@ impl Default for GatewayConfig {
             max_wait: Duration::from_secs(30),
             lease: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            max_streams: 1024,
         }
     }
 }

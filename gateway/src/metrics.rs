@@ -44,7 +44,15 @@ pub struct GatewayMetrics {
     pub cache_misses: Counter,
     pub resident_bytes: Gauge,
     pub peak_resident_bytes: Gauge,
+    pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub open_streams: Gauge,
+    pub controller_calls: Family<CallLabels, Counter>,
     pub store: StoreMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub call: &'static str,
 }
 
 impl GatewayMetrics {
@@ -66,6 +74,9 @@ impl GatewayMetrics {
             cache_misses: Counter::default(),
             resident_bytes: Gauge::default(),
             peak_resident_bytes: Gauge::default(),
+            cpu_seconds: Gauge::default(),
+            open_streams: Gauge::default(),
+            controller_calls: Family::default(),
             store,
         };
         let r = registry.sub_registry_with_prefix("shale");
@@ -90,6 +101,17 @@ impl GatewayMetrics {
             "Peak resident memory of this process",
             m.peak_resident_bytes.clone(),
         );
+        r.register(
+            "process_cpu_seconds",
+            "CPU time (user and system) of this process",
+            m.cpu_seconds.clone(),
+        );
+        r.register("open_streams", "Server-sent event streams open", m.open_streams.clone());
+        r.register(
+            "controller_calls",
+            "Calls this process made to the controller, by call",
+            m.controller_calls.clone(),
+        );
         *m.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = registry;
         m
     }
@@ -105,6 +127,9 @@ impl GatewayMetrics {
         if let Some((rss, peak)) = read_rss() {
             self.resident_bytes.set(rss);
             self.peak_resident_bytes.set(peak);
+        }
+        if let Some(cpu) = cpu_seconds() {
+            self.cpu_seconds.set(cpu);
         }
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -130,4 +155,16 @@ fn read_rss() -> Option<(i64, i64)> {
         Some(kib * 1024)
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// User plus system CPU seconds of this process, from `/proc/self/stat`
+/// (Linux; clock ticks of 1/100 s, as USER_HZ is on every Linux ABI).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the command name, which is in parentheses and may hold spaces
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

@@ -16,9 +16,11 @@ pub use shale_controller_client::meta::{
 };
 
 mod compaction;
+mod groups;
 mod idempotency;
 mod leadership;
 mod retention;
+pub use groups::{Committed, GroupState, MemberState};
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
 pub use leadership::{Gateways, MAX_LEASE_MS, MIN_LEASE_MS, Role};
 
@@ -71,6 +73,9 @@ pub struct Metadata {
     /// The live compactors, by id.
     #[serde(default)]
     pub compactors: Gateways,
+    /// Consumer groups by id.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupState>,
 }
 
 impl Metadata {
@@ -147,6 +152,29 @@ impl Metadata {
                 Some(_) => CommandReply::TokenRevoked,
                 None => CommandReply::Failed(MetaError::TokenNotFound(name.clone())),
             },
+            Command::JoinGroup { group, member_id, topics, session_timeout_ms, instance_id, .. } => {
+                match self.join_group(group, member_id, topics, *session_timeout_ms, instance_id.as_deref()) {
+                    Ok(assignment) => CommandReply::Member(assignment),
+                    Err(e) => CommandReply::Failed(e),
+                }
+            }
+            Command::AckRevocation { group, member_id, epoch } => {
+                match self.ack_revocation(group, member_id, *epoch) {
+                    Ok(()) => match self.groups.get(group).and_then(|g| g.assignment(group, member_id)) {
+                        Some(assignment) => CommandReply::Member(assignment),
+                        None => CommandReply::GroupChanged,
+                    },
+                    Err(e) => CommandReply::Failed(e),
+                }
+            }
+            Command::LeaveGroup { group, members } => group_reply(self.leave_group(group, members)),
+            Command::CommitOffsets { group, commit, now_ms } => {
+                group_reply(self.commit_offsets(group, commit, *now_ms))
+            }
+            Command::ResetOffsets { group, offsets, now_ms } => {
+                group_reply(self.reset_offsets(group, offsets, *now_ms))
+            }
+            Command::DeleteGroup { group } => group_reply(self.delete_group(group)),
         }
     }
 
@@ -183,6 +211,7 @@ impl Metadata {
     fn rebalance_all(&mut self) {
         leadership::rebalance(&mut self.topics, &self.gateways, Role::Leader);
         leadership::rebalance(&mut self.topics, &self.compactors, Role::Compactor);
+        self.reconcile_groups();
     }
 
     fn create_token(&mut self, token: &TokenRecord) -> Result<(), MetaError> {
@@ -446,6 +475,13 @@ impl Metadata {
                 })
                 .collect(),
         })
+    }
+}
+
+fn group_reply(result: Result<(), MetaError>) -> CommandReply {
+    match result {
+        Ok(()) => CommandReply::GroupChanged,
+        Err(e) => CommandReply::Failed(e),
     }
 }
 

@@ -38,20 +38,34 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after_secs = Some(after.as_secs().max(1));
+        self
+    }
+
+    /// The JSON error body.
+    pub fn body(&self) -> Value {
         let mut body = json!({
             "error_code": self.code,
             "message": self.message,
             "retryable": self.retryable.unwrap_or(self.code.retryable()),
         });
         if let Value::Object(fields) = &mut body {
-            fields.extend(self.details);
+            fields.extend(self.details.clone());
         }
-        let mut response = (status, axum::Json(body)).into_response();
+        body
+    }
+
+    pub fn body_json(&self) -> String {
+        self.body().to_string()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self.body())).into_response();
         if self.code == ErrorCode::Unauthenticated {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -85,6 +99,10 @@ impl From<MetaError> for ApiError {
             MetaError::TokenNotFound(_) => ErrorCode::TokenNotFound,
             MetaError::Fenced(_) => ErrorCode::Internal,
             MetaError::SegmentExpired(_) => ErrorCode::ControllerUnavailable,
+            MetaError::GroupNotFound(_) => ErrorCode::GroupNotFound,
+            MetaError::MemberNotFound { .. } => ErrorCode::MemberNotFound,
+            MetaError::StaleMember(_) => ErrorCode::StaleMember,
+            MetaError::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
         };
         ApiError::new(code, e.to_string())
     }

@@ -6,19 +6,21 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shale_core::wire;
-use shale_core::{ErrorCode, Offset, TopicName};
+use shale_core::{ErrorCode, Offset, Record, TopicName};
 
 use super::encoding::Encoding;
 use super::extract::{ApiPath, ApiQuery};
 use super::openapi::ErrorBody;
 use super::produce::parse_partition;
+use super::stream::{self, Turn};
 use super::{ApiError, AppState, require};
-use crate::reader::FetchRequest;
+use crate::reader::{FetchRequest, Fetched};
 use shale_controller_client::auth::{Operation, Principal};
 
 const DEFAULT_MAX_RECORDS: usize = 1000;
@@ -48,18 +50,18 @@ pub struct FetchQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FetchedHeader {
-    key: String,
-    value: Value,
+    pub key: String,
+    pub value: Value,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FetchedRecord {
     #[schema(value_type = u64)]
-    offset: Offset,
-    timestamp_ms: i64,
-    key: Option<Value>,
-    value: Value,
-    headers: Vec<FetchedHeader>,
+    pub offset: Offset,
+    pub timestamp_ms: i64,
+    pub key: Option<Value>,
+    pub value: Value,
+    pub headers: Vec<FetchedHeader>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -74,13 +76,13 @@ pub struct FetchResponse {
     log_start_offset: Offset,
 }
 
-enum Start {
+pub enum Start {
     Earliest,
     Latest,
     At(Offset),
 }
 
-fn parse_offset(s: Option<&str>) -> Result<Start, ApiError> {
+pub fn parse_offset(s: Option<&str>) -> Result<Start, ApiError> {
     match s {
         None | Some("earliest") => Ok(Start::Earliest),
         Some("latest") => Ok(Start::Latest),
@@ -106,13 +108,15 @@ fn wants_binary(headers: &HeaderMap) -> bool {
     get,
     path = "/v1/topics/{topic}/partitions/{partition}/records",
     tag = "records",
-    summary = "Fetch records from an offset (long-poll with wait_ms)",
+    summary = "Fetch records from an offset (long-poll with wait_ms; a stream with Accept: text/event-stream)",
     params(("topic" = String, Path, pattern = r"^[a-zA-Z0-9._-]{1,249}$"), ("partition" = u32, Path), FetchQuery),
     responses(
         (status = 200, description = "records from the offset on", content(
             (FetchResponse = "application/json"),
             (String = "application/vnd.shale.records"),
+            (String = "text/event-stream"),
         )),
+        (status = 429, body = ErrorBody),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 416, body = ErrorBody), (status = 422, body = ErrorBody),
     ),
@@ -144,11 +148,51 @@ pub async fn fetch(
             }
         }
     };
+    if stream::wants_events(&headers) {
+        let from = match stream::last_event_id(&headers) {
+            Some(id) => id.parse().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::InvalidOffset,
+                    format!("Last-Event-ID must be an offset, got {id:?}"),
+                )
+            })?,
+            None => from,
+        };
+        let permit = stream::admit(&state)?;
+        let request =
+            FetchRequest { topic, partition, from, max_records, max_bytes, wait: state.config.max_wait };
+        let enc = q.encoding;
+        let st = state.clone();
+        return Ok(stream::respond(state, permit, request, move |mut request| {
+            let state = st.clone();
+            async move {
+                let fetched = match state.reader.fetch(&request).await {
+                    Ok(fetched) => fetched,
+                    Err(e) => return (Turn::End(e.into()), request),
+                };
+                if fetched.records.is_empty() {
+                    return (Turn::Quiet, request);
+                }
+                count_out(&state, &fetched.records);
+                request.from = fetched.next_offset;
+                let turn = match answer(&fetched, enc) {
+                    Ok(body) => match Event::default()
+                        .id(fetched.next_offset.to_string())
+                        .event("records")
+                        .json_data(body)
+                    {
+                        Ok(event) => Turn::Event(event),
+                        Err(e) => Turn::End(ApiError::new(ErrorCode::Internal, e.to_string())),
+                    },
+                    Err(e) => Turn::End(e),
+                };
+                (turn, request)
+            }
+        }));
+    }
     let request = FetchRequest { topic, partition, from, max_records, max_bytes, wait };
     let fetched = state.reader.fetch(&request).await?;
-    let bytes: usize = fetched.records.iter().map(|(_, r)| r.size()).sum();
-    state.metrics.records_out.inc_by(fetched.records.len() as u64);
-    state.metrics.bytes_out.inc_by(bytes as u64);
+    count_out(&state, &fetched.records);
     if wants_binary(&headers) {
         let body = wire::encode_fetch(&wire::FetchBody {
             next_offset: fetched.next_offset,
@@ -157,32 +201,43 @@ pub async fn fetch(
         });
         return Ok(([(CONTENT_TYPE, wire::CONTENT_TYPE)], body).into_response());
     }
-    let enc = q.encoding;
-    let mut records = Vec::with_capacity(fetched.records.len());
-    for (offset, r) in &fetched.records {
-        let what = |part: &'static str| move || format!("the {part} of the record at offset {offset}");
-        records.push(FetchedRecord {
-            offset: *offset,
-            timestamp_ms: r.timestamp_ms,
-            key: r.key.as_ref().map(|k| enc.encode(k, what("key"))).transpose()?,
-            value: match &r.value {
-                Some(v) => enc.encode(v, what("value"))?,
-                None => Value::Null,
-            },
-            headers: r
-                .headers
-                .iter()
-                .map(|h| {
-                    Ok(FetchedHeader { key: h.key.clone(), value: enc.encode(&h.value, what("header"))? })
-                })
-                .collect::<Result<_, ApiError>>()?,
-        });
-    }
-    Ok(Json(FetchResponse {
-        records,
+    Ok(Json(answer(&fetched, q.encoding)?).into_response())
+}
+
+pub fn count_out(state: &AppState, records: &[(Offset, Record)]) {
+    let bytes: usize = records.iter().map(|(_, r)| r.size()).sum();
+    state.metrics.records_out.inc_by(records.len() as u64);
+    state.metrics.bytes_out.inc_by(bytes as u64);
+}
+
+fn answer(fetched: &Fetched, enc: Encoding) -> Result<FetchResponse, ApiError> {
+    Ok(FetchResponse {
+        records: fetched
+            .records
+            .iter()
+            .map(|(offset, r)| render(*offset, r, enc))
+            .collect::<Result<_, _>>()?,
         next_offset: fetched.next_offset,
         high_watermark: fetched.high_watermark,
         log_start_offset: fetched.log_start_offset,
     })
-    .into_response())
+}
+
+/// A record as the JSON answers show it, its bytes written per `enc`.
+pub fn render(offset: Offset, r: &Record, enc: Encoding) -> Result<FetchedRecord, ApiError> {
+    let what = |part: &'static str| move || format!("the {part} of the record at offset {offset}");
+    Ok(FetchedRecord {
+        offset,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.as_ref().map(|k| enc.encode(k, what("key"))).transpose()?,
+        value: match &r.value {
+            Some(v) => enc.encode(v, what("value"))?,
+            None => Value::Null,
+        },
+        headers: r
+            .headers
+            .iter()
+            .map(|h| Ok(FetchedHeader { key: h.key.clone(), value: enc.encode(&h.value, what("header"))? }))
+            .collect::<Result<_, ApiError>>()?,
+    })
 }

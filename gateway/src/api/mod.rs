@@ -4,9 +4,13 @@ mod encoding;
 pub mod error;
 mod extract;
 mod fetch;
+mod groups;
 mod health;
+mod member;
+mod offsets;
 pub mod openapi;
 mod produce;
+mod stream;
 mod tokens;
 mod topics;
 
@@ -43,6 +47,11 @@ pub struct AppState {
     pub metrics: Arc<GatewayMetrics>,
     pub clock: Arc<dyn Clock>,
     pub auth: Arc<Authenticator>,
+    /// Places for server-sent event streams (`max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the gateway starts shutting down: streams tell their
+    /// clients to reconnect, then end.
+    pub closing: tokio_util::sync::CancellationToken,
     /// Round-robin counter for records with neither key nor partition.
     sticky: AtomicU32,
 }
@@ -75,10 +84,12 @@ impl AppState {
             controller,
             batcher,
             reader,
-            config,
+            config: config.clone(),
             metrics,
             clock,
             auth,
+            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            closing: tokio_util::sync::CancellationToken::new(),
             sticky: AtomicU32::new(0),
         })
     }
@@ -92,6 +103,13 @@ fn api_routes() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) 
         .routes(routes!(topics::describe, topics::delete, topics::update))
         .routes(routes!(produce::produce))
         .routes(routes!(produce::produce_to_partition, fetch::fetch))
+        .routes(routes!(offsets::offsets))
+        .routes(routes!(groups::list))
+        .routes(routes!(groups::describe, groups::delete))
+        .routes(routes!(groups::join, groups::leave))
+        .routes(routes!(groups::commit, groups::offsets))
+        .routes(routes!(groups::reset))
+        .routes(routes!(member::records))
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke));
     let open = OpenApiRouter::new()

@@ -1,0 +1,376 @@
+//! Reading as a group member: records of the member's assigned partitions,
+//! each tagged with its topic and partition, from the member's position.
+//!
+//! The position travels with the client as a cursor
+//! (`topic:partition:offset,…`, the `cursor` field of each answer and the
+//! `id:` of each event). Without one, a partition starts at the group's
+//! committed offset, or per `reset` (earliest by default) when there is
+//! none; a cursor position below the committed offset is raised to it.
+//! With `commit=true` the gateway first commits the cursor the client
+//! presents (what it received), never what it last sent. Every call is also
+//! a heartbeat; its wait is capped at the member's heartbeat interval.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+use shale_controller_client::auth::{Operation, Principal};
+use shale_controller_client::group::{
+    CommitOffsets, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
+};
+use shale_controller_client::{ControllerError, MetaError};
+use shale_core::{ErrorCode, Offset, Record, TopicName};
+
+use super::encoding::Encoding;
+use super::extract::{ApiPath, ApiQuery};
+use super::fetch::{FetchedRecord, count_out, render};
+use super::groups::valid_id;
+use super::openapi::ErrorBody;
+use super::stream::{self, Turn};
+use super::{ApiError, AppState, require};
+use crate::reader::{FetchRequest, ReadError};
+
+const DEFAULT_MAX_RECORDS: usize = 1000;
+const LIMIT_MAX_RECORDS: usize = 10_000;
+const DEFAULT_MAX_BYTES: usize = 1 << 20;
+/// Partitions read at once for one member.
+const READS_AT_ONCE: usize = 8;
+
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MemberQuery {
+    /// Where the member is, as the last answer's `cursor` said.
+    cursor: Option<String>,
+    /// The epoch of the last answer acted on (acknowledges its revocations).
+    member_epoch: Option<u64>,
+    /// Commit the presented cursor first (needs `member_epoch`).
+    #[serde(default)]
+    commit: bool,
+    /// Where a partition without a committed offset starts: `earliest`
+    /// (the default) or `latest`.
+    reset: Option<String>,
+    #[param(minimum = 1, maximum = 10000)]
+    max_records: Option<usize>,
+    max_bytes: Option<usize>,
+    /// With no record ready, wait this long (capped by the member's
+    /// heartbeat interval and the gateway's `--max-wait-ms`).
+    wait_ms: Option<u64>,
+    #[serde(default)]
+    #[param(inline)]
+    encoding: Encoding,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberRecord {
+    #[schema(value_type = String)]
+    topic: TopicName,
+    partition: u32,
+    #[serde(flatten)]
+    record: FetchedRecord,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberRecords {
+    records: Vec<MemberRecord>,
+    /// Present it as `cursor` (or `Last-Event-ID`) to go on from here.
+    cursor: String,
+    member_epoch: u64,
+    assignment: Vec<TopicPartition>,
+    /// Partitions being taken away: stop reading them, commit them.
+    revoke: Vec<TopicPartition>,
+    /// Whether the presented cursor was committed (false when none was
+    /// asked, or the member's epoch had moved on: nothing was committed).
+    committed: bool,
+}
+
+/// Positions by partition.
+type Cursor = BTreeMap<TopicPartition, Offset>;
+
+fn parse_cursor(s: &str) -> Result<Cursor, ApiError> {
+    let bad = || ApiError::invalid(format!("a cursor is topic:partition:offset,…; got {s:?}"));
+    let mut cursor = Cursor::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let mut fields = part.rsplitn(3, ':');
+        let (Some(offset), Some(partition), Some(topic)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad());
+        };
+        let topic = TopicName::new(topic.to_owned())?;
+        let partition = partition.parse().map_err(|_| bad())?;
+        cursor.insert(TopicPartition { topic, partition }, offset.parse().map_err(|_| bad())?);
+    }
+    Ok(cursor)
+}
+
+fn format_cursor(cursor: &Cursor) -> String {
+    let parts: Vec<String> =
+        cursor.iter().map(|(tp, o)| format!("{}:{}:{o}", tp.topic, tp.partition)).collect();
+    parts.join(",")
+}
+
+/// What one call needs beyond the query: who, and how.
+#[derive(Clone)]
+struct Reading {
+    group: String,
+    member: String,
+    max_records: usize,
+    max_bytes: usize,
+    wait: Duration,
+    latest: bool,
+    encoding: Encoding,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}/members/{member_id}/records",
+    tag = "groups",
+    summary = "Records of the member's partitions from its position (long-poll; a stream with Accept: text/event-stream)",
+    params(("group" = String, Path), ("member_id" = String, Path), MemberQuery),
+    responses(
+        (status = 200, content((MemberRecords = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+    ),
+)]
+pub async fn records(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiPath((group, member)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<MemberQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    valid_id("a group id", &group)?;
+    valid_id("a member id", &member)?;
+    let max_records = q.max_records.unwrap_or(DEFAULT_MAX_RECORDS);
+    if max_records == 0 || max_records > LIMIT_MAX_RECORDS {
+        return Err(ApiError::invalid(format!("max_records must be between 1 and {LIMIT_MAX_RECORDS}")));
+    }
+    let latest = match q.reset.as_deref() {
+        None | Some("earliest") => false,
+        Some("latest") => true,
+        Some(other) => return Err(ApiError::invalid(format!("reset is earliest or latest, got {other:?}"))),
+    };
+    if q.commit && q.member_epoch.is_none() {
+        return Err(ApiError::invalid("commit=true needs the member_epoch the cursor was read at"));
+    }
+    let events = stream::wants_events(&headers);
+    let presented = match stream::last_event_id(&headers).filter(|_| events).or(q.cursor.clone()) {
+        Some(c) => parse_cursor(&c)?,
+        None => Cursor::new(),
+    };
+    let reading = Reading {
+        group,
+        member,
+        max_records,
+        max_bytes: q.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).clamp(1, state.config.max_request_bytes),
+        wait: Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_wait),
+        latest,
+        encoding: q.encoding,
+    };
+    let committed = match (q.commit, q.member_epoch) {
+        (true, Some(epoch)) => commit_presented(&state, &principal, &reading, epoch, &presented).await?,
+        _ => false,
+    };
+    if !events {
+        let page = read_page(&state, &principal, &reading, q.member_epoch, presented, committed).await?;
+        return Ok(Json(page).into_response());
+    }
+    let permit = stream::admit(&state)?;
+    let st = state.clone();
+    let seed = (presented, q.member_epoch);
+    Ok(stream::respond(state, permit, seed, move |(cursor, epoch)| {
+        let (state, principal, reading) = (st.clone(), principal.clone(), reading.clone());
+        async move {
+            let mut reading = reading;
+            reading.wait = state.config.max_wait;
+            match read_page(&state, &principal, &reading, epoch, cursor.clone(), false).await {
+                Err(e) => (Turn::End(e), (cursor, epoch)),
+                Ok(page) => {
+                    let next = (parse_cursor(&page.cursor).unwrap_or(cursor), Some(page.member_epoch));
+                    if page.records.is_empty() && page.revoke.is_empty() {
+                        return (Turn::Quiet, next);
+                    }
+                    match Event::default().id(page.cursor.clone()).event("records").json_data(&page) {
+                        Ok(event) => (Turn::Event(event), next),
+                        Err(e) => (Turn::End(ApiError::new(ErrorCode::Internal, e.to_string())), next),
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// Commits the presented cursor at `epoch`. A stale epoch commits nothing
+/// and is not an error here: the answer says so, and the records come again.
+async fn commit_presented(
+    state: &AppState,
+    principal: &Principal,
+    reading: &Reading,
+    epoch: u64,
+    presented: &Cursor,
+) -> Result<bool, ApiError> {
+    if presented.is_empty() {
+        return Ok(false);
+    }
+    let mut offsets = Vec::with_capacity(presented.len());
+    for (tp, offset) in presented {
+        require(principal, Operation::Consume, tp.topic.as_str())?;
+        offsets.push(OffsetCommit {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset: *offset,
+            metadata: None,
+        });
+    }
+    let commit = CommitOffsets { member: Some((reading.member.clone(), epoch)), offsets };
+    match state.controller.commit_offsets(&reading.group, commit).await {
+        Ok(()) => Ok(true),
+        Err(ControllerError::Meta(MetaError::StaleMember(_))) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Heartbeats, works out each assigned partition's position, and reads
+/// from them (waiting, if nothing is ready, up to the wait).
+async fn read_page(
+    state: &AppState,
+    principal: &Principal,
+    reading: &Reading,
+    epoch: Option<u64>,
+    presented: Cursor,
+    committed: bool,
+) -> Result<MemberRecords, ApiError> {
+    let heartbeat =
+        MemberHeartbeat { topics: None, session_timeout_ms: 0, instance_id: None, member_epoch: epoch };
+    let a = state.controller.group_heartbeat(&reading.group, &reading.member, heartbeat).await?;
+    for p in &a.assignment {
+        require(principal, Operation::Consume, p.topic.as_str())?;
+    }
+    let mut positions = positions(state, reading, &a, &presented).await?;
+    let wait = reading.wait.min(Duration::from_millis(a.heartbeat_interval_ms));
+    let mut records = read_all(state, reading, &mut positions, Duration::ZERO).await?;
+    if records.is_empty() && !wait.is_zero() && !positions.is_empty() {
+        records = read_all(state, reading, &mut positions, wait).await?;
+    }
+    // revoking partitions stay in the cursor, so the client can commit them
+    let mut cursor = positions.clone();
+    for tp in &a.revoke {
+        if let Some(o) = presented.get(tp) {
+            cursor.insert(tp.clone(), *o);
+        }
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (tp, offset, record) in &records {
+        out.push(MemberRecord {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            record: render(*offset, record, reading.encoding)?,
+        });
+    }
+    Ok(MemberRecords {
+        records: out,
+        cursor: format_cursor(&cursor),
+        member_epoch: a.member_epoch,
+        assignment: a
+            .assignment
+            .iter()
+            .map(|p| TopicPartition { topic: p.topic.clone(), partition: p.partition })
+            .collect(),
+        revoke: a.revoke,
+        committed,
+    })
+}
+
+/// Each assigned partition's position: the presented one, raised to the
+/// committed offset; else the committed offset; else per `reset`. Never
+/// below the log start.
+async fn positions(
+    state: &AppState,
+    reading: &Reading,
+    a: &MemberAssignment,
+    presented: &Cursor,
+) -> Result<Cursor, ApiError> {
+    let mut out = Cursor::new();
+    for p in &a.assignment {
+        let tp = TopicPartition { topic: p.topic.clone(), partition: p.partition };
+        let start = match (presented.get(&tp), p.committed_offset) {
+            (Some(at), Some(c)) => (*at).max(c),
+            (Some(at), None) => *at,
+            (None, Some(c)) => c,
+            (None, None) => {
+                let bounds =
+                    state.controller.read_partition(&p.topic, p.partition, 0, 0, Duration::ZERO).await?;
+                if reading.latest { bounds.high_watermark } else { bounds.log_start_offset }
+            }
+        };
+        // a position below the log start is moved up by the read
+        out.insert(tp, start);
+    }
+    Ok(out)
+}
+
+/// Reads every partition from its position, sharing the limits among them,
+/// and advances the positions. With a wait, returns as soon as any
+/// partition has records.
+async fn read_all(
+    state: &AppState,
+    reading: &Reading,
+    positions: &mut Cursor,
+    wait: Duration,
+) -> Result<Vec<(TopicPartition, Offset, Record)>, ApiError> {
+    let n = positions.len().max(1);
+    let (max_records, max_bytes) = ((reading.max_records / n).max(1), (reading.max_bytes / n).max(1));
+    let wanted: Vec<(TopicPartition, Offset)> = positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+    let reads = wanted.into_iter().map(|(tp, from)| {
+        let request = FetchRequest {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            from,
+            max_records,
+            max_bytes,
+            wait,
+        };
+        async move { (tp, state.reader.fetch(&request).await) }
+    });
+    // a long-poll waits on every partition at once; otherwise a few at a time
+    let mut reads: futures::stream::BoxStream<'_, _> = if wait.is_zero() {
+        futures::stream::iter(reads).buffer_unordered(READS_AT_ONCE).boxed()
+    } else {
+        reads.collect::<FuturesUnordered<_>>().boxed()
+    };
+    let mut out = Vec::new();
+    let mut advanced = Vec::new();
+    while let Some((tp, fetched)) = reads.next().await {
+        let fetched = match fetched {
+            Ok(f) => f,
+            // retention moved the log start past the position: start there
+            Err(ReadError::OutOfRange { log_start_offset, offset, .. }) if offset < log_start_offset => {
+                advanced.push((tp, log_start_offset));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        count_out(state, &fetched.records);
+        let got = !fetched.records.is_empty();
+        advanced.push((tp.clone(), fetched.next_offset));
+        out.extend(fetched.records.into_iter().map(|(o, r)| (tp.clone(), o, r)));
+        // a long-poll answers as soon as one partition has records
+        if got && !wait.is_zero() {
+            break;
+        }
+    }
+    drop(reads);
+    for (tp, next) in advanced {
+        positions.insert(tp, next);
+    }
+    Ok(out)
+}
