@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod cluster;
+pub mod group;
 pub mod history;
 pub mod leader;
 pub mod process;
