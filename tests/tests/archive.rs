@@ -440,3 +440,63 @@ async fn a_fetch_inside_a_row_group_reads_only_the_pages_it_needs() -> anyhow::R
     }
     Ok(())
 }
+
+/// The offset for a time, asked of a partition's hot segments and again
+/// once they are archived: the same answers.
+async fn offsets_for(c: &Client, topic: &str, times: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for t in times {
+        let (s, body) = c.get(&format!("/v1/topics/{topic}/partitions/0/offsets?timestamp_ms={t}")).await?;
+        ensure!(s == 200, "offsets at {t}: {s} {body}");
+        out.push(json!([body["offset"], body["timestamp_ms"]]));
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_by_time_are_the_same_from_segments_and_from_the_archive() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let prefix = unique("times");
+        let shale = Shale::start(dir.path(), &backend, &prefix, &FAST).await?;
+        let c = shale.client();
+        create(&c, "timed", 1, json!({"archive_after_ms": 500})).await?;
+        // three requests of 10 records, 1 s apart in record time; not in order inside
+        let base = 1_800_000_000_000i64;
+        for batch in 0..3i64 {
+            let records = (0..10i64)
+                .map(|i| json!({"value": b64(b"v"), "timestamp_ms": base + batch * 1000 + (i * 7) % 10}))
+                .collect();
+            produce(&c, "timed", 0, records).await?;
+        }
+        let times = [
+            "0",
+            "1800000000003",
+            "1800000000999",
+            "1800000001000",
+            "1800000002009",
+            "1800000002010",
+            "earliest",
+            "latest",
+        ];
+        let expected = json!([
+            [0, base],
+            [1, base + 7],
+            [10, base + 1000],
+            [10, base + 1000],
+            [27, base + 2009],
+            [30, null],
+            [0, null],
+            [30, null]
+        ]);
+        let hot = offsets_for(&c, "timed", &times).await?;
+        ensure!(json!(hot) == expected, "from segments: {hot:?}, expected {expected}");
+        let store = open_store(&backend, dir.path(), &prefix)?;
+        archived(&store, "timed", 1).await.with_context(|| shale.log())?;
+        let cold = offsets_for(&c, "timed", &times).await?;
+        ensure!(cold == hot, "from the archive {cold:?}, from segments {hot:?}");
+        let (s, body) = c.get("/v1/topics/timed/partitions/0/offsets?timestamp_ms=yesterday").await?;
+        ensure!(s == 400 && body["error_code"] == "invalid_offset", "{s} {body}");
+    }
+    Ok(())
+}
