@@ -139,27 +139,42 @@ async fn every_served_route_is_documented_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     let g = app(dir.path()).await;
     let expected = [
+        ("DELETE", "/v1/groups/{group}"),
+        ("DELETE", "/v1/groups/{group}/members/{member_id}"),
         ("DELETE", "/v1/tokens/{name}"),
         ("DELETE", "/v1/topics/{topic}"),
         ("GET", "/healthz"),
         ("GET", "/metrics"),
         ("GET", "/readyz"),
+        ("GET", "/v1/groups"),
+        ("GET", "/v1/groups/{group}"),
+        ("GET", "/v1/groups/{group}/members/{member_id}/records"),
+        ("GET", "/v1/groups/{group}/offsets"),
         ("GET", "/v1/openapi.json"),
         ("GET", "/v1/tokens"),
         ("GET", "/v1/topics"),
         ("GET", "/v1/topics/{topic}"),
+        ("GET", "/v1/topics/{topic}/partitions/{partition}/offsets"),
         ("GET", "/v1/topics/{topic}/partitions/{partition}/records"),
         ("PATCH", "/v1/topics/{topic}"),
+        ("POST", "/v1/groups/{group}/offsets"),
+        ("POST", "/v1/groups/{group}/offsets/reset"),
         ("POST", "/v1/tokens"),
         ("POST", "/v1/topics"),
         ("POST", "/v1/topics/{topic}/partitions/{partition}/records"),
         ("POST", "/v1/topics/{topic}/records"),
+        ("PUT", "/v1/groups/{group}/members/{member_id}"),
     ];
     let expected: Vec<(String, String)> =
         expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(documented(), expected, "the document lists exactly the API's routes");
-    let concrete =
-        |path: &str| path.replace("{topic}", "t").replace("{partition}", "0").replace("{name}", "n");
+    let concrete = |path: &str| {
+        path.replace("{topic}", "t")
+            .replace("{partition}", "0")
+            .replace("{name}", "n")
+            .replace("{group}", "g")
+            .replace("{member_id}", "m")
+    };
     for (method, path) in &expected {
         let (status, body) = call(&g.app, method, &concrete(path), None).await;
         let unrouted = status == StatusCode::METHOD_NOT_ALLOWED || body["message"] == "no such route";
@@ -179,7 +194,7 @@ async fn every_served_route_is_documented_and_nothing_else() {
             );
         }
     }
-    for path in ["/v1", "/v1/topics/t/partitions", "/v1/groups", "/api/status"] {
+    for path in ["/v1", "/v1/topics/t/partitions", "/v1/groups/g/members", "/api/status"] {
         let (status, body) = call(&g.app, "GET", path, None).await;
         assert_eq!(
             (status, body["error_code"].as_str()),
