@@ -294,7 +294,20 @@ async fn flush(http: &reqwest::Client, url: &str, batch: &mut Vec<Value>) -> any
     Ok(answer["offsets"].as_array().map_or(0, Vec::len))
 }
 
-pub fn decode_field(v: &Value) -> anyhow::Result<Vec<u8>> {
+/// Writes a fetched record (base64 fields) as `[KEY SEP] VALUE` and a newline.
+pub fn print_record(out: &mut impl Write, r: &Value, key_separator: Option<&str>) -> anyhow::Result<()> {
+    if let Some(sep) = key_separator {
+        if !r["key"].is_null() {
+            out.write_all(&decode_field(&r["key"])?)?;
+        }
+        out.write_all(sep.as_bytes())?;
+    }
+    out.write_all(&decode_field(&r["value"])?)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn decode_field(v: &Value) -> anyhow::Result<Vec<u8>> {
     Ok(STANDARD.decode(v.as_str().unwrap_or_default())?)
 }
 
@@ -325,14 +338,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             if args.print_offsets {
                 write!(out, "{}\t", r["offset"])?;
             }
-            if let Some(sep) = &args.key_separator {
-                if !r["key"].is_null() {
-                    out.write_all(&decode_field(&r["key"])?)?;
-                }
-                out.write_all(sep.as_bytes())?;
-            }
-            out.write_all(&decode_field(&r["value"])?)?;
-            out.write_all(b"\n")?;
+            print_record(&mut out, r, args.key_separator.as_deref())?;
             printed += 1;
             if args.max_records.is_some_and(|max| printed >= max) {
                 return Ok(());

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client::{ConsumeArgs, Target, decode_field, parse_timestamp, send};
+use crate::client::{ConsumeArgs, Target, parse_timestamp, print_record, send};
 
 #[derive(Debug, Args)]
 pub struct GroupArgs {
@@ -197,14 +197,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             if args.print_offsets {
                 write!(out, "{}\t{}\t{}\t", str_of(&r["topic"]), r["partition"], r["offset"])?;
             }
-            if let Some(sep) = &args.key_separator {
-                if !r["key"].is_null() {
-                    out.write_all(&decode_field(&r["key"])?)?;
-                }
-                out.write_all(sep.as_bytes())?;
-            }
-            out.write_all(&decode_field(&r["value"])?)?;
-            out.write_all(b"\n")?;
+            print_record(&mut out, r, args.key_separator.as_deref())?;
             let tp = (str_of(&r["topic"]).to_owned(), r["partition"].as_u64().unwrap_or(0));
             printed_to.insert(tp, r["offset"].as_u64().unwrap_or(0) + 1);
             printed += 1;

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::client::replies;
 use shale_controller_client::group::{
-    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
+    CommitOffsets, GroupInfo, MAX_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat, OffsetCommit,
 };
 use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
 
@@ -463,7 +463,11 @@ impl ControllerNode {
     fn expired_members(&self, now_ms: i64, leading_since_ms: i64) -> Vec<(String, Vec<MemberAtEpoch>)> {
         let state = self.shared.read();
         let mut sessions = lock(&self.sessions);
-        sessions.retain(|(g, m), _| state.metadata.groups.get(g).is_some_and(|g| g.members.contains_key(m)));
+        // a member heard from recently may be joining (its entry not applied yet)
+        sessions.retain(|(g, m), seen| {
+            let member = state.metadata.groups.get(g).is_some_and(|g| g.members.contains_key(m));
+            member || now_ms.saturating_sub(*seen) < MAX_SESSION_TIMEOUT_MS as i64
+        });
         let mut expired = Vec::new();
         for (group, g) in &state.metadata.groups {
             let gone: Vec<MemberAtEpoch> = g
@@ -625,20 +629,24 @@ impl Controller for ControllerNode {
             }
         };
         self.touch(group, member_id);
-        let (group, member_id) = (group.to_owned(), member_id.to_owned());
         let command = match step {
             HeartbeatStep::Answer(assignment) => return Ok(assignment),
-            HeartbeatStep::Ack(epoch) => Command::AckRevocation { group, member_id, epoch },
+            HeartbeatStep::Ack(epoch) => {
+                Command::AckRevocation { group: group.to_owned(), member_id: member_id.to_owned(), epoch }
+            }
             HeartbeatStep::Join(topics) => Command::JoinGroup {
-                group,
-                member_id,
+                group: group.to_owned(),
+                member_id: member_id.to_owned(),
                 topics,
                 session_timeout_ms: heartbeat.session_timeout_ms,
                 instance_id: heartbeat.instance_id,
                 now_ms: 0,
             },
         };
-        replies::member(self.write(command).await?)
+        let answer = replies::member(self.write(command).await?);
+        // heard from again now that the join is applied
+        self.touch(group, member_id);
+        answer
     }
 
     async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError> {

@@ -2,7 +2,7 @@
 //! the admin routes. Group state lives in the controller, so any gateway
 //! serves any member.
 //!
-//! Grants: joining and committing need `consume` on each topic involved;
+//! Grants: joining, leaving and committing need `consume` on each topic involved;
 //! seeing a group needs `describe` on every topic it touches (others do not
 //! see it listed); resetting offsets and deleting a group need admin on `*`.
 
@@ -203,11 +203,18 @@ pub async fn join(
 )]
 pub async fn leave(
     State(state): State<Arc<AppState>>,
-    Extension(_principal): Extension<Arc<Principal>>,
+    Extension(principal): Extension<Arc<Principal>>,
     ApiPath((group, member)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     valid_id("a group id", &group)?;
     valid_id("a member id", &member)?;
+    // only a principal that may consume what the member reads may end it
+    let g = state.controller.describe_group(&group).await?;
+    if let Some(m) = g.members.iter().find(|m| m.member_id == member) {
+        for topic in &m.topics {
+            require(&principal, Operation::Consume, topic.as_str())?;
+        }
+    }
     state.controller.leave_group(&group, &member).await?;
     Ok(StatusCode::NO_CONTENT)
 }
