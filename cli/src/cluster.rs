@@ -11,11 +11,13 @@ use clap::Args;
 use shale_compactor::Compactor;
 use shale_controller::api::controller_router;
 use shale_controller::{ControllerNode, NodeConfig, PeerAccess};
-use shale_controller_client::RemoteController;
 use shale_controller_client::remote::ClientOptions;
+use shale_controller_client::{Controller, RemoteController};
 use shale_core::store::StoreMetrics;
 use shale_core::{Clock, SystemClock};
 use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
+use shale_gateway::counting::Counting;
+use shale_gateway::mirror::Mirror;
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
@@ -116,6 +118,10 @@ pub struct GatewayCmdArgs {
     /// The controller nodes: URL,URL,…
     #[arg(long, env = "SHALE_CONTROLLERS", value_delimiter = ',', required = true)]
     controllers: Vec<String>,
+    /// Ask the controller for every topic lookup and partition read instead
+    /// of mirroring its metadata from its feed (to compare the two).
+    #[arg(long, env = "SHALE_NO_METADATA_MIRROR")]
+    no_metadata_mirror: bool,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -137,7 +143,11 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(GatewayMetrics::new());
     let store = args.store.open(&url, metrics.store.clone())?;
     let options = ClientOptions { secret: args.cluster.secret()?, ca_cert_pem: args.cluster.ca_cert_pem()? };
-    let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
+    let remote = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
+    let controller: Arc<dyn Controller> = Arc::new(Counting::new(remote, metrics.clone()));
+    // produce and fetch read topics and indexes from the mirror
+    let reads: Arc<dyn Controller> =
+        if args.no_metadata_mirror { controller.clone() } else { Mirror::start(controller.clone()) };
     let lease = config.lease;
     let (listener, addr, auth) = args.auth.bind(&args.listen).await?;
     match (&args.auth.admin_token_file, auth) {
@@ -149,7 +159,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
         ),
         (_, AuthMode::Off) => {}
     }
-    let state = AppState::new(config, controller.clone(), store, metrics, Arc::new(SystemClock), auth);
+    let state = AppState::new(config, reads, store, metrics, Arc::new(SystemClock), auth);
     let registration = register(controller, args.gateway.advertised_url(limits.scheme(), addr), lease);
     tracing::info!(%addr, controllers = ?args.controllers, "gateway started");
     println!("shale gateway listening on {}://{addr}", limits.scheme());

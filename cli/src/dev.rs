@@ -57,14 +57,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let path = args.auth.admin_token_file.clone().unwrap_or_else(|| data_dir.join("admin.token"));
         log_bootstrap(&bootstrap_admin(&controller, &path, SystemClock.now_ms()).await, &path);
     }
-    let state = AppState::new(
-        config,
-        Arc::new(controller.clone()),
-        store.clone(),
-        metrics.clone(),
-        Arc::new(SystemClock),
-        auth,
-    );
+    // in process, so no mirror: every call is a read of the applied state
+    let counted =
+        Arc::new(shale_gateway::counting::Counting::new(Arc::new(controller.clone()), metrics.clone()));
+    let state = AppState::new(config, counted, store.clone(), metrics.clone(), Arc::new(SystemClock), auth);
     let registration =
         register(Arc::new(controller.clone()), args.gateway.advertised_url(limits.scheme(), addr), lease);
     let (stop_compactor, compactor) = if args.no_compactor {

@@ -33,6 +33,8 @@ pub const TIME: &str = "/api/time";
 /// leader), `POST|DELETE /api/groups/{g}/members/{m}` (heartbeat, leave),
 /// `POST /api/groups/{g}/offsets` (commit), `POST /api/groups/{g}/reset`.
 pub const GROUPS: &str = "/api/groups";
+/// The metadata feed (`GET`, [`crate::watch::WatchQuery`]).
+pub const WATCH: &str = "/api/watch";
 /// Tokens: `GET` (with hashes, for gateways), `POST`, `DELETE /api/tokens/{name}`.
 pub const TOKENS: &str = "/api/tokens";
 

@@ -11,6 +11,7 @@ use crate::auth::{TokenInfo, TokenRecord};
 use crate::command::{CommitSegment, ReplaceRange};
 use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit};
 use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::watch::WatchAnswer;
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
@@ -158,6 +159,10 @@ pub trait Controller: Send + Sync + 'static {
     async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError>;
 
     async fn describe_group(&self, group: &str) -> Result<GroupInfo, ControllerError>;
+
+    /// The metadata feed: the whole state (`since` absent, or too far
+    /// behind), or the changes after `since`, waiting up to `wait` for one.
+    async fn watch(&self, since: Option<u64>, wait: Duration) -> Result<WatchAnswer, ControllerError>;
 }
 
 /// Turning command replies into API results (for the node that applies them).

@@ -9,6 +9,7 @@
 //! - [`group`]: consumer groups: joins, assignments, commits.
 //! - [`auth`]: tokens, principals and grants on the public API.
 //! - [`secret`]: the cluster credential.
+//! - [`watch`]: the metadata feed gateways mirror.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod meta;
 pub mod remote;
 pub mod secret;
 pub mod status;
+pub mod watch;
 
 pub use client::{ChunkSpan, Controller, ControllerError, PartitionRead};
 pub use command::{ChunkCommit, Command, CommandReply, CommitSegment, ReplaceRange, RequestCommit};

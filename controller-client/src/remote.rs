@@ -25,6 +25,7 @@ use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, 
 use crate::meta::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::secret::ClusterSecret;
 use crate::status::Status;
+use crate::watch::{WatchAnswer, WatchQuery};
 
 /// How long a write keeps looking for a leader (an election takes well under this).
 const FIND_LEADER_FOR: Duration = Duration::from_secs(10);
@@ -32,6 +33,9 @@ const FIND_LEADER_FOR: Duration = Duration::from_secs(10);
 /// milliseconds; a stalled leader (stopped, partitioned) still accepts TCP
 /// connections, so this bounds how long it can hold a write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a feed answer may take beyond its wait (the whole state can be
+/// large).
+const WATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node may take to say who leads.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -416,5 +420,11 @@ impl Controller for RemoteController {
 
     async fn describe_group(&self, group: &str) -> Result<GroupInfo, ControllerError> {
         self.read_from_leader(&format!("{}/{group}", api::GROUPS), &()).await
+    }
+
+    /// Any node answers: every node derives the same changes from the log.
+    async fn watch(&self, since: Option<u64>, wait: Duration) -> Result<WatchAnswer, ControllerError> {
+        let query = WatchQuery { since, wait_ms: wait.as_millis() as u64 };
+        self.read(api::WATCH, Some(&query), wait + WATCH_TIMEOUT).await
     }
 }

@@ -21,6 +21,7 @@ use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
 };
+use shale_controller_client::watch::{WatchAnswer, WatchQuery};
 use shale_controller_client::{
     ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead, ReplaceRange,
 };
@@ -66,6 +67,7 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
         .route(api::TOKENS, get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", axum::routing::delete(revoke_token))
         .route(api::TIME, get(find_time))
+        .route(api::WATCH, get(watch))
         .route(api::GROUPS, get(list_groups))
         .route("/api/groups/{group}", get(describe_group).delete(delete_group))
         .route("/api/groups/{group}/members/{member}", post(group_heartbeat).delete(leave_group))
@@ -204,6 +206,11 @@ async fn create_token(State(s): State<ApiState>, Json(token): Json<TokenRecord>)
 
 async fn revoke_token(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<()> {
     Json(s.node.revoke_token(&name).await)
+}
+
+async fn watch(State(s): State<ApiState>, Query(q): Query<WatchQuery>) -> ApiResult<WatchAnswer> {
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
+    Json(s.node.watch(q.since, wait).await)
 }
 
 async fn find_time(State(s): State<ApiState>, Query(q): Query<TimeQuery>) -> ApiResult<PartitionRead> {

@@ -19,6 +19,7 @@ use shale_controller_client::client::replies;
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MAX_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat, OffsetCommit,
 };
+use shale_controller_client::watch::WatchAnswer;
 use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
 
 use crate::model::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
@@ -705,6 +706,32 @@ impl Controller for ControllerNode {
         let state = self.shared.read();
         let g = state.metadata.groups.get(group).ok_or_else(|| MetaError::GroupNotFound(group.to_owned()))?;
         Ok(g.info(group))
+    }
+
+    async fn watch(&self, since: Option<u64>, wait: Duration) -> Result<WatchAnswer, ControllerError> {
+        let deadline = Instant::now() + wait;
+        let mut applied = self.shared.subscribe();
+        loop {
+            {
+                let state = self.shared.read();
+                let version = state.last_applied.map_or(0, |l| l.index);
+                let feed = self.shared.feed();
+                match since.and_then(|v| feed.since(v)) {
+                    None => {
+                        let reset = Some(crate::store::feed::mirror(&state.metadata));
+                        return Ok(WatchAnswer { version, reset, changes: Vec::new() });
+                    }
+                    Some(changes) if !changes.is_empty() || Instant::now() >= deadline => {
+                        return Ok(WatchAnswer { version, reset: None, changes });
+                    }
+                    Some(_) => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) | Err(_) => continue,
+                Ok(Err(_)) => return Err(ControllerError::Unavailable("controller stopped".into())),
+            }
+        }
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError> {

@@ -6,6 +6,9 @@
 //! - [`reader`]: the read path — index lookup, ranged GET of one chunk,
 //!   CRC check, decode, with a bounded cache of chunks.
 //! - [`auth`]: bearer tokens checked against the controller's token table.
+//! - [`mirror`]: the controller's topics and partition indexes, mirrored
+//!   from its feed, so produce and fetch need no controller call of their own.
+//! - [`counting`]: counts every controller call for `/metrics`.
 //! - [`registry`]: heartbeats that keep this gateway registered, so the
 //!   controller can make it a partition leader.
 //!
@@ -15,7 +18,9 @@ pub mod api;
 pub mod auth;
 pub mod batcher;
 pub mod config;
+pub mod counting;
 pub mod metrics;
+pub mod mirror;
 pub mod reader;
 pub mod registry;
 pub mod serve;

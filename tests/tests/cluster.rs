@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use common::{Producer, Routing};
-use serde_json::Value;
+use serde_json::{Value, json};
 use shale_tests::cluster::{LEASE_MS, Options, cluster, cluster_http, leader, status};
 use shale_tests::leader::{LeaderProducer, partition_leaders};
 use shale_tests::{Backend, Client, History, Process};
@@ -368,6 +368,104 @@ async fn a_killed_gateway_loses_its_partitions_and_keyed_retries_land_exactly_on
         for ((old, old_epoch), (new, new_epoch)) in after.iter().zip(&rebalanced) {
             ensure!(new == old || new_epoch > old_epoch, "a moved partition gets a new epoch");
         }
+    }
+    Ok(())
+}
+
+/// The gateway's controller calls by call, from its `/metrics`.
+async fn controller_calls(client: &Client) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = client.http.get(format!("{}/metrics", client.url)).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("shale_controller_calls_total{call=\"")?;
+            let (call, value) = rest.split_once("\"} ")?;
+            Some((call.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, call: &str) -> u64 {
+    after.get(call).copied().unwrap_or(0) - before.get(call).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_read_their_metadata_from_a_mirror_and_still_read_every_write() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let (_controllers, _gateways, clients) =
+            cluster(&backend, dir.path(), &Options { gateways: 2, ..Options::default() }).await?;
+        let (a, b) = (&clients[0], &clients[1]);
+        a.create_topic("mirrored", 2).await?;
+        // a topic created through one gateway is there at once through both
+        for c in &clients {
+            let (s, body) = c.get("/v1/topics/mirrored").await?;
+            ensure!(s == 200, "{}: describe right after create: {s} {body}", backend.name());
+        }
+        // the feed brings the new topic to both mirrors within milliseconds
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (before_a, before_b) = (controller_calls(a).await?, controller_calls(b).await?);
+        let mut acked = Vec::new();
+        for i in 0..100u32 {
+            let body = json!({"records": [{"value": format!("v{i}")}]});
+            let (s, answer) =
+                a.post_json(&format!("/v1/topics/mirrored/partitions/{}/records", i % 2), &body).await?;
+            ensure!(s == 200, "produce: {s} {answer}");
+            let offset = answer["offsets"][0]["offset"].as_u64().context("offset")?;
+            // read-your-writes through the other gateway, at once
+            let (s, got) = b.fetch("mirrored", i % 2, &format!("offset={offset}&max_records=1")).await?;
+            ensure!(
+                s == 200 && got["records"][0]["value"] == format!("v{i}"),
+                "{}: record {i} at {offset} through the other gateway: {s} {got}",
+                backend.name()
+            );
+            acked.push((i % 2, offset));
+        }
+        let (after_a, mid_b) = (controller_calls(a).await?, controller_calls(b).await?);
+        for call in ["describe_topic", "read_partition", "list_topics"] {
+            ensure!(
+                delta(&after_a, &before_a, call) == 0,
+                "{}: 100 produces made {} {call} calls",
+                backend.name(),
+                delta(&after_a, &before_a, call)
+            );
+        }
+        ensure!(
+            delta(&after_a, &before_a, "commit_segment") >= 1,
+            "the produces were committed through the counted client"
+        );
+        // once mirrored, fetching the same records costs no controller call
+        for (p, offset) in &acked {
+            let (s, got) = b.fetch("mirrored", *p, &format!("offset={offset}&max_records=1")).await?;
+            ensure!(
+                s == 200 && got["records"].as_array().is_some_and(|r| r.len() == 1),
+                "refetch: {s} {got}"
+            );
+        }
+        let after_b = controller_calls(b).await?;
+        for call in ["describe_topic", "read_partition"] {
+            ensure!(
+                delta(&after_b, &mid_b, call) == 0,
+                "{}: 100 fetches of mirrored data made {} {call} calls",
+                backend.name(),
+                delta(&after_b, &mid_b, call)
+            );
+        }
+        eprintln!(
+            "{}: controller calls for 100 produces {:?}, for 100 read-your-writes fetches {} read_partition",
+            backend.name(),
+            after_a
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before_a.get(k).copied().unwrap_or(0)))
+                .filter(|(_, v)| *v > 0)
+                .collect::<Vec<_>>(),
+            delta(&mid_b, &before_b, "read_partition"),
+        );
+        // a deleted topic is gone at once through the gateway that deleted it
+        let (s, _) = a.send(a.http.delete(format!("{}/v1/topics/mirrored", a.url))).await?;
+        ensure!(s == 204, "delete: {s}");
+        let (s, body) = a.get("/v1/topics/mirrored").await?;
+        ensure!(s == 404, "{}: describe right after delete: {s} {body}", backend.name());
     }
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! Durable storage for one controller node: the Raft log in redb
-//! ([`LogStore`]) and the state machine with its snapshots ([`StateMachineStore`]).
+//! ([`LogStore`]) and the state machine with its snapshots ([`StateMachineStore`]),
+//! and the feed of changes gateways mirror ([`feed`]).
 
 // openraft's traits fix the error type to its (large) `StorageError`.
 #![allow(clippy::result_large_err)]
 
 pub mod bucket;
+pub mod feed;
 mod log_store;
 mod state_machine;
 

@@ -5,13 +5,14 @@
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::feed::{self, Feed};
 use super::storage_error;
 use crate::model::Metadata;
 use crate::types::{
@@ -35,6 +36,9 @@ pub struct SharedState {
     data: RwLock<StateMachineData>,
     /// Bumped after every applied batch, so long-polls wake up.
     applied: watch::Sender<u64>,
+    /// What the applied entries changed, for gateways' mirrors; written only
+    /// under the data's write lock.
+    feed: Mutex<Feed>,
 }
 
 impl SharedState {
@@ -43,13 +47,22 @@ impl SharedState {
         self.data.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The feed of changes; take it while holding [`Self::read`] for a
+    /// consistent view.
+    pub fn feed(&self) -> MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A receiver that changes whenever entries are applied.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
     fn replace(&self, data: StateMachineData) {
-        *self.data.write().unwrap_or_else(std::sync::PoisonError::into_inner) = data;
+        let mut state = self.data.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.feed().reset(data.last_applied.map_or(0, |l| l.index));
+        *state = data;
+        drop(state);
         self.applied.send_modify(|n| *n += 1);
     }
 }
@@ -73,7 +86,10 @@ impl StateMachineStore {
             None => StateMachineData::default(),
         };
         let (applied, _) = watch::channel(0);
-        let shared = Arc::new(SharedState { data: RwLock::new(data), applied });
+        // the changes up to the snapshot are not known: a mirror behind it starts over
+        let mut feed = Feed::default();
+        feed.reset(data.last_applied.map_or(0, |l| l.index));
+        let shared = Arc::new(SharedState { data: RwLock::new(data), applied, feed: Mutex::new(feed) });
         Ok(Self { shared, dir: dir.to_owned() })
     }
 
@@ -209,11 +225,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut replies = Vec::new();
         {
             let mut state = self.shared.data.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut feed = self.shared.feed();
             for entry in entries {
                 state.last_applied = Some(entry.log_id);
                 let reply = match entry.payload {
                     EntryPayload::Blank => CommandReply::None,
-                    EntryPayload::Normal(command) => state.metadata.apply(&command),
+                    EntryPayload::Normal(command) => {
+                        let (reply, changes) = feed::apply(&mut state.metadata, &command);
+                        for change in changes {
+                            feed.push(entry.log_id.index, change);
+                        }
+                        reply
+                    }
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), m);
                         CommandReply::None
