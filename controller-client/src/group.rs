@@ -25,10 +25,17 @@ pub fn validate_id(what: &str, id: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("{what} must be 1 to {MAX_ID_LEN} of [a-zA-Z0-9._-], got {id:?}")) }
 }
 
-/// How often a member with this session should heartbeat.
-pub fn heartbeat_interval_ms(session_timeout_ms: u64) -> u64 {
-    (session_timeout_ms / 3).min(5_000)
+/// How often a member with this session should heartbeat: a third of it,
+/// at most 5 s; while a rebalance involves the member (it revokes, or
+/// waits for partitions another member still holds), every 100 ms, so the
+/// hand-over does not wait out whole intervals.
+pub fn heartbeat_interval_ms(session_timeout_ms: u64, reconciling: bool) -> u64 {
+    let steady = (session_timeout_ms / 3).min(5_000);
+    if reconciling { steady.min(RECONCILING_HEARTBEAT_MS) } else { steady }
 }
+
+/// The heartbeat interval of a member in a rebalance.
+pub const RECONCILING_HEARTBEAT_MS: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopicPartition {

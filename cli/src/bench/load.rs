@@ -31,7 +31,7 @@ impl Stats {
             bytes: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            latency: Mutex::new(new_histogram()),
+            latency: Mutex::new(histogram()),
         })
     }
 
@@ -47,7 +47,7 @@ impl Stats {
 
 /// 1 µs to 10 min at 3 significant digits.
 #[allow(clippy::expect_used)] // constant, valid bounds: this cannot fail
-fn new_histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -81,7 +81,8 @@ impl Payload {
 /// What producers send and where.
 pub struct Producer {
     pub http: reqwest::Client,
-    pub url: String,
+    /// Where to produce: requests take these in turn (several gateways).
+    pub urls: Vec<String>,
     pub partitions: u32,
     pub record_bytes: usize,
     pub batch: usize,
@@ -92,6 +93,7 @@ pub struct Producer {
     /// must carry its send time (end-to-end latency).
     pub prebuilt: Vec<Bytes>,
     pub next_body: AtomicU64,
+    pub next_url: AtomicU64,
 }
 
 /// Distinct prebuilt bodies: enough that no body repeats within a segment,
@@ -135,7 +137,9 @@ impl Producer {
     }
 
     async fn send(&self, body: Bytes) -> Outcome {
-        let request = self.http.post(&self.url).header(CONTENT_TYPE, wire::CONTENT_TYPE).body(body);
+        let n = self.next_url.fetch_add(1, Ordering::Relaxed) as usize;
+        let url = &self.urls[n % self.urls.len().max(1)];
+        let request = self.http.post(url).header(CONTENT_TYPE, wire::CONTENT_TYPE).body(body);
         match request.send().await {
             Ok(r) if r.status().is_success() => match r.bytes().await {
                 Ok(_) => Outcome::Acked,

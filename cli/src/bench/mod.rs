@@ -5,6 +5,7 @@
 //! ceiling). Each run against Shale also reports object-store requests per GiB,
 //! write amplification and the gateway's peak RSS, from its `/metrics`.
 
+mod groups;
 mod load;
 mod report;
 mod server;
@@ -47,6 +48,9 @@ enum Workload {
     Archive(LoadBench),
     /// store, produce, e2e and catchup in one run, with ratios to the ceiling.
     All(AllBench),
+    /// Consumer groups: group consume against plain fetch throughput, and
+    /// how long a group takes to settle when a member joins or dies.
+    Groups(groups::GroupBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -89,6 +93,15 @@ pub struct TargetArgs {
     /// The bearer token for a Shale at `--url` that requires one.
     #[arg(long, env = "SHALE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Start three `shale controller` and two `shale gateway` processes
+    /// instead of `shale dev`; producers alternate between the gateways and
+    /// `e2e` consumers read through the second.
+    #[arg(long, conflicts_with = "url")]
+    cluster: bool,
+    /// With `--cluster`: gateways without the metadata mirror (every topic
+    /// lookup and partition read asks the controller), to compare.
+    #[arg(long, requires = "cluster")]
+    no_metadata_mirror: bool,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -151,6 +164,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::Catchup(a) => (catchup(&a).await?, a.json.clone()),
         Workload::Archive(a) => (archive(&a).await?, a.json.clone()),
         Workload::All(a) => (all(&a).await?, a.load.json.clone()),
+        Workload::Groups(a) => (groups::run(&a).await?, a.json()),
     };
     report.print();
     if let Some(path) = json {
@@ -197,7 +211,7 @@ async fn setup(
     ensure!(created.status().is_success(), "creating the topic: {}", created.text().await?);
     let mut producer = Producer {
         http: http.clone(),
-        url: format!("{}/v1/topics/{topic}/records", server.url),
+        urls: server.urls.iter().map(|u| format!("{u}/v1/topics/{topic}/records")).collect(),
         partitions: args.partitions,
         record_bytes: args.record_bytes,
         batch: args.batch,
@@ -205,6 +219,7 @@ async fn setup(
         epoch: Instant::now(),
         prebuilt: Vec::new(),
         next_body: AtomicU64::new(0),
+        next_url: AtomicU64::new(0),
     };
     if !stamped {
         producer.prebuild();
@@ -217,6 +232,8 @@ fn config(args: &LoadBench, server: &Server, workload: &str) -> Value {
         "workload": workload,
         "url": server.url,
         "started_server": server.is_owned(),
+        "gateways": server.urls,
+        "metadata_mirror": !args.target.no_metadata_mirror,
         "auth": server.token.is_some(),
         "store": args.target.store.store,
         "gateway_flags": args.target.gateway.to_args(),
@@ -281,6 +298,33 @@ fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
         report.add("GETs per GiB fetched", gets / (fetched / gib), "");
     }
     report.add("gateway peak RSS", after.get("shale_process_peak_resident_bytes") / (1 << 20) as f64, "MiB");
+    let cpu = delta("shale_process_cpu_seconds");
+    report.add("gateway CPU", cpu, "s");
+    if produced > 0.0 {
+        report.add("gateway CPU per GiB produced", cpu / (produced / gib), "s");
+    }
+    if fetched > 0.0 {
+        report.add("gateway CPU per GiB fetched", cpu / (fetched / gib), "s");
+    }
+    let calls = after.sum("shale_controller_calls_total") - before.sum("shale_controller_calls_total");
+    let produces = delta(
+        "shale_http_requests_total{method=\"POST\",route=\"/v1/topics/{topic}/records\",status=\"200\"}",
+    );
+    let fetches = delta(
+        "shale_http_requests_total{method=\"GET\",route=\"/v1/topics/{topic}/partitions/{partition}/records\",status=\"200\"}",
+    );
+    report.add("controller calls", calls, "");
+    if produces + fetches > 0.0 {
+        report.add("controller calls per 1000 requests", calls / (produces + fetches) * 1000.0, "");
+    }
+    for call in ["commit_segment", "describe_topic", "read_partition", "watch"] {
+        let n = delta(&format!("shale_controller_calls_total{{call=\"{call}\"}}"));
+        if produces > 0.0 && fetches == 0.0 {
+            report.add(&format!("{call} calls per 1000 produces"), n / produces * 1000.0, "");
+        } else if fetches > 0.0 && produces == 0.0 {
+            report.add(&format!("{call} calls per 1000 fetches"), n / fetches * 1000.0, "");
+        }
+    }
 }
 
 async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
@@ -311,7 +355,9 @@ async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
     let until = Instant::now() + Duration::from_secs(args.duration_secs) + Duration::from_secs(2);
     let consumers: Vec<_> = (0..args.partitions)
         .map(|p| {
-            let url = format!("{}/v1/topics/{topic}/partitions/{p}/records", server.url);
+            // through the last gateway: with a cluster, records cross gateways
+            let gateway = server.urls.last().unwrap_or(&server.url);
+            let url = format!("{gateway}/v1/topics/{topic}/partitions/{p}/records");
             tokio::spawn(load::tail(http.clone(), url, 0, until, producer.epoch, delivered.clone()))
         })
         .collect();

@@ -1,5 +1,7 @@
-//! The Shale a benchmark runs against: one at `--url`, or a `shale dev` this
-//! process starts on a temporary directory (and can restart, to empty caches).
+//! The Shale a benchmark runs against: one at `--url`, a `shale dev` this
+//! process starts on a temporary directory, or (`--cluster`) three `shale
+//! controller` and two `shale gateway` processes; started ones can restart
+//! (their gateways), to empty caches.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,39 +16,130 @@ use tokio::process::{Child, Command};
 use super::TargetArgs;
 
 pub struct Server {
+    /// The first gateway.
     pub url: String,
+    /// Every gateway (one but for `--cluster`).
+    pub urls: Vec<String>,
     /// The bearer token requests carry, if the server needs one.
     pub token: Option<String>,
     owned: Option<Owned>,
 }
 
 struct Owned {
-    child: Child,
-    dir: TempDir,
-    args: Vec<String>,
+    /// Holds the data; deleted when the server is dropped.
+    _dir: TempDir,
     log: PathBuf,
+    /// Controllers, which a restart leaves running.
+    controllers: Vec<Child>,
+    /// `shale dev`, or the gateways, with their flags.
+    gateways: Vec<(Child, Vec<String>)>,
 }
+
+/// The cluster secret of a benchmark cluster.
+const BENCH_SECRET: &str = "shale-bench-cluster-secret-0123456789";
 
 impl Server {
     pub async fn connect_or_start(target: &TargetArgs) -> anyhow::Result<Self> {
         if let Some(url) = &target.url {
             let url = url.trim_end_matches('/').to_owned();
-            return Ok(Self { url, token: target.token.clone(), owned: None });
+            return Ok(Self { urls: vec![url.clone()], url, token: target.token.clone(), owned: None });
+        }
+        if target.cluster {
+            return Self::start_cluster(target).await;
         }
         Self::start_with(target, &[]).await
+    }
+
+    /// Starts three controllers and two gateways on one store.
+    async fn start_cluster(target: &TargetArgs) -> anyhow::Result<Self> {
+        anyhow::ensure!(!target.auth, "--cluster does not take --auth");
+        let dir = tempfile::tempdir()?;
+        let log = target.server_log.clone().unwrap_or_else(|| dir.path().join("shale.log"));
+        let secret = dir.path().join("cluster.secret");
+        std::fs::write(&secret, BENCH_SECRET)?;
+        let secret = format!("--cluster-secret-file={}", secret.display());
+        let mut store = target.store.to_args();
+        if target.store.store.is_none() {
+            store.push(format!("--store=file://{}", dir.path().join("objects").display()));
+        }
+        let ports: Vec<u16> = (0..3)
+            .map(|_| Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()))
+            .collect::<std::io::Result<_>>()?;
+        let peers: Vec<String> =
+            ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
+        let mut controllers = Vec::new();
+        let mut controller_urls = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let mut args = vec![
+                "controller".to_owned(),
+                format!("--id={}", i + 1),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--peers={}", peers.join(",")),
+                format!("--data-dir={}", dir.path().join(format!("controller-{}", i + 1)).display()),
+                secret.clone(),
+            ];
+            args.extend(store.iter().cloned());
+            let (child, url) = spawn(&args, &log).await?;
+            controllers.push(child);
+            controller_urls.push(url);
+        }
+        let mut gateways = Vec::new();
+        let mut urls = Vec::new();
+        for _ in 0..2 {
+            let mut args = vec![
+                "gateway".to_owned(),
+                "--listen=127.0.0.1:0".to_owned(),
+                format!("--controllers={}", controller_urls.join(",")),
+                secret.clone(),
+            ];
+            args.extend(store.iter().cloned());
+            args.extend(target.gateway.to_args());
+            if target.no_metadata_mirror {
+                args.push("--no-metadata-mirror".into());
+            }
+            let (child, url) = spawn(&args, &log).await?;
+            gateways.push((child, args));
+            urls.push(url);
+        }
+        let server = Self {
+            url: urls[0].clone(),
+            urls,
+            token: None,
+            owned: Some(Owned { _dir: dir, log, controllers, gateways }),
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Waits until every gateway is ready (its controller has a leader).
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        for url in &self.urls {
+            let mut ready = false;
+            for _ in 0..300 {
+                if http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                    ready = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::ensure!(ready, "{url} never became ready");
+        }
+        Ok(())
     }
 
     /// Starts a `shale dev` with the target's flags and `extra`.
     pub async fn start_with(target: &TargetArgs, extra: &[String]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut args = target.store.to_args();
+        let mut args = vec!["dev".to_owned(), format!("--data-dir={}", dir.path().display())];
+        args.extend(target.store.to_args());
         args.extend(target.gateway.to_args());
         args.extend(extra.iter().cloned());
         if target.auth {
             args.push("--auth".into());
         }
         let log = target.server_log.clone().unwrap_or_else(|| dir.path().join("shale.log"));
-        let (child, url) = spawn(&dir, &args, &log).await?;
+        let (child, url) = spawn(&args, &log).await?;
         let token = if target.auth {
             let path = dir.path().join("admin.token");
             Some(
@@ -58,7 +151,8 @@ impl Server {
         } else {
             None
         };
-        Ok(Self { url, token, owned: Some(Owned { child, dir, args, log }) })
+        let owned = Owned { _dir: dir, log, controllers: Vec::new(), gateways: vec![(child, args)] };
+        Ok(Self { urls: vec![url.clone()], url, token, owned: Some(owned) })
     }
 
     /// Whether this process started the server (and can restart it).
@@ -66,36 +160,49 @@ impl Server {
         self.owned.is_some()
     }
 
-    /// Restarts an owned server on the same data, so its caches are cold.
+    /// Restarts an owned server (`shale dev`, or the gateways of a cluster)
+    /// on the same data, so its caches are cold.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let Some(owned) = &mut self.owned else { return Ok(()) };
-        owned.child.start_kill()?;
-        owned.child.wait().await?;
-        let (child, url) = spawn(&owned.dir, &owned.args, &owned.log).await?;
-        owned.child = child;
-        self.url = url;
+        let mut urls = Vec::new();
+        for (child, args) in &mut owned.gateways {
+            child.start_kill()?;
+            child.wait().await?;
+            let (started, url) = spawn(args, &owned.log).await?;
+            *child = started;
+            urls.push(url);
+        }
+        self.url = urls[0].clone();
+        self.urls = urls;
+        if !owned.controllers.is_empty() {
+            self.wait_ready().await?;
+        }
         Ok(())
     }
 
+    /// One scrape of every gateway's `/metrics`, summed.
     pub async fn metrics(&self, http: &reqwest::Client) -> anyhow::Result<Metrics> {
-        let text = http.get(format!("{}/metrics", self.url)).send().await?.error_for_status()?.text().await?;
-        Ok(Metrics::parse(&text))
+        let mut sum = Metrics::default();
+        for url in &self.urls {
+            let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
+            sum.add(&Metrics::parse(&text));
+        }
+        Ok(sum)
     }
 }
 
-async fn spawn(dir: &TempDir, args: &[String], log: &Path) -> anyhow::Result<(Child, String)> {
+async fn spawn(args: &[String], log: &Path) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening the server log {}", log.display()))?;
+    let listen =
+        if args.iter().any(|a| a.starts_with("--listen")) { None } else { Some("--listen=127.0.0.1:0") };
     let mut child = Command::new(exe)
-        .arg("dev")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--listen=127.0.0.1:0")
         .args(args)
+        .args(listen)
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
@@ -103,8 +210,8 @@ async fn spawn(dir: &TempDir, args: &[String], log: &Path) -> anyhow::Result<(Ch
     let stdout = child.stdout.take().context("no stdout")?;
     let line = tokio::time::timeout(Duration::from_secs(60), BufReader::new(stdout).lines().next_line())
         .await
-        .context("shale dev did not start within 60 s")??
-        .context("shale dev exited; see its log")?;
+        .with_context(|| format!("shale {} did not start within 60 s", args[0]))??
+        .with_context(|| format!("shale {} exited; see its log", args[0]))?;
     let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
         bail!("no URL in {line:?}");
     };
@@ -126,6 +233,18 @@ impl Metrics {
             })
             .collect();
         Self(series)
+    }
+
+    /// Adds another scrape's values (of another gateway).
+    fn add(&mut self, other: &Metrics) {
+        for (series, value) in &other.0 {
+            *self.0.entry(series.clone()).or_default() += value;
+        }
+    }
+
+    /// The sum of every series whose name starts with `prefix`.
+    pub fn sum(&self, prefix: &str) -> f64 {
+        self.0.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
     }
 
     /// The value of one series, e.g. `shale_store_requests_total{op="Put"}`; 0 if absent.

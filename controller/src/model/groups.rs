@@ -36,6 +36,9 @@ pub struct MemberState {
     pub epoch: u64,
     pub owned: BTreeSet<TopicPartition>,
     pub revoking: BTreeSet<TopicPartition>,
+    /// Partitions the target gives this member that another still holds.
+    #[serde(default)]
+    pub waiting: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +103,10 @@ impl GroupState {
                 })
                 .collect(),
             revoke: m.revoking.iter().cloned().collect(),
-            heartbeat_interval_ms: group::heartbeat_interval_ms(m.session_timeout_ms),
+            heartbeat_interval_ms: group::heartbeat_interval_ms(
+                m.session_timeout_ms,
+                !m.revoking.is_empty() || m.waiting > 0,
+            ),
             session_timeout_ms: m.session_timeout_ms,
         })
     }
@@ -126,8 +132,14 @@ impl GroupState {
         }
         let held: BTreeSet<TopicPartition> =
             self.members.values().flat_map(|m| m.owned.iter().chain(&m.revoking).cloned()).collect();
+        for m in self.members.values_mut() {
+            m.waiting = 0;
+        }
         for (tp, id) in target {
             if held.contains(&tp) {
+                if let Some(m) = self.members.get_mut(&id).filter(|m| !m.owned.contains(&tp)) {
+                    m.waiting += 1;
+                }
                 continue;
             }
             if let Some(m) = self.members.get_mut(&id) {
@@ -251,6 +263,7 @@ impl Metadata {
             epoch: 0,
             owned: BTreeSet::new(),
             revoking: BTreeSet::new(),
+            waiting: 0,
         });
         if let Some(old) = inherited {
             member.owned = old.owned;
@@ -456,8 +469,10 @@ mod tests {
         let a = join(&mut m, "a");
         assert_eq!(a.assignment.len(), 6);
         let b = join(&mut m, "b");
-        // b waits: a still owns what b should get, and must revoke it first
+        // b waits: a still owns what b should get, and must revoke it first;
+        // both heartbeat fast until the hand-over is done
         assert!(b.assignment.is_empty(), "{b:?}");
+        assert_eq!(b.heartbeat_interval_ms, group::RECONCILING_HEARTBEAT_MS);
         let a2 = m.groups["g"].assignment("g", "a").expect("member");
         assert_eq!((a2.assignment.len(), a2.revoke.len()), (3, 3));
         assert!(a2.member_epoch > a.member_epoch);
@@ -476,8 +491,15 @@ mod tests {
         // at the old epoch, nothing changes
         let stale = CommitOffsets { member: Some(("a".into(), a.member_epoch)), ..commit.clone() };
         assert!(matches!(m.commit_offsets("g", &stale, 2), Err(MetaError::StaleMember(_))));
+        assert_eq!(a2.heartbeat_interval_ms, group::RECONCILING_HEARTBEAT_MS);
         m.ack_revocation("g", "a", a2.member_epoch).expect("acked");
         assert_eq!((owned(&m, "a"), owned(&m, "b")), (3, 3));
+        let settled = m.groups["g"].assignment("g", "b").expect("member");
+        assert_eq!(
+            settled.heartbeat_interval_ms,
+            10_000 / 3,
+            "a settled member heartbeats a third of its session"
+        );
         let held: BTreeSet<_> = m.groups["g"].members.values().flat_map(|m| m.owned.iter()).collect();
         assert_eq!(held.len(), 6, "every partition has exactly one owner");
         // b does not own what a kept

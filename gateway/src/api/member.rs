@@ -6,9 +6,11 @@
 //! `id:` of each event). Without one, a partition starts at the group's
 //! committed offset, or per `reset` (earliest by default) when there is
 //! none; a cursor position below the committed offset is raised to it.
-//! With `commit=true` the gateway first commits the cursor the client
-//! presents (what it received), never what it last sent. Every call is also
-//! a heartbeat; its wait is capped at the member's heartbeat interval.
+//! With `commit=true` the gateway commits the cursor the client presents
+//! (what it received), never what it last sent; the commit runs beside the
+//! read, and a revocation the call acknowledges completes only after it.
+//! Every call is also a heartbeat; its wait is capped at the member's
+//! heartbeat interval.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -176,14 +178,18 @@ pub async fn records(
         latest,
         encoding: q.encoding,
     };
-    let committed = match (q.commit, q.member_epoch) {
-        (true, Some(epoch)) => commit_presented(&state, &principal, &reading, epoch, &presented).await?,
-        _ => false,
+    let commit = async {
+        match (q.commit, q.member_epoch) {
+            (true, Some(epoch)) => commit_presented(&state, &principal, &reading, epoch, &presented).await,
+            _ => Ok(false),
+        }
     };
     if !events {
-        let page = read_page(&state, &principal, &reading, q.member_epoch, presented, committed).await?;
+        let page = read_page(&state, &principal, &reading, q.member_epoch, presented.clone(), commit).await?;
         return Ok(Json(page).into_response());
     }
+    // a stream commits the cursor it resumes from, then reads on
+    commit.await?;
     let permit = stream::admit(&state)?;
     let st = state.clone();
     let seed = (presented, q.member_epoch);
@@ -192,7 +198,7 @@ pub async fn records(
         async move {
             let mut reading = reading;
             reading.wait = state.config.max_wait;
-            match read_page(&state, &principal, &reading, epoch, cursor.clone(), false).await {
+            match read_page(&state, &principal, &reading, epoch, cursor.clone(), async { Ok(false) }).await {
                 Err(e) => (Turn::End(e), (cursor, epoch)),
                 Ok(page) => {
                     let next = (parse_cursor(&page.cursor).unwrap_or(cursor), Some(page.member_epoch));
@@ -247,19 +253,33 @@ async fn read_page(
     reading: &Reading,
     epoch: Option<u64>,
     presented: Cursor,
-    committed: bool,
+    commit: impl std::future::Future<Output = Result<bool, ApiError>>,
 ) -> Result<MemberRecords, ApiError> {
-    let heartbeat =
-        MemberHeartbeat { topics: None, session_timeout_ms: 0, instance_id: None, member_epoch: epoch };
-    let a = state.controller.group_heartbeat(&reading.group, &reading.member, heartbeat).await?;
-    for p in &a.assignment {
-        require(principal, Operation::Consume, p.topic.as_str())?;
-    }
-    let mut positions = positions(state, reading, &a, &presented).await?;
-    let wait = reading.wait.min(Duration::from_millis(a.heartbeat_interval_ms));
-    let mut records = read_all(state, reading, &mut positions, Duration::ZERO).await?;
-    if records.is_empty() && !wait.is_zero() && !positions.is_empty() {
-        records = read_all(state, reading, &mut positions, wait).await?;
+    // the read runs beside the commit of the presented cursor, behind a
+    // heartbeat that completes no revocation (epoch 0 acknowledges nothing):
+    // a revoked partition moves on only once its commit has landed
+    let probe =
+        MemberHeartbeat { topics: None, session_timeout_ms: 0, instance_id: None, member_epoch: Some(0) };
+    let read = async {
+        let a = state.controller.group_heartbeat(&reading.group, &reading.member, probe).await?;
+        for p in &a.assignment {
+            require(principal, Operation::Consume, p.topic.as_str())?;
+        }
+        let mut positions = positions(state, reading, &a, &presented).await?;
+        let wait = reading.wait.min(Duration::from_millis(a.heartbeat_interval_ms));
+        let mut records = read_all(state, reading, &mut positions, Duration::ZERO).await?;
+        if records.is_empty() && !wait.is_zero() && !positions.is_empty() {
+            records = read_all(state, reading, &mut positions, wait).await?;
+        }
+        Ok::<_, ApiError>((a, positions, records))
+    };
+    let (committed, read) = tokio::join!(commit, read);
+    let committed = committed?;
+    let (mut a, positions, records) = read?;
+    if !a.revoke.is_empty() && epoch.is_none_or(|e| e >= a.member_epoch) {
+        let ack =
+            MemberHeartbeat { topics: None, session_timeout_ms: 0, instance_id: None, member_epoch: epoch };
+        a = state.controller.group_heartbeat(&reading.group, &reading.member, ack).await?;
     }
     // revoking partitions stay in the cursor, so the client can commit them
     let mut cursor = positions.clone();
