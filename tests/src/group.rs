@@ -78,7 +78,8 @@ impl Member {
                     epoch = self.join(gateway).await?;
                     continue;
                 }
-                503 => {
+                // the controller is failing over: group calls are safe to repeat
+                503 | 504 if page["retryable"] == true => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -99,7 +100,7 @@ impl Member {
             let path = format!("/v1/groups/{}/members/{}", self.group, self.id);
             match client.send(client.http.put(format!("{}{path}", client.url)).json(&body)).await {
                 Ok((200, a)) => return Ok(a["member_epoch"].as_u64().unwrap_or(0)),
-                Ok((503, _)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok((503 | 504, _)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Ok((status, a)) => bail!("join {}: {status} {a}", self.id),
             }
         }

@@ -1,8 +1,8 @@
 //! Consumer groups with real processes: three controllers, two gateways, a
 //! group of three members consuming six partitions while producers write.
-//! A member is killed, then a gateway; the group is stopped cleanly, the
-//! whole cluster restarted, and a new member resumes where the group
-//! committed.
+//! A member is killed, then a gateway, then the controller leader; the
+//! group is stopped cleanly, the whole cluster restarted, and a new member
+//! resumes where the group committed.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use common::{Producer, Routing};
-use shale_tests::cluster::{Options, cluster};
+use shale_tests::cluster::{Options, cluster, cluster_http, leader};
 use shale_tests::group::{Deliveries, Member, View, committed};
 use shale_tests::{Backend, Client, History};
 
@@ -214,11 +214,34 @@ async fn group_at_work(backend: &Backend) -> anyhow::Result<()> {
     ensure!(after == before, "the members' assignment changed when a gateway died: {before:?} → {after:?}");
     ensure!(lock(&deliveries.seen).len() > delivered_before, "nothing was delivered after the gateway died");
 
+    // the controller leader killed: the new leader gives every member a
+    // full session before expiring anyone, so nobody loses partitions
+    let http = cluster_http();
+    let leading = leader(&http, &controllers).await.context("a controller leader")?;
+    let steady = settled(&group.views[..2], Duration::from_secs(10)).await?;
+    controllers[leading as usize - 1].kill9().await?;
+    tokio::time::sleep(Duration::from_millis(SESSION_MS + 1500)).await;
+    let after: Vec<View> = group.views[..2].iter().map(|v| lock(v).clone()).collect();
+    if after != steady {
+        let ended: Vec<String> = group.handles[..2].iter().map(|h| h.is_finished().to_string()).collect();
+        anyhow::bail!(
+            "a controller failover cost members their partitions: {steady:?} → {after:?} (ended: {ended:?})"
+        );
+    }
+    controllers[leading as usize - 1].restart().await?;
+
     stop_producing.store(true, Ordering::Relaxed);
     for p in producing {
         p.await??;
     }
-    all_delivered(&history, &deliveries, Duration::from_secs(30)).await?;
+    if let Err(e) = all_delivered(&history, &deliveries, Duration::from_secs(30)).await {
+        for (i, h) in group.handles.into_iter().enumerate().take(2) {
+            if h.is_finished() {
+                return Err(e.context(format!("member m{i} ended: {:?}", h.await)));
+            }
+        }
+        return Err(e);
+    }
     for stop in &group.stops[..2] {
         stop.store(true, Ordering::Relaxed);
     }

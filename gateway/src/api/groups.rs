@@ -115,6 +115,16 @@ pub struct GroupDescription {
     total_lag: u64,
 }
 
+/// Group calls are idempotent (a join, a commit of the same offsets, a
+/// leave), so one whose outcome is unknown may be repeated as it is.
+pub fn repeatable(e: impl Into<ApiError>) -> ApiError {
+    let mut e = e.into();
+    if e.code == ErrorCode::OutcomeUnknown {
+        e.retryable = Some(true);
+    }
+    e
+}
+
 pub fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
     group::validate_id(what, id).map_err(ApiError::invalid)
 }
@@ -187,7 +197,7 @@ pub async fn join(
         instance_id: req.instance_id,
         member_epoch: req.member_epoch,
     };
-    Ok(Json(state.controller.group_heartbeat(&group, &member, heartbeat).await?))
+    Ok(Json(state.controller.group_heartbeat(&group, &member, heartbeat).await.map_err(repeatable)?))
 }
 
 #[utoipa::path(
@@ -215,7 +225,7 @@ pub async fn leave(
             require(&principal, Operation::Consume, topic.as_str())?;
         }
     }
-    state.controller.leave_group(&group, &member).await?;
+    state.controller.leave_group(&group, &member).await.map_err(repeatable)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -248,7 +258,8 @@ pub async fn commit(
         (None, None) => None,
         _ => return Err(ApiError::invalid("member_id and member_epoch go together")),
     };
-    state.controller.commit_offsets(&group, CommitOffsets { member, offsets: req.offsets }).await?;
+    let commit = CommitOffsets { member, offsets: req.offsets };
+    state.controller.commit_offsets(&group, commit).await.map_err(repeatable)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

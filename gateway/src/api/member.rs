@@ -34,7 +34,7 @@ use shale_core::{ErrorCode, Offset, Record, TopicName};
 use super::encoding::Encoding;
 use super::extract::{ApiPath, ApiQuery};
 use super::fetch::{FetchedRecord, count_out, render};
-use super::groups::valid_id;
+use super::groups::{repeatable, valid_id};
 use super::openapi::ErrorBody;
 use super::stream::{self, Turn};
 use super::{ApiError, AppState, require};
@@ -185,7 +185,9 @@ pub async fn records(
         }
     };
     if !events {
-        let page = read_page(&state, &principal, &reading, q.member_epoch, presented.clone(), commit).await?;
+        let page = read_page(&state, &principal, &reading, q.member_epoch, presented.clone(), commit)
+            .await
+            .map_err(repeatable)?;
         return Ok(Json(page).into_response());
     }
     // a stream commits the cursor it resumes from, then reads on
