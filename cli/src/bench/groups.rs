@@ -274,7 +274,10 @@ async fn rebalances(
         );
         let mut all = owned.clone();
         all.push(newcomer.clone());
-        let has_some = || !newcomer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty();
+        // with as many members as partitions already, the newcomer gets none
+        let gets_some = args.members < partitions;
+        let has_some =
+            || !gets_some || !newcomer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty();
         settled(&all, partitions, has_some).await?;
         joins.saturating_record(started.elapsed().as_micros() as u64);
         // dies: no leave, no more heartbeats

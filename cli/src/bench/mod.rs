@@ -300,11 +300,13 @@ fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
     report.add("gateway peak RSS", after.get("shale_process_peak_resident_bytes") / (1 << 20) as f64, "MiB");
     let cpu = delta("shale_process_cpu_seconds");
     report.add("gateway CPU", cpu, "s");
-    if produced > 0.0 {
-        report.add("gateway CPU per GiB produced", cpu / (produced / gib), "s");
-    }
-    if fetched > 0.0 {
-        report.add("gateway CPU per GiB fetched", cpu / (fetched / gib), "s");
+    match (produced > 0.0, fetched > 0.0) {
+        (true, false) => report.add("gateway CPU per GiB produced", cpu / (produced / gib), "s"),
+        (false, true) => report.add("gateway CPU per GiB fetched", cpu / (fetched / gib), "s"),
+        (true, true) => {
+            report.add("gateway CPU per GiB produced and fetched", cpu / ((produced + fetched) / gib), "s")
+        }
+        (false, false) => {}
     }
     let calls = after.sum("shale_controller_calls_total") - before.sum("shale_controller_calls_total");
     let produces = delta(
@@ -317,14 +319,22 @@ fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
     if produces + fetches > 0.0 {
         report.add("controller calls per 1000 requests", calls / (produces + fetches) * 1000.0, "");
     }
-    for call in ["commit_segment", "describe_topic", "read_partition", "watch"] {
+    for call in [
+        "commit_segment",
+        "describe_topic",
+        "read_partition",
+        "find_time",
+        "group_heartbeat",
+        "commit_offsets",
+        "watch",
+    ] {
         let n = delta(&format!("shale_controller_calls_total{{call=\"{call}\"}}"));
-        if produces > 0.0 && fetches == 0.0 {
-            report.add(&format!("{call} calls per 1000 produces"), n / produces * 1000.0, "");
-        } else if fetches > 0.0 && produces == 0.0 {
-            report.add(&format!("{call} calls per 1000 fetches"), n / fetches * 1000.0, "");
+        if n > 0.0 {
+            report.add(&format!("{call} calls"), n, "");
         }
     }
+    report.add("produce requests", produces, "");
+    report.add("fetch requests", fetches, "");
 }
 
 async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
