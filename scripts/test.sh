@@ -29,7 +29,7 @@ fi
 export SHALE_SCHEMATHESIS="$venv/bin/schemathesis"
 export SHALE_PYTHON="$venv/bin/python"
 
-cargo build --bin shale
+cargo build --bin shale --bin shale-lambda
 log="$garage_dir/cargo-test.log"
 status=0
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?

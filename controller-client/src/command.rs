@@ -196,3 +196,9 @@ pub enum CommandReply {
     GroupChanged,
     Failed(MetaError),
 }
+
+/// Longest a segment may wait between its PUT (the time in its key, the
+/// gateway's clock) and its commit (the leader's clock). Garbage collection's
+/// grace (`--gc-grace-ms`, default 10 minutes) must exceed it plus any clock
+/// skew; a gateway paused longer gets its produce refused, retryably.
+pub const MAX_COMMIT_DELAY_MS: i64 = 5 * 60 * 1000;

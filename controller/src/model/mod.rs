@@ -24,11 +24,7 @@ pub use groups::{Committed, GroupState, MemberState};
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
 pub use leadership::{Gateways, MAX_LEASE_MS, MIN_LEASE_MS, Role};
 
-/// Longest a segment may wait between its PUT (the time in its key, the
-/// gateway's clock) and its commit (the leader's clock). Garbage collection's
-/// grace (`--gc-grace-ms`, default 10 minutes) must exceed it plus any clock
-/// skew; a gateway paused longer gets its produce refused, retryably.
-pub const MAX_COMMIT_DELAY_MS: i64 = 5 * 60 * 1000;
+pub use shale_controller_client::command::MAX_COMMIT_DELAY_MS;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartitionState {

@@ -23,11 +23,21 @@ pub struct ApiError {
     /// Overrides the table's retryability, e.g. an unknown outcome is safe to
     /// retry when the request carried an idempotency key.
     pub retryable: Option<bool>,
+    /// Answered before the body was read: the connection closes, so a
+    /// client does not send its next request down a socket the server drops.
+    pub close: bool,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: Map::new(), retry_after_secs: None, retryable: None }
+        Self {
+            code,
+            message: message.into(),
+            details: Map::new(),
+            retry_after_secs: None,
+            retryable: None,
+            close: false,
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -41,6 +51,12 @@ impl ApiError {
 
     pub fn retry_after(mut self, after: std::time::Duration) -> Self {
         self.retry_after_secs = Some(after.as_secs().max(1));
+        self
+    }
+
+    /// Marks an answer given without reading the request body.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
         self
     }
 
@@ -71,6 +87,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -172,6 +191,7 @@ impl From<QueryRejection> for ApiError {
 pub fn request_too_large(limit: usize) -> ApiError {
     ApiError::new(ErrorCode::RequestTooLarge, format!("request body exceeds the limit of {limit} bytes"))
         .with("limit_bytes", limit)
+        .closing()
 }
 
 /// 408 for a body that did not arrive in time (nothing was written).
@@ -180,6 +200,7 @@ pub fn body_timeout(limit: std::time::Duration) -> ApiError {
         ErrorCode::RequestTimeout,
         format!("the request body did not arrive within {} ms", limit.as_millis()),
     )
+    .closing()
 }
 
 /// Maps a failure to read the body; `limit` is the configured body limit.

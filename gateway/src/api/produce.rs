@@ -198,7 +198,7 @@ async fn admit(
     if declared.is_some_and(|n: usize| n > limit) {
         return Err(request_too_large(limit));
     }
-    let permit = state.batcher.reserve(declared.unwrap_or(limit))?;
+    let permit = state.batcher.reserve(declared.unwrap_or(limit)).map_err(|e| ApiError::from(e).closing())?;
     // a stalled upload gives its buffer space back when the permit drops
     let read = tokio::time::timeout(state.config.body_timeout, axum::body::to_bytes(body, limit));
     let bytes = read.await.map_err(|_| body_timeout(state.config.body_timeout))?.map_err(|e| {

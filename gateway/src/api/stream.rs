@@ -44,6 +44,12 @@ pub fn last_event_id(headers: &HeaderMap) -> Option<String> {
 
 /// A place among the gateway's open streams, or 429 when they are all taken.
 pub fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    if state.config.max_streams == 0 {
+        // shale-lambda: a Lambda answer is buffered whole, so a stream never would be
+        return Err(ApiError::invalid(
+            "this gateway serves no event streams (on Lambda answers are buffered): long-poll with wait_ms instead",
+        ));
+    }
     state.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             ErrorCode::Overloaded,
