@@ -61,6 +61,7 @@ TOML
   local secret
   secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
   $g key import --yes -n shale-test "$key_id" "$secret" >/dev/null
+  $g key allow --create-bucket shale-test >/dev/null
   $g bucket create shale-test >/dev/null
   $g bucket allow --read --write --owner shale-test --key shale-test >/dev/null
   cat > "$dir/env" <<ENV

@@ -6,6 +6,7 @@ mod client;
 mod cluster;
 mod dev;
 mod group;
+mod store;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -62,6 +63,8 @@ enum Command {
     Group(group::GroupArgs),
     /// Create, list or revoke API tokens.
     Token(client::TokenArgs),
+    /// Prepare a bucket: create it, abort incomplete uploads, check conditional writes.
+    Store(store::StoreCmdArgs),
     /// Measure throughput, latency and cost against the store's own ceiling.
     Bench(bench::BenchArgs),
 }
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => client::consume(args).await,
             Command::Token(args) => client::token(args).await,
             Command::Group(args) => group::run(args).await,
+            Command::Store(args) => store::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })
