@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The test command: starts Garage (installing it if missing), installs
-# Schemathesis, DuckDB (with its httpfs extension) and pyarrow into a cached
-# virtualenv (if missing), builds the shale binary the end-to-end tests run,
+# Schemathesis, DuckDB (with its httpfs extension), pyarrow, python-hcl2 and
+# checkov into cached virtualenvs (if missing), builds the shale binary the end-to-end tests run,
 # runs every test, stops Garage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
 # the archive's readers in the tests: nobody on this project wrote them
-PYTHON_PACKAGES=("schemathesis==$SCHEMATHESIS_VERSION" "duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "pyarrow==26.0.1")
+PYTHON_PACKAGES=("schemathesis==$SCHEMATHESIS_VERSION" "duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "pyarrow==26.0.1" "python-hcl2==8.1.4")
+# the Terraform checks (tests/tests/infra.rs)
+CHECKOV_VERSION=3.3.30
 
 garage_dir=$(mktemp -d)
 trap 'scripts/garage.sh stop "$garage_dir"; rm -rf "$garage_dir"' EXIT
@@ -16,16 +18,24 @@ scripts/garage.sh start "$garage_dir"
 # shellcheck disable=SC1091
 source "$garage_dir/env"
 
-# PyPI packages, pinned, in a virtualenv cached between runs
+# PyPI packages, pinned, in virtualenvs cached between runs; checkov gets its
+# own (it pins an older packaging and a forked hcl2 that clash with the rest)
 cache="${SHALE_CI_CACHE:-$HOME/.cache/shale-ci}"
+venv_with() {
+  local venv="$1" stamp="$1/.shale-packages"
+  shift
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
+    echo "installing $* into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "$@"
+    echo "$*" > "$stamp"
+  fi
+}
 venv="$cache/venv"
-stamp="$venv/.shale-packages"
-if [ "$(cat "$stamp" 2>/dev/null)" != "${PYTHON_PACKAGES[*]}" ]; then
-  echo "installing ${PYTHON_PACKAGES[*]} into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "${PYTHON_PACKAGES[@]}"
-  echo "${PYTHON_PACKAGES[*]}" > "$stamp"
-fi
+venv_with "$venv" "${PYTHON_PACKAGES[@]}"
+venv_with "$cache/checkov" "checkov==$CHECKOV_VERSION"
+export SHALE_CHECKOV="$cache/checkov/bin/checkov"
 export SHALE_SCHEMATHESIS="$venv/bin/schemathesis"
 export SHALE_PYTHON="$venv/bin/python"
 

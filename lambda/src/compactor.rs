@@ -35,6 +35,8 @@ pub struct CompactorLambdaArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    pub log: crate::LogArgs,
+    #[command(flatten)]
     compactor: CompactorArgs,
 }
 
@@ -47,7 +49,8 @@ pub async fn run(args: CompactorLambdaArgs) -> anyhow::Result<()> {
     let Some(url) = args.store.store.clone() else {
         bail!("SHALE_STORE is required: the compactor reads segments and writes the archive there");
     };
-    let store = args.store.open(&url, StoreMetrics::default())?;
+    let metrics = StoreMetrics::default();
+    let store = args.store.open(&url, metrics.clone())?;
     let options = ClientOptions {
         secret: cluster_secret(&args.cluster, &args.secret).await?,
         ca_cert_pem: args.cluster.ca_cert_pem()?,
@@ -56,8 +59,8 @@ pub async fn run(args: CompactorLambdaArgs) -> anyhow::Result<()> {
     let compactor = Arc::new(Compactor::new(config, controller, store, Arc::new(SystemClock)));
     tracing::info!(id = %compactor.config().id, "compactor function ready");
     let handler = service_fn(move |event: LambdaEvent<Value>| {
-        let compactor = compactor.clone();
-        async move { pass(&compactor, event).await }
+        let (compactor, metrics) = (compactor.clone(), metrics.clone());
+        async move { pass(&compactor, &metrics, event).await }
     });
     lambda_runtime::run(handler).await.map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
 }
@@ -68,7 +71,13 @@ fn remaining(deadline_ms: u64) -> Duration {
     Duration::from_millis(deadline_ms.saturating_sub(now))
 }
 
-async fn pass(compactor: &Compactor, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+/// One pass; the answer carries its report and the store requests this
+/// sandbox has made so far (what the function's IAM policy must allow).
+async fn pass(
+    compactor: &Compactor,
+    metrics: &StoreMetrics,
+    event: LambdaEvent<Value>,
+) -> Result<Value, lambda_runtime::Error> {
     let left = remaining(event.context.deadline);
     let reserve = (left / 3).max(MIN_RESERVE);
     let budget = left.saturating_sub(reserve);
@@ -79,9 +88,17 @@ async fn pass(compactor: &Compactor, event: LambdaEvent<Value>) -> Result<Value,
     let hard_stop = left.saturating_sub(MIN_RESERVE / 2);
     let outcome = tokio::time::timeout(hard_stop, compactor.run_once(budget)).await;
     compactor.leave().await;
+    let requests = metrics.requests_by_op();
     match outcome {
-        Ok(Ok(report)) => Ok(json!({"report": report, "leases_released": true})),
+        Ok(Ok(report)) => {
+            Ok(json!({"report": report, "leases_released": true, "store_requests_since_start": requests}))
+        }
         Ok(Err(e)) => Err(format!("compaction pass failed: {e}").into()),
-        Err(_) => Ok(json!({"report": {"out_of_time": true}, "cut_short": true, "leases_released": true})),
+        Err(_) => Ok(json!({
+            "report": {"out_of_time": true},
+            "cut_short": true,
+            "leases_released": true,
+            "store_requests_since_start": requests,
+        })),
     }
 }

@@ -38,6 +38,8 @@ pub struct GatewayLambdaArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    pub log: crate::LogArgs,
+    #[command(flatten)]
     auth: AuthArgs,
 }
 

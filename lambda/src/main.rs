@@ -20,7 +20,15 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_LOG_FILTER: &str =
     "warn,shale_lambda=info,shale_gateway=info,shale_compactor=info,shale_core=info";
 
-fn init_logs() {
+/// How log lines are written (Lambda sends stderr to CloudWatch).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log lines as text, or JSON for CloudWatch Logs Insights.
+    #[arg(long, env = "SHALE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+fn init_logs(args: &LogArgs) {
     let filter = EnvFilter::try_from_env("SHALE_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Lambda stamps every line itself; CloudWatch shows no colours
     let logs = tracing_subscriber::fmt()
@@ -28,27 +36,43 @@ fn init_logs() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .without_time();
-    if std::env::var("SHALE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if args.log_format == "json" {
         logs.json().flatten_event(true).init();
     } else {
         logs.init();
     }
 }
 
-/// Flags come from the environment only: the first argument is the name.
+/// Lambda starts the binary without arguments, so the flags come from their
+/// `SHALE_*` environment names; `_HANDLER=gateway shale-lambda --help` lists
+/// them.
 fn from_env<T: Parser>(role: &str) -> T {
-    T::parse_from([format!("shale-lambda ({role})")])
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(name) = args.first_mut() {
+        *name = format!("shale-lambda ({role})");
+    }
+    T::parse_from(args)
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logs();
     let role = std::env::var("_HANDLER").unwrap_or_default();
     let runtime = tokio::runtime::Runtime::new()?;
     let served = runtime.block_on(async {
         match role.as_str() {
-            "gateway" => gateway::run(from_env(&role)).await,
-            "compactor" => compactor::run(from_env(&role)).await,
-            other => Err(anyhow::anyhow!("_HANDLER is {other:?}: set it to gateway or compactor")),
+            "gateway" => {
+                let args: gateway::GatewayLambdaArgs = from_env(&role);
+                init_logs(&args.log);
+                gateway::run(args).await
+            }
+            "compactor" => {
+                let args: compactor::CompactorLambdaArgs = from_env(&role);
+                init_logs(&args.log);
+                compactor::run(args).await
+            }
+            other => {
+                init_logs(&LogArgs { log_format: "text".into() });
+                Err(anyhow::anyhow!("_HANDLER is {other:?}: set it to gateway or compactor"))
+            }
         }
     });
     if let Err(e) = &served {

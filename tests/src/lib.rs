@@ -10,6 +10,7 @@ pub mod archive;
 pub mod cluster;
 pub mod group;
 pub mod history;
+pub mod infra;
 pub mod lambda;
 pub mod leader;
 pub mod process;

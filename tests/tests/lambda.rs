@@ -3,6 +3,7 @@
 //! on the local disk and on Garage. Events are Function URL (payload 2.0)
 //! and EventBridge scheduled events.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use shale_core::Header;
 use shale_core::wire::{self, ProduceRecord};
 use shale_tests::archive::list;
 use shale_tests::cluster::{CLUSTER_SECRET, secret_flag};
+use shale_tests::infra;
 use shale_tests::lambda::{
     Emulator, Function, HttpAnswer, Outcome, http_event, lambda_binary, scheduled_event,
 };
@@ -261,6 +263,20 @@ async fn a_scheduled_event_makes_the_compactor_function_archive() -> anyhow::Res
             .filter_map(|r| r["value"].as_str().map(str::to_owned))
             .collect();
         ensure!(read == values, "{page:?}");
+
+        // infra/aws grants each function the S3 actions its requests need
+        let metrics = call(&mut gateway, "GET", "/metrics", &auth, None, false).await?;
+        let gateway_ops = ops_in_metrics(&String::from_utf8_lossy(&metrics.body));
+        ensure!(gateway_ops.contains("put") && gateway_ops.contains("get"), "{gateway_ops:?}");
+        let compactor_ops: BTreeSet<String> = answer["store_requests_since_start"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+            .map(|(op, _)| op.clone())
+            .collect();
+        ensure!(compactor_ops.contains("put") && compactor_ops.contains("list"), "{answer}");
+        iam_covers(&[("gateway", gateway_ops), ("compactor", compactor_ops)])?;
         compactor.kill().await;
         gateway.kill().await;
     }
@@ -310,6 +326,39 @@ async fn an_invocation_cut_off_mid_flush_loses_no_acknowledged_record() -> anyho
         ensure!(read == acked, "every acknowledged record, in order, and nothing else: {read:?}");
         ensure!(page.json()["high_watermark"] == acked.len(), "{:?}", page.json());
         after.kill().await;
+    }
+    Ok(())
+}
+
+/// Kinds of store requests made (count > 0) per `shale_store_requests_total`.
+fn ops_in_metrics(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("shale_store_requests_total{"))
+        .filter_map(|l| {
+            let op = l.split("op=\"").nth(1)?.split('"').next()?.to_lowercase();
+            let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            (n > 0.0).then_some(op)
+        })
+        .collect()
+}
+
+/// Every request kind a role made maps to S3 actions its policy in
+/// infra/aws/iam.tf grants; the controllers' grant covers every kind.
+fn iam_covers(observed: &[(&str, BTreeSet<String>)]) -> anyhow::Result<()> {
+    let Some(parsed) = infra::parse_all()? else { return Ok(()) };
+    let grants = infra::iam_grants(&parsed)?;
+    let granted = |role: &str| grants.iter().find(|(r, _, _)| r == role);
+    let mut checks: Vec<(&str, BTreeSet<String>)> = observed.to_vec();
+    checks.push(("controller", ["put", "get", "delete", "list"].map(String::from).into()));
+    for (role, ops) in checks {
+        let (_, actions, lists) = granted(role).with_context(|| format!("no grant for {role}"))?;
+        for op in &ops {
+            for needed in infra::actions_for(op) {
+                let ok =
+                    if *needed == "s3:ListBucket" { *lists } else { actions.iter().any(|a| a == needed) };
+                ensure!(ok, "infra/aws/iam.tf: {role} makes {op} requests but is not granted {needed}");
+            }
+        }
     }
     Ok(())
 }

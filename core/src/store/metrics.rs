@@ -66,6 +66,15 @@ impl Default for StoreMetrics {
 }
 
 impl StoreMetrics {
+    /// Requests made so far, by kind (`put` includes multipart parts, `get`
+    /// heads and ranged reads): what an IAM policy must allow.
+    pub fn requests_by_op(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        [(Op::Put, "put"), (Op::Get, "get"), (Op::Delete, "delete"), (Op::List, "list"), (Op::Copy, "copy")]
+            .into_iter()
+            .map(|(op, name)| (name, self.requests.get_or_create(&OpLabels { op }).get()))
+            .collect()
+    }
+
     /// New counters, registered under `shale_store_*`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
