@@ -157,13 +157,23 @@ impl Emulator {
     /// `env`; its log goes to `log`. Like each Lambda sandbox, the function
     /// has this Runtime API to itself.
     pub fn spawn(self, handler: &str, env: &[(String, String)], log: &Path) -> anyhow::Result<Function> {
-        let bin = lambda_binary();
+        self.spawn_binary(&lambda_binary(), handler, env, log)
+    }
+
+    /// [`Emulator::spawn`] with another build of `shale-lambda`.
+    pub fn spawn_binary(
+        self,
+        bin: &Path,
+        handler: &str,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<Function> {
         if !bin.exists() {
             bail!("{} is missing: build it first (cargo build --bin shale-lambda)", bin.display());
         }
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let started = Instant::now();
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())

@@ -81,6 +81,11 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
+    // a test runs from target/PROFILE/deps, a tool (src/bin) from target/PROFILE
+    let beside = exe.with_file_name("shale");
+    if beside.exists() {
+        return beside;
+    }
     let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     dir.join("shale")
 }

@@ -387,22 +387,39 @@ fn glibc_versions(path: &Path) -> anyhow::Result<Vec<(u32, u32)>> {
     Ok(out)
 }
 
+/// The builds to check: the one the test command built, and the Lambda
+/// builds of scripts/build-lambda.sh when `SHALE_LAMBDA_DIR` names them.
+fn lambda_builds() -> Vec<std::path::PathBuf> {
+    let mut out = vec![lambda_binary()];
+    if let Ok(dir) = std::env::var("SHALE_LAMBDA_DIR") {
+        for arch in ["x86_64", "arm64"] {
+            out.push(Path::new(&dir).join(arch).join("shale-lambda").join("bootstrap"));
+        }
+    }
+    out
+}
+
 #[test]
 fn the_lambda_binary_links_no_raft_server_and_runs_on_al2023() -> anyhow::Result<()> {
-    let bin = lambda_binary();
-    let bytes =
-        std::fs::read(&bin).with_context(|| format!("{} (cargo build --bin shale-lambda)", bin.display()))?;
-    for server_only in ["openraft", "redb"] {
-        let found = bytes.windows(server_only.len()).any(|w| w == server_only.as_bytes());
-        ensure!(!found, "{} links {server_only}", bin.display());
-    }
     // the check works: the server binary does link them
     let server = std::fs::read(shale_tests::process::binary())?;
     ensure!(server.windows(8).any(|w| w == b"openraft"), "the check cannot see openraft in shale");
-    let needed = glibc_versions(&bin)?;
-    ensure!(!needed.is_empty(), "no glibc versions found in {}", bin.display());
-    let newest = needed.last().copied().unwrap_or_default();
-    eprintln!("shale-lambda needs glibc {}.{} at most", newest.0, newest.1);
-    ensure!(newest <= (2, 34), "needs glibc {newest:?}, newer than Amazon Linux 2023's 2.34: {needed:?}");
+    for bin in lambda_builds() {
+        let bytes = std::fs::read(&bin)
+            .with_context(|| format!("{} (cargo build --bin shale-lambda)", bin.display()))?;
+        for server_only in ["openraft", "redb"] {
+            let found = bytes.windows(server_only.len()).any(|w| w == server_only.as_bytes());
+            ensure!(!found, "{} links {server_only}", bin.display());
+        }
+        let needed = glibc_versions(&bin)?;
+        ensure!(!needed.is_empty(), "no glibc versions found in {}", bin.display());
+        let newest = needed.last().copied().unwrap_or_default();
+        eprintln!("{} needs glibc {}.{} at most", bin.display(), newest.0, newest.1);
+        ensure!(
+            newest <= (2, 34),
+            "{} needs glibc {newest:?}, newer than Amazon Linux 2023's 2.34",
+            bin.display()
+        );
+    }
     Ok(())
 }
