@@ -64,6 +64,7 @@ resource "aws_instance" "controller" {
     secret_path = local.secret_path
     region      = var.region
     volume_id   = aws_ebs_volume.controller[count.index].id
+    log_group   = aws_cloudwatch_log_group.controller.name
     environment = merge(module.env.controller, {
       SHALE_NODE_ID  = tostring(count.index + 1)
       SHALE_LISTEN   = "${local.controller_ips[count.index]}:${var.controller_port}"

@@ -86,7 +86,7 @@ data "aws_iam_policy_document" "role" {
   }
   statement {
     sid       = "Logs"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
     resources = each.key == "controller" ? ["${aws_cloudwatch_log_group.controller.arn}:*"] : ["${aws_cloudwatch_log_group.function[each.key].arn}:*"]
   }
 }
