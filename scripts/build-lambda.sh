@@ -5,7 +5,7 @@
 #   target/lambda/x86_64/shale-lambda/bootstrap.zip
 #   target/lambda/arm64/shale-lambda/bootstrap.zip
 # Then it checks that neither needs a glibc newer than Amazon Linux 2023's
-# 2.34 (SHALE_LAMBDA_DIR=target/lambda cargo test -p shale-tests --test lambda).
+# 2.34 (SHALE_LAMBDA_DIR=$PWD/target/lambda cargo test -p shale-tests --test lambda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,12 +21,17 @@ fi
 export PATH="$venv/bin:$PATH"
 rustup target add x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu >/dev/null
 
+# what Lambda runs is stripped: no symbols, no debug info
+export CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=false
 # x86_64 links natively (this host's toolchain); arm64 through zig
 cargo lambda build --release --bin shale-lambda --x86-64 --compiler cargo \
   --output-format zip --lambda-dir target/lambda/x86_64
 cargo lambda build --release --bin shale-lambda --arm64 \
   --output-format zip --lambda-dir target/lambda/arm64
 for arch in x86_64 arm64; do
-  ls -l "target/lambda/$arch/shale-lambda/bootstrap.zip"
+  dir="target/lambda/$arch/shale-lambda"
+  python3 -m zipfile -e "$dir/bootstrap.zip" "$dir"
+  chmod +x "$dir/bootstrap"
+  ls -l "$dir/bootstrap" "$dir/bootstrap.zip"
 done
-SHALE_LAMBDA_DIR=target/lambda cargo test -p shale-tests --test lambda the_lambda_binary
+SHALE_LAMBDA_DIR="$PWD/target/lambda" cargo test -p shale-tests --test lambda the_lambda_binary

@@ -4,8 +4,8 @@
 //!
 //!   cargo run -p shale-tests --bin lambda-cold-start -- BINARY [RUNS]
 //!
-//! Prints the binary's size (and stripped size, when `strip` is on PATH)
-//! and the distribution of cold starts.
+//! Prints the binary's size (and stripped size, when `strip` is on PATH;
+//! the stripped copy is the one started) and the distribution of cold starts.
 
 use std::time::Duration;
 
