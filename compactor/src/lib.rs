@@ -284,10 +284,15 @@ impl Compactor {
         self.leave().await;
     }
 
-    /// Ends this compactor's lease so its partitions move at once.
-    pub async fn leave(&self) {
-        if let Err(e) = self.controller.compactor_leave(&self.config.id).await {
-            tracing::warn!(error = %e, "cannot hand the compaction leases over");
+    /// Ends this compactor's lease so its partitions move at once; false
+    /// when the controller could not be told (the lease then runs out).
+    pub async fn leave(&self) -> bool {
+        match self.controller.compactor_leave(&self.config.id).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand the compaction leases over");
+                false
+            }
         }
     }
 

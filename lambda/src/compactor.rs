@@ -87,17 +87,17 @@ async fn pass(
     // written once the reserve is down to what answering needs
     let hard_stop = left.saturating_sub(MIN_RESERVE / 2);
     let outcome = tokio::time::timeout(hard_stop, compactor.run_once(budget)).await;
-    compactor.leave().await;
+    let released = compactor.leave().await;
     let requests = metrics.requests_by_op();
     match outcome {
         Ok(Ok(report)) => {
-            Ok(json!({"report": report, "leases_released": true, "store_requests_since_start": requests}))
+            Ok(json!({"report": report, "leases_released": released, "store_requests_since_start": requests}))
         }
         Ok(Err(e)) => Err(format!("compaction pass failed: {e}").into()),
         Err(_) => Ok(json!({
             "report": {"out_of_time": true},
             "cut_short": true,
-            "leases_released": true,
+            "leases_released": released,
             "store_requests_since_start": requests,
         })),
     }

@@ -54,7 +54,27 @@ pub fn parse_all() -> anyhow::Result<Option<Value>> {
     if !out.status.success() {
         bail!("python-hcl2 could not parse infra/: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(Some(serde_json::from_slice(&out.stdout).context("python-hcl2's JSON")?))
+    let parsed: Value = serde_json::from_slice(&out.stdout).context("python-hcl2's JSON")?;
+    Ok(Some(normalize(parsed)))
+}
+
+/// python-hcl2 keeps string literals' quotes (`"\"s3:GetObject\""`) and
+/// quoted block labels; this drops them, and its `__…__` bookkeeping keys.
+fn normalize(v: Value) -> Value {
+    fn unquote(s: &str) -> String {
+        s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s).to_owned()
+    }
+    match v {
+        Value::String(s) => Value::String(unquote(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalize).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| !(k.starts_with("__") && k.ends_with("__")))
+                .map(|(k, v)| (unquote(&k), normalize(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// The first value under `key` anywhere in `v`.

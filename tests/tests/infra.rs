@@ -138,8 +138,8 @@ fn terraform_sets_only_real_flags_and_its_ports_agree() -> anyhow::Result<()> {
     // AWS: the controllers listen on the port their security group opens
     let network = serde_json::to_string(doc("aws/network.tf")?)?;
     let controllers = serde_json::to_string(doc("aws/controllers.tf")?)?;
-    ensure!(network.matches("\"from_port\":[\"${var.controller_port}\"]").count() >= 3, "security groups");
-    ensure!(network.matches("\"to_port\":[\"${var.controller_port}\"]").count() >= 3, "security groups");
+    ensure!(network.matches("\"from_port\":\"${var.controller_port}\"").count() >= 3, "security groups");
+    ensure!(network.matches("\"to_port\":\"${var.controller_port}\"").count() >= 3, "security groups");
     ensure!(
         controllers.matches(":${var.controller_port}").count() >= 3,
         "SHALE_LISTEN, SHALE_PEERS and the controllers' URLs use controller_port"
@@ -148,11 +148,10 @@ fn terraform_sets_only_real_flags_and_its_ports_agree() -> anyhow::Result<()> {
     // the default is shale gateway's own default port
     let minio = doc("minio/main.tf")?;
     let ports = find(minio, "ports").context("gateway ports")?;
-    ensure!(serde_json::to_string(ports)?.contains("\"internal\":[\"${var.gateway_port}\"]"), "{ports}");
+    ensure!(serde_json::to_string(ports)?.contains("\"internal\":\"${var.gateway_port}\""), "{ports}");
     ensure!(serde_json::to_string(minio)?.contains("0.0.0.0:${var.gateway_port}"), "SHALE_LISTEN");
-    let default_port = find(doc("minio/variables.tf")?, "gateway_port")
-        .and_then(|v| find(v, "default"))
-        .map(|d| d.get(0).unwrap_or(d).clone());
+    let default_port =
+        find(doc("minio/variables.tf")?, "gateway_port").and_then(|v| find(v, "default")).cloned();
     let help = String::from_utf8_lossy(&Command::new(&shale).args(["gateway", "--help"]).output()?.stdout)
         .to_string();
     let listen_default =

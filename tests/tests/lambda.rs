@@ -240,6 +240,15 @@ async fn a_scheduled_event_makes_the_compactor_function_archive() -> anyhow::Res
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
 
+        // an invocation with too little time runs short and hands its leases
+        // back: another compactor gets the partitions at once, not after the lease
+        let mut short = s.spawn("compactor", &[("SHALE_COMPACTOR_ID", "lambda-short")]).await?;
+        let outcome = short.invoke(scheduled_event(), Duration::from_secs(1)).await?;
+        let Outcome::Response(cut) = outcome else { bail!("{outcome:?}\n{}", short.log()) };
+        ensure!(cut["report"]["out_of_time"] == true && cut["leases_released"] == true, "{cut}");
+        ensure!(cut["report"]["archived_records"].as_u64().unwrap_or(0) == 0, "{cut}");
+        short.kill().await;
+
         let mut compactor = s.spawn("compactor", &[]).await?;
         let outcome = compactor.invoke(scheduled_event(), Duration::from_secs(60)).await?;
         let Outcome::Response(answer) = outcome else { bail!("{outcome:?}\n{}", compactor.log()) };

@@ -21,15 +21,14 @@ use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::group::{
     CommitOffsets, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
 };
 use shale_controller_client::{ControllerError, MetaError};
-use shale_core::{ErrorCode, Offset, Record, TopicName};
+use shale_core::{ErrorCode, Offset, TopicName};
 
 use super::encoding::Encoding;
 use super::extract::{ApiPath, ApiQuery};
@@ -39,6 +38,7 @@ use super::openapi::ErrorBody;
 use super::stream::{self, Turn};
 use super::{ApiError, AppState, require};
 use crate::reader::{FetchRequest, ReadError};
+use tokio::task::JoinSet;
 
 const DEFAULT_MAX_RECORDS: usize = 1000;
 const LIMIT_MAX_RECORDS: usize = 10_000;
@@ -82,7 +82,9 @@ pub struct MemberRecord {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberRecords {
-    records: Vec<MemberRecord>,
+    // each record already rendered as JSON, on the task that read it (read_all)
+    #[schema(value_type = Vec<MemberRecord>)]
+    records: Vec<Box<RawValue>>,
     /// Present it as `cursor` (or `Last-Event-ID`) to go on from here.
     cursor: String,
     member_epoch: u64,
@@ -250,7 +252,7 @@ async fn commit_presented(
 /// Heartbeats, works out each assigned partition's position, and reads
 /// from them (waiting, if nothing is ready, up to the wait).
 async fn read_page(
-    state: &AppState,
+    state: &Arc<AppState>,
     principal: &Principal,
     reading: &Reading,
     epoch: Option<u64>,
@@ -290,16 +292,8 @@ async fn read_page(
             cursor.insert(tp.clone(), *o);
         }
     }
-    let mut out = Vec::with_capacity(records.len());
-    for (tp, offset, record) in &records {
-        out.push(MemberRecord {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-            record: render(*offset, record, reading.encoding)?,
-        });
-    }
     Ok(MemberRecords {
-        records: out,
+        records,
         cursor: format_cursor(&cursor),
         member_epoch: a.member_epoch,
         assignment: a
@@ -340,40 +334,82 @@ async fn positions(
     Ok(out)
 }
 
+/// Records of one partition, each rendered as a JSON value, and where the
+/// partition goes on from.
+type PartitionRead = Result<(Vec<Box<RawValue>>, Offset), ReadError>;
+
+/// Reads and renders one partition on a task of its own, so that the
+/// partitions of one member's answer render on every core.
+fn spawn_read(
+    reads: &mut JoinSet<(TopicPartition, Result<PartitionRead, ApiError>)>,
+    state: &Arc<AppState>,
+    request: FetchRequest,
+    tp: TopicPartition,
+    encoding: Encoding,
+) {
+    let state = state.clone();
+    reads.spawn(async move {
+        let fetched = match state.reader.fetch(&request).await {
+            Ok(f) => f,
+            Err(e) => return (tp, Ok(Err(e))),
+        };
+        count_out(&state, &fetched.records);
+        let mut rendered = Vec::with_capacity(fetched.records.len());
+        for (offset, record) in &fetched.records {
+            let record = MemberRecord {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                record: match render(*offset, record, encoding) {
+                    Ok(r) => r,
+                    Err(e) => return (tp, Err(e)),
+                },
+            };
+            match serde_json::value::to_raw_value(&record) {
+                Ok(raw) => rendered.push(raw),
+                Err(e) => return (tp, Err(ApiError::new(ErrorCode::Internal, e.to_string()))),
+            }
+        }
+        (tp, Ok(Ok((rendered, fetched.next_offset))))
+    });
+}
+
 /// Reads every partition from its position, sharing the limits among them,
 /// and advances the positions. With a wait, returns as soon as any
-/// partition has records.
+/// partition has records (the other reads are cancelled and their
+/// positions stay).
 async fn read_all(
-    state: &AppState,
+    state: &Arc<AppState>,
     reading: &Reading,
     positions: &mut Cursor,
     wait: Duration,
-) -> Result<Vec<(TopicPartition, Offset, Record)>, ApiError> {
+) -> Result<Vec<Box<RawValue>>, ApiError> {
     let n = positions.len().max(1);
     let (max_records, max_bytes) = ((reading.max_records / n).max(1), (reading.max_bytes / n).max(1));
-    let wanted: Vec<(TopicPartition, Offset)> = positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
-    let reads = wanted.into_iter().map(|(tp, from)| {
-        let request = FetchRequest {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-            from,
-            max_records,
-            max_bytes,
-            wait,
-        };
-        async move { (tp, state.reader.fetch(&request).await) }
-    });
-    // a long-poll waits on every partition at once; otherwise a few at a time
-    let mut reads: futures::stream::BoxStream<'_, _> = if wait.is_zero() {
-        futures::stream::iter(reads).buffer_unordered(READS_AT_ONCE).boxed()
-    } else {
-        reads.collect::<FuturesUnordered<_>>().boxed()
+    let request = |tp: &TopicPartition, from: Offset| FetchRequest {
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+        from,
+        max_records,
+        max_bytes,
+        wait,
     };
+    let mut waiting = positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect::<Vec<_>>().into_iter();
+    // a long-poll waits on every partition at once; otherwise a few at a time
+    let at_once = if wait.is_zero() { READS_AT_ONCE } else { usize::MAX };
+    let mut reads = JoinSet::new();
+    for (tp, from) in waiting.by_ref().take(at_once) {
+        spawn_read(&mut reads, state, request(&tp, from), tp, reading.encoding);
+    }
     let mut out = Vec::new();
     let mut advanced = Vec::new();
-    while let Some((tp, fetched)) = reads.next().await {
-        let fetched = match fetched {
-            Ok(f) => f,
+    while let Some(joined) = reads.join_next().await {
+        let (tp, read) = joined
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a partition read failed: {e}")))?;
+        if let Some((next_tp, from)) = waiting.next() {
+            spawn_read(&mut reads, state, request(&next_tp, from), next_tp, reading.encoding);
+        }
+        let (records, next) = match read? {
+            Ok(r) => r,
             // retention moved the log start past the position: start there
             Err(ReadError::OutOfRange { log_start_offset, offset, .. }) if offset < log_start_offset => {
                 advanced.push((tp, log_start_offset));
@@ -381,15 +417,15 @@ async fn read_all(
             }
             Err(e) => return Err(e.into()),
         };
-        count_out(state, &fetched.records);
-        let got = !fetched.records.is_empty();
-        advanced.push((tp.clone(), fetched.next_offset));
-        out.extend(fetched.records.into_iter().map(|(o, r)| (tp.clone(), o, r)));
+        let got = !records.is_empty();
+        advanced.push((tp, next));
+        out.extend(records);
         // a long-poll answers as soon as one partition has records
         if got && !wait.is_zero() {
             break;
         }
     }
+    // dropping the set cancels the reads still waiting
     drop(reads);
     for (tp, next) in advanced {
         positions.insert(tp, next);
