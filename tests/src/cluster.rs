@@ -48,6 +48,13 @@ pub async fn leader(http: &reqwest::Client, controllers: &[Process]) -> Option<u
     None
 }
 
+/// A one-node controller cluster in `dir` (with the cluster secret).
+pub async fn single_controller(dir: &Path) -> anyhow::Result<Process> {
+    let port = free_ports(1)?[0];
+    let args = controller_args(1, port, &format!("1=127.0.0.1:{port}"), dir, 1000)?;
+    Process::start(args, dir.join("controller.log")).await
+}
+
 /// How a test cluster is set up.
 #[derive(Debug, Clone)]
 pub struct Options {

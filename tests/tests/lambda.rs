@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use shale_core::Header;
 use shale_core::wire::{self, ProduceRecord};
 use shale_tests::archive::list;
-use shale_tests::cluster::{CLUSTER_SECRET, secret_flag};
+use shale_tests::cluster::{CLUSTER_SECRET, secret_flag, single_controller};
 use shale_tests::infra;
 use shale_tests::lambda::{
     Emulator, Function, HttpAnswer, Outcome, http_event, lambda_binary, scheduled_event,
@@ -35,19 +35,7 @@ struct Setup {
 impl Setup {
     async fn start(backend: &Backend) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = shale_tests::cluster::free_ports(1)?[0];
-        let controller = Process::start(
-            vec![
-                "controller".into(),
-                secret_flag(dir.path())?,
-                "--id=1".into(),
-                format!("--listen=127.0.0.1:{port}"),
-                format!("--peers=1=127.0.0.1:{port}"),
-                format!("--data-dir={}", dir.path().join("controller").display()),
-            ],
-            dir.path().join("controller.log"),
-        )
-        .await?;
+        let controller = single_controller(dir.path()).await?;
         let store_flags = backend.store_args(&unique("lambda"), &dir.path().join("objects"));
         let mut env = vec![
             ("SHALE_CONTROLLERS".to_owned(), controller.url.clone()),
@@ -102,6 +90,25 @@ async fn first_answer(f: &mut Function) -> anyhow::Result<Duration> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("the gateway function never became ready:\n{}", f.log())
+}
+
+/// A setup with a ready gateway function, and the admin token's header value.
+async fn with_gateway(backend: &Backend) -> anyhow::Result<(Setup, Function, String)> {
+    let s = Setup::start(backend).await?;
+    let mut f = s.spawn("gateway", &[]).await?;
+    first_answer(&mut f).await?;
+    let bearer = format!("Bearer {}", s.token()?);
+    Ok((s, f, bearer))
+}
+
+/// The string values of a JSON fetch answer's records.
+fn values_of(page: &HttpAnswer) -> Vec<String> {
+    page.json()["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["value"].as_str().map(str::to_owned))
+        .collect()
 }
 
 fn error_code(a: &HttpAnswer) -> (u16, String) {
@@ -220,10 +227,7 @@ async fn the_gateway_function_serves_the_api_like_the_server() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_event_makes_the_compactor_function_archive() -> anyhow::Result<()> {
     for backend in Backend::all() {
-        let s = Setup::start(&backend).await?;
-        let mut gateway = s.spawn("gateway", &[]).await?;
-        first_answer(&mut gateway).await?;
-        let bearer = format!("Bearer {}", s.token()?);
+        let (s, mut gateway, bearer) = with_gateway(&backend).await?;
         let auth = [("authorization", bearer.as_str()), ("content-type", "application/json")];
         let create =
             json!({"name": "aged", "partitions": 1, "config": {"archive_after_ms": 200}}).to_string();
@@ -265,12 +269,7 @@ async fn a_scheduled_event_makes_the_compactor_function_archive() -> anyhow::Res
         // the archived range reads back the same through the gateway
         let path = "/v1/topics/aged/partitions/0/records?offset=0&max_records=100";
         let page = call(&mut gateway, "GET", path, &auth, None, false).await?;
-        let read: Vec<String> = page.json()["records"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["value"].as_str().map(str::to_owned))
-            .collect();
+        let read = values_of(&page);
         ensure!(read == values, "{page:?}");
 
         // infra/aws grants each function the S3 actions its requests need
@@ -295,10 +294,7 @@ async fn a_scheduled_event_makes_the_compactor_function_archive() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invocation_cut_off_mid_flush_loses_no_acknowledged_record() -> anyhow::Result<()> {
     for backend in Backend::all() {
-        let s = Setup::start(&backend).await?;
-        let mut f = s.spawn("gateway", &[]).await?;
-        first_answer(&mut f).await?;
-        let bearer = format!("Bearer {}", s.token()?);
+        let (s, mut f, bearer) = with_gateway(&backend).await?;
         let auth = [("authorization", bearer.as_str()), ("content-type", "application/json")];
         let create = json!({"name": "cut", "partitions": 1}).to_string();
         ensure!(
@@ -326,12 +322,7 @@ async fn an_invocation_cut_off_mid_flush_loses_no_acknowledged_record() -> anyho
         let page =
             call(&mut after, "GET", "/v1/topics/cut/partitions/0/records?offset=0", &auth, None, false)
                 .await?;
-        let read: Vec<String> = page.json()["records"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["value"].as_str().map(str::to_owned))
-            .collect();
+        let read = values_of(&page);
         ensure!(read == acked, "every acknowledged record, in order, and nothing else: {read:?}");
         ensure!(page.json()["high_watermark"] == acked.len(), "{:?}", page.json());
         after.kill().await;

@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shale_tests::Process;
-use shale_tests::cluster::{free_ports, secret_flag};
+use shale_tests::cluster::single_controller;
 use shale_tests::lambda::{Emulator, HttpAnswer, http_event};
 
 #[tokio::main]
@@ -27,21 +26,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(s) if s.success() => Some(std::fs::metadata(&stripped)?.len()),
             _ => None,
         };
-    let port = free_ports(1)?[0];
-    let _controller = Process::start(
-        vec![
-            "controller".into(),
-            secret_flag(dir.path())?,
-            "--id=1".into(),
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--peers=1=127.0.0.1:{port}"),
-            format!("--data-dir={}", dir.path().join("controller").display()),
-        ],
-        dir.path().join("controller.log"),
-    )
-    .await?;
+    let controller = single_controller(dir.path()).await?;
     let env: Vec<(String, String)> = [
-        ("SHALE_CONTROLLERS", format!("http://127.0.0.1:{port}")),
+        ("SHALE_CONTROLLERS", controller.url.clone()),
         ("SHALE_CLUSTER_SECRET_FILE", dir.path().join("cluster.secret").display().to_string()),
         ("SHALE_STORE", format!("file://{}", dir.path().join("objects").display())),
         ("SHALE_INSECURE_NO_AUTH", "true".to_owned()),
