@@ -272,8 +272,15 @@ async fn read_page(
         let mut positions = positions(state, reading, &a, &presented).await?;
         let wait = reading.wait.min(Duration::from_millis(a.heartbeat_interval_ms));
         let mut records = read_all(state, reading, &mut positions, Duration::ZERO).await?;
-        if records.is_empty() && !wait.is_zero() && !positions.is_empty() {
-            records = read_all(state, reading, &mut positions, wait).await?;
+        if records.is_empty() && !wait.is_zero() {
+            if !positions.is_empty() {
+                records = read_all(state, reading, &mut positions, wait).await?;
+            } else if a.revoke.is_empty() {
+                // nothing assigned yet (a rebalance is handing partitions
+                // over): the long-poll waits out its time rather than answer
+                // at once, so a member waiting for partitions does not spin
+                tokio::time::sleep(wait).await;
+            }
         }
         Ok::<_, ApiError>((a, positions, records))
     };
