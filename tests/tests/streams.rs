@@ -239,3 +239,26 @@ async fn commits_from_stale_epochs_or_for_partitions_not_owned_change_nothing() 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_nothing_assigned_long_polls_instead_of_spinning() -> anyhow::Result<()> {
+    // the behaviour is the gateway's, whatever the store
+    let dir = tempfile::tempdir()?;
+    let shale = Shale::start(dir.path(), &Backend::Local, &unique("idle"), &[]).await?;
+    let c = shale.client();
+    c.create_topic("one", 1).await?;
+    for m in ["a", "b"] {
+        let body = json!({"topics": ["one"], "session_timeout_ms": 30000});
+        let (s, answer) =
+            c.send(c.http.put(format!("{}/v1/groups/idle/members/{m}", c.url)).json(&body)).await?;
+        ensure!(s == 200, "join {m}: {s} {answer}");
+    }
+    // one partition, two members: b holds nothing, and its read waits its wait_ms
+    let started = std::time::Instant::now();
+    let (s, page) = c.get("/v1/groups/idle/members/b/records?wait_ms=400").await?;
+    let took = started.elapsed();
+    ensure!(s == 200 && page["records"].as_array().is_some_and(Vec::is_empty), "{s} {page}");
+    ensure!(page["assignment"].as_array().is_some_and(Vec::is_empty), "b holds nothing: {page}");
+    ensure!(took >= std::time::Duration::from_millis(350), "answered after {took:?}, not after its wait");
+    Ok(())
+}
