@@ -29,6 +29,7 @@ use shale_controller_client::group::{
 };
 use shale_controller_client::{ControllerError, MetaError};
 use shale_core::{ErrorCode, Offset, TopicName};
+use tokio::task::JoinSet;
 
 use super::encoding::Encoding;
 use super::extract::{ApiPath, ApiQuery};
@@ -38,7 +39,6 @@ use super::openapi::ErrorBody;
 use super::stream::{self, Turn};
 use super::{ApiError, AppState, require};
 use crate::reader::{FetchRequest, ReadError};
-use tokio::task::JoinSet;
 
 const DEFAULT_MAX_RECORDS: usize = 1000;
 const LIMIT_MAX_RECORDS: usize = 10_000;
