@@ -314,6 +314,28 @@ pub fn http_event(
     })
 }
 
+/// An API Gateway HTTP API (payload 2.0) event for the `$default` stage
+/// and an `ANY /{proxy+}` route: the Function URL event as API Gateway
+/// sends it.
+pub fn http_api_event(
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    binary: bool,
+) -> Value {
+    let mut event = http_event(method, path_and_query, headers, body, binary);
+    let path = event["rawPath"].as_str().unwrap_or("/").to_owned();
+    event["routeKey"] = json!("ANY /{proxy+}");
+    event["pathParameters"] = json!({"proxy": path.trim_start_matches('/')});
+    event["requestContext"]["routeKey"] = json!("ANY /{proxy+}");
+    event["requestContext"]["apiId"] = json!("a1b2c3d4e5");
+    event["requestContext"]["accountId"] = json!("000000000000");
+    event["requestContext"]["domainName"] = json!("a1b2c3d4e5.execute-api.us-east-1.amazonaws.com");
+    event["requestContext"]["domainPrefix"] = json!("a1b2c3d4e5");
+    event
+}
+
 /// An EventBridge scheduled event.
 pub fn scheduled_event() -> Value {
     json!({

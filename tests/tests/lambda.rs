@@ -16,7 +16,7 @@ use shale_tests::archive::list;
 use shale_tests::cluster::{CLUSTER_SECRET, secret_flag, single_controller};
 use shale_tests::infra;
 use shale_tests::lambda::{
-    Emulator, Function, HttpAnswer, Outcome, http_event, lambda_binary, scheduled_event,
+    Emulator, Function, HttpAnswer, Outcome, http_api_event, http_event, lambda_binary, scheduled_event,
 };
 use shale_tests::{Backend, Client, Process, unique};
 
@@ -176,6 +176,16 @@ async fn the_gateway_function_serves_the_api_like_the_server() -> anyhow::Result
         let (offset, last) = &decoded.records[2];
         ensure!(*offset == 2 && last.value.as_deref() == Some(&[0, 159, 146, 150, 255][..]), "{last:?}");
         ensure!(last.timestamp_ms == 7 && last.headers[0].key == "trace", "{last:?}");
+
+        // the same function behind an API Gateway HTTP API
+        let body = json!({"records": [{"partition": 1, "value": "via http api"}]}).to_string();
+        let event = http_api_event("POST", "/v1/topics/lambda/records", &auth, Some(body.as_bytes()), false);
+        let acked = HttpAnswer::from_outcome(f.invoke(event, INVOCATION).await?)?;
+        ensure!(acked.status == 200 && acked.json()["offsets"][0]["partition"] == 1, "{acked:?}");
+        let event =
+            http_api_event("GET", "/v1/topics/lambda/partitions/1/records?offset=0", &auth, None, false);
+        let page = HttpAnswer::from_outcome(f.invoke(event, INVOCATION).await?)?;
+        ensure!(values_of(&page) == ["via http api"], "{page:?}");
 
         // the error cases answer exactly what `shale gateway` answers
         let mut args = vec![
