@@ -300,10 +300,14 @@ impl Reader {
                 ChunkId { object: object.clone(), position: *index as u64 | (skip_rows << 32) }
             }
         };
-        if let Some(records) = self.cache.get(&id) {
-            self.metrics.cache_hits.inc();
-            return Ok(records);
-        }
+        // a load already in flight for this chunk is waited for, not repeated
+        let guard = match self.cache.get_value_or_guard_async(&id).await {
+            Ok(records) => {
+                self.metrics.cache_hits.inc();
+                return Ok(records);
+            }
+            Err(guard) => guard,
+        };
         self.metrics.cache_misses.inc();
         let loaded = match &piece.source {
             Source::Chunk(chunk) => Loaded::dense(self.load_chunk(chunk).await?),
@@ -313,7 +317,8 @@ impl Reader {
             }
         };
         let loaded = Arc::new(loaded);
-        self.cache.insert(id, loaded.clone());
+        // a failed load drops the guard instead: the next reader tries again
+        let _ = guard.insert(loaded.clone());
         Ok(loaded)
     }
 
