@@ -12,13 +12,11 @@ use clap::Parser;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use shale_compactor::Compactor;
-use shale_controller_client::RemoteController;
-use shale_controller_client::remote::ClientOptions;
 use shale_core::store::StoreMetrics;
 use shale_core::{Clock, SystemClock};
 use shale_flags::{ClusterArgs, CompactorArgs, StoreArgs};
 
-use crate::secret::{SecretArgs, cluster_secret};
+use crate::secret::{SecretArgs, controllers};
 
 #[derive(Debug, Parser)]
 pub struct CompactorLambdaArgs {
@@ -51,11 +49,7 @@ pub async fn run(args: CompactorLambdaArgs) -> anyhow::Result<()> {
     };
     let metrics = StoreMetrics::default();
     let store = args.store.open(&url, metrics.clone())?;
-    let options = ClientOptions {
-        secret: cluster_secret(&args.cluster, &args.secret).await?,
-        ca_cert_pem: args.cluster.ca_cert_pem()?,
-    };
-    let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
+    let controller = Arc::new(controllers(&args.controllers, &args.cluster, &args.secret).await?);
     let compactor = Arc::new(Compactor::new(config, controller, store, Arc::new(SystemClock)));
     tracing::info!(id = %compactor.config().id, "compactor function ready");
     let handler = service_fn(move |event: LambdaEvent<Value>| {

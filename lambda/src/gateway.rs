@@ -14,15 +14,14 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use clap::Parser;
-use shale_controller_client::remote::ClientOptions;
-use shale_controller_client::{Controller, RemoteController};
+use shale_controller_client::Controller;
 use shale_core::{Clock, SystemClock};
 use shale_flags::{AuthArgs, ClusterArgs, GatewayArgs, StoreArgs};
 use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::counting::Counting;
 use shale_gateway::{AppState, GatewayMetrics, router};
 
-use crate::secret::{SecretArgs, cluster_secret};
+use crate::secret::{SecretArgs, controllers};
 
 #[derive(Debug, Parser)]
 pub struct GatewayLambdaArgs {
@@ -55,11 +54,7 @@ pub async fn run(args: GatewayLambdaArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(GatewayMetrics::new());
     let store = args.store.open(&url, metrics.store.clone())?;
-    let options = ClientOptions {
-        secret: cluster_secret(&args.cluster, &args.secret).await?,
-        ca_cert_pem: args.cluster.ca_cert_pem()?,
-    };
-    let remote = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
+    let remote = Arc::new(controllers(&args.controllers, &args.cluster, &args.secret).await?);
     let controller: Arc<dyn Controller> = Arc::new(Counting::new(remote, metrics.clone()));
     // no listener to judge by: tokens unless explicitly waived
     let auth = if args.auth.insecure_no_auth {

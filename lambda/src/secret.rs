@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use shale_controller_client::ClusterSecret;
+use shale_controller_client::remote::ClientOptions;
+use shale_controller_client::{ClusterSecret, RemoteController};
 use shale_flags::ClusterArgs;
 
 #[derive(Debug, Clone, Args)]
@@ -28,11 +29,19 @@ struct SecretValue {
     secret_string: String,
 }
 
-/// The cluster secret, if one is configured.
-pub async fn cluster_secret(
+/// The client of the controllers at `nodes`, presenting the cluster secret.
+pub async fn controllers(
+    nodes: &[String],
     cluster: &ClusterArgs,
     args: &SecretArgs,
-) -> anyhow::Result<Option<ClusterSecret>> {
+) -> anyhow::Result<RemoteController> {
+    let options =
+        ClientOptions { secret: cluster_secret(cluster, args).await?, ca_cert_pem: cluster.ca_cert_pem()? };
+    Ok(RemoteController::new(nodes.to_vec(), &options)?)
+}
+
+/// The cluster secret, if one is configured.
+async fn cluster_secret(cluster: &ClusterArgs, args: &SecretArgs) -> anyhow::Result<Option<ClusterSecret>> {
     let Some(id) = &args.cluster_secret_arn else { return cluster.secret() };
     if cluster.cluster_secret_file.is_some() {
         anyhow::bail!("give SHALE_CLUSTER_SECRET_ARN or SHALE_CLUSTER_SECRET_FILE, not both");

@@ -86,14 +86,6 @@ pub fn find<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     }
 }
 
-/// python-hcl2 wraps an attribute's value in a list of one.
-pub fn unwrap_one(v: &Value) -> Option<&Value> {
-    match v {
-        Value::Array(a) if a.len() == 1 => a.first(),
-        other => Some(other),
-    }
-}
-
 /// `s3_actions` of infra/aws/iam.tf: role -> S3 actions; and which roles list.
 pub fn iam_grants(parsed: &Value) -> anyhow::Result<Vec<(String, Vec<String>, bool)>> {
     let iam = parsed
@@ -101,11 +93,8 @@ pub fn iam_grants(parsed: &Value) -> anyhow::Result<Vec<(String, Vec<String>, bo
         .and_then(|m| m.iter().find(|(k, _)| k.ends_with("aws/iam.tf")))
         .map(|(_, v)| v)
         .context("infra/aws/iam.tf")?;
-    let actions = find(iam, "s3_actions")
-        .and_then(unwrap_one)
-        .and_then(Value::as_object)
-        .context("locals.s3_actions")?;
-    let lists = find(iam, "lists").and_then(unwrap_one).and_then(Value::as_object).context("locals.lists")?;
+    let actions = find(iam, "s3_actions").and_then(Value::as_object).context("locals.s3_actions")?;
+    let lists = find(iam, "lists").and_then(Value::as_object).context("locals.lists")?;
     let mut out = Vec::new();
     for (role, granted) in actions {
         let granted: Vec<String> =
