@@ -22,7 +22,8 @@ use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
 use crate::args::{
-    AuthArgs, ClusterArgs, CompactorArgs, GatewayArgs, ServeArgs, StoreArgs, compactor_id, is_loopback,
+    AuthArgs, ClusterArgs, CompactorArgs, GatewayArgs, KafkaArgs, ServeArgs, StoreArgs, compactor_id,
+    is_loopback,
 };
 use crate::dev::shutdown_signal;
 
@@ -132,6 +133,8 @@ pub struct GatewayCmdArgs {
     auth: AuthArgs,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
@@ -170,7 +173,11 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
         // streams tell their clients to reconnect, then end, before the drain
         closing.cancel();
     };
+    let kafka = args.kafka.start(state.clone(), &args.auth, limits.tls.clone()).await?;
     serve(listener, router(state), &limits, shutdown).await?;
+    if let Some(kafka) = kafka {
+        kafka.abort();
+    }
     registration.leave().await;
     Ok(())
 }

@@ -13,7 +13,7 @@ use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
 
-use crate::args::{AuthArgs, CompactorArgs, GatewayArgs, ServeArgs, StoreArgs, compactor_id};
+use crate::args::{AuthArgs, CompactorArgs, GatewayArgs, KafkaArgs, ServeArgs, StoreArgs, compactor_id};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -31,6 +31,8 @@ pub struct DevArgs {
     auth: AuthArgs,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     #[command(flatten)]
     compactor: CompactorArgs,
     /// Run without the compactor: no archive, merges or garbage collection.
@@ -87,7 +89,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         // streams tell their clients to reconnect, then end, before the drain
         closing.cancel();
     };
+    let kafka = args.kafka.start(state.clone(), &args.auth, limits.tls.clone()).await?;
     serve(listener, router(state), &limits, shutdown).await?;
+    if let Some(kafka) = kafka {
+        kafka.abort();
+    }
     registration.leave().await;
     if let (Some(stop), Some(task)) = (stop_compactor, compactor) {
         let _ = stop.send(());

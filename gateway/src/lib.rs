@@ -19,6 +19,7 @@ pub mod auth;
 pub mod batcher;
 pub mod config;
 pub mod counting;
+pub mod kafka;
 pub mod metrics;
 pub mod mirror;
 pub mod reader;

@@ -21,7 +21,7 @@ use super::error::{body_timeout, request_too_large};
 use super::extract::{ApiPath, ApiQuery, content_type, json_body};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState, require};
-use crate::batcher::{BufferPermit, PartitionedRecord, RequestGuard};
+use crate::batcher::{Acked, BufferPermit, PartitionedRecord, RequestGuard};
 use shale_controller_client::auth::{Operation, Principal};
 
 /// A produce request in JSON.
@@ -275,6 +275,23 @@ async fn append(
     guard: Option<RequestGuard>,
     permit: BufferPermit,
 ) -> Result<Json<ProduceResponse>, ApiError> {
+    let acked = append_records(state, topic, fixed, records, guard, permit).await?;
+    Ok(Json(ProduceResponse {
+        offsets: acked.into_iter().map(|(partition, offset)| RecordAck { partition, offset }).collect(),
+    }))
+}
+
+/// Validates the records (partition, key on compacted topics, timestamp,
+/// size), appends them and answers where each was written, once durable.
+/// Shared by the HTTP routes and the Kafka listener.
+pub(crate) async fn append_records(
+    state: &AppState,
+    topic: TopicName,
+    fixed: Option<PartitionId>,
+    records: Vec<ProduceRecord>,
+    guard: Option<RequestGuard>,
+    permit: BufferPermit,
+) -> Result<Acked, ApiError> {
     let info = state.controller.describe_topic(&topic).await?;
     let partitions = info.partitions.len() as PartitionId;
     let missing = |p: PartitionId| {
@@ -340,7 +357,5 @@ async fn append(
     })?;
     state.metrics.records_in.inc_by(count);
     state.metrics.bytes_in.inc_by(bytes as u64);
-    Ok(Json(ProduceResponse {
-        offsets: acked.into_iter().map(|(partition, offset)| RecordAck { partition, offset }).collect(),
-    }))
+    Ok(acked)
 }

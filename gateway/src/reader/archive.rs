@@ -16,7 +16,7 @@ use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::errors::ParquetError;
 use parquet::file::statistics::Statistics;
 use shale_controller_client::ChunkSpan;
-use shale_core::archive::{ArchiveFile, PrefetchedRowGroup, decode_batch};
+use shale_core::archive::{ArchiveFile, PrefetchedRowGroup, decode_batch, decode_batch_rows};
 use tokio::sync::Semaphore;
 
 use super::{Loaded, Piece, ReadError, Source};
@@ -26,8 +26,6 @@ pub type FooterCache = quick_cache::sync::Cache<String, ArrowReaderMetadata>;
 
 /// Footers kept: each is a few KiB per row group.
 const FOOTERS: usize = 4096;
-/// Rows per decoded Arrow batch.
-const BATCH_ROWS: usize = 8192;
 
 pub fn footer_cache() -> FooterCache {
     FooterCache::new(FOOTERS)
@@ -167,8 +165,9 @@ pub async fn load_row_group(
 ) -> Result<Loaded, ReadError> {
     let corrupt = |reason: String| ReadError::Corrupt { object: object.to_owned(), position: 0, reason };
     let meta = footer(store, cache, object, file_len).await?;
-    let rows = meta.metadata().row_groups().get(index).map_or(0, |g| g.num_rows());
-    let rows = u64::try_from(rows).unwrap_or(0);
+    let group = meta.metadata().row_groups().get(index);
+    let batch_rows = group.map_or(1024, |g| decode_batch_rows(g.num_rows(), g.total_byte_size()));
+    let rows = u64::try_from(group.map_or(0, |g| g.num_rows())).unwrap_or(0);
     let ranges = PrefetchedRowGroup::ranges(meta.metadata(), index, skip)
         .filter(|r| skip <= rows && r.iter().all(|r| r.end <= file_len))
         .ok_or_else(|| corrupt(format!("row group {index} lies outside the file")))?;
@@ -180,7 +179,7 @@ pub async fn load_row_group(
     let prefetched = PrefetchedRowGroup::new(parts, meta.metadata().clone());
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta)
         .with_row_groups(vec![index])
-        .with_batch_size(BATCH_ROWS);
+        .with_batch_size(batch_rows);
     let expected = usize::try_from(rows - skip).unwrap_or(0);
     if skip > 0 {
         let skipped = usize::try_from(skip).unwrap_or(0);

@@ -1,0 +1,220 @@
+//! The Kafka listener (`--kafka-listen`): Kafka's wire protocol over TCP
+//! (or TLS), decoded and encoded by the `kafka-protocol` crate, on top of
+//! the same produce, fetch, topic and group paths as the HTTP API.
+//!
+//! - Every gateway answers as the one broker of the cluster (node 0, at its
+//!   advertised address): the leader of every partition and the
+//!   coordinator of every group. Offsets come from the controller, so any
+//!   gateway may take any partition's writes.
+//! - Requests on a connection are answered in order, one at a time, as a
+//!   Kafka broker does.
+//! - With tokens on, a connection must authenticate with SASL/PLAIN (the
+//!   password is a Shale token) before anything but ApiVersions.
+//!
+//! `docs/KAFKA.md` lists the APIs and how each maps onto Shale.
+
+mod errors;
+mod groups;
+mod metadata;
+mod records;
+mod requests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use shale_controller_client::auth::Principal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::auth::AuthMode;
+
+pub use requests::SUPPORTED;
+
+/// Where clients are told to connect: this gateway's Kafka address.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The node id every gateway answers as.
+pub const NODE_ID: i32 = 0;
+/// The cluster id in Metadata answers.
+pub const CLUSTER_ID: &str = "shale";
+/// Longest request frame accepted, over the gateway's request limit: room
+/// for the request's own framing around its records.
+const FRAME_SLACK: usize = 1 << 20;
+
+/// One connection's state.
+struct Session {
+    state: Arc<AppState>,
+    config: Arc<KafkaConfig>,
+    peer: SocketAddr,
+    /// Who authenticated (always someone when auth is off).
+    principal: Option<Arc<Principal>>,
+    /// A SaslHandshake chose PLAIN.
+    sasl_ready: bool,
+}
+
+/// What handling one request leads to.
+enum Outcome {
+    /// Send this answer and read the next request.
+    Answer(BytesMut),
+    /// Send nothing (a produce with acks=0) and read on.
+    Silent,
+    /// Send this answer, then close (a failed authentication).
+    Close(BytesMut),
+}
+
+/// Accepts Kafka connections until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    config: KafkaConfig,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let config = Arc::new(config);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let principal = (state.auth.mode() == AuthMode::Off).then(|| Arc::new(Principal::anonymous()));
+        let session = Session { state: state.clone(), config: config.clone(), peer, principal, sasl_ready: false };
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => session.run(stream, shutdown).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(stream)) => session.run(stream, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "kafka tls handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "kafka tls handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Session {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut stream: S, shutdown: CancellationToken) {
+        let max_frame = self.state.config.max_request_bytes + FRAME_SLACK;
+        loop {
+            let len = tokio::select! {
+                len = stream.read_i32() => len,
+                () = shutdown.cancelled() => return,
+            };
+            let Ok(len) = len else { return };
+            let Some(len) = usize::try_from(len).ok().filter(|n| (8..=max_frame).contains(n)) else {
+                tracing::debug!(peer = %self.peer, len, "kafka frame of a size no request has: closing");
+                return;
+            };
+            let mut frame = BytesMut::zeroed(len);
+            if stream.read_exact(&mut frame).await.is_err() {
+                return;
+            }
+            let (answer, close) = match self.handle(frame.freeze()).await {
+                Some(Outcome::Answer(a)) => (Some(a), false),
+                Some(Outcome::Silent) => (None, false),
+                Some(Outcome::Close(a)) => (Some(a), true),
+                None => (None, true),
+            };
+            if let Some(answer) = answer {
+                let mut out = BytesMut::with_capacity(answer.len() + 4);
+                out.put_u32(u32::try_from(answer.len()).unwrap_or(u32::MAX));
+                out.extend_from_slice(&answer);
+                if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                    return;
+                }
+            }
+            if close {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// Decodes, answers and encodes one request; None closes the connection
+    /// (a frame that names no API this crate knows, or cannot be decoded).
+    async fn handle(&mut self, mut frame: Bytes) -> Option<Outcome> {
+        let (key, version) = (frame.slice(0..2).get_i16(), frame.slice(2..4).get_i16());
+        let correlation_id = frame.slice(4..8).get_i32();
+        let Ok(api_key) = ApiKey::try_from(key) else {
+            tracing::debug!(peer = %self.peer, key, "kafka request of an unknown API: closing");
+            return None;
+        };
+        let answer = |response: requests::Response, version: i16| {
+            encode(api_key, version, correlation_id, &response).map(Outcome::Answer)
+        };
+        if !requests::supports(api_key, version) {
+            // ApiVersions at a version we lack is answered at v0 with the list,
+            // so the client can pick one; anything else gets UNSUPPORTED_VERSION
+            // at its own version when that can be encoded
+            let (response, at) = requests::unsupported(api_key, version);
+            return at.and_then(|v| answer(response, v));
+        }
+        let header = match RequestHeader::decode(&mut frame, api_key.request_header_version(version)) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "kafka request header malformed: closing");
+                return None;
+            }
+        };
+        let request = match requests::Request::decode(api_key, &mut frame, version) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, ?api_key, version, error = %e, "kafka request malformed");
+                return answer(requests::invalid(api_key), version);
+            }
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.dispatch(&header, request, version).await;
+        tracing::trace!(?api_key, version, elapsed = ?started.elapsed(), "kafka request");
+        match outcome {
+            requests::Handled::Answer(r) => answer(r, version),
+            requests::Handled::Silent => Some(Outcome::Silent),
+            requests::Handled::Close(r) => {
+                encode(api_key, version, correlation_id, &r).map(Outcome::Close)
+            }
+        }
+    }
+}
+
+/// The answer's bytes: its header (at the API's header version) and body.
+fn encode(api_key: ApiKey, version: i16, correlation_id: i32, response: &requests::Response) -> Option<BytesMut> {
+    let mut buf = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encoded = header
+        .encode(&mut buf, api_key.response_header_version(version))
+        .and_then(|()| response.encode(&mut buf, version));
+    match encoded {
+        Ok(()) => Some(buf),
+        Err(e) => {
+            tracing::warn!(?api_key, version, error = %e, "encoding a kafka answer failed: closing");
+            None
+        }
+    }
+}

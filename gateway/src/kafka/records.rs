@@ -1,0 +1,415 @@
+//! Produce, Fetch and ListOffsets: Kafka record batches to and from Shale
+//! records, through the same append and read paths as HTTP.
+//!
+//! - A produce is answered once its records are committed, whatever `acks`
+//!   says; with acks=0 no answer is sent (Kafka's contract), but the next
+//!   request on the connection still waits for the commit.
+//! - An idempotent producer's batch carries an idempotency key made of its
+//!   producer id, epoch, partition and first sequence, so a retried batch
+//!   writes nothing and answers the original offsets, through any gateway.
+//! - A fetch answers, per partition, one uncompressed batch from the asked
+//!   offset on; with nothing new anywhere it long-polls up to `max_wait_ms`.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record as KafkaRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use shale_controller_client::auth::{Operation, Principal};
+use shale_core::wire::ProduceRecord;
+use shale_core::{Header, Offset, PartitionId, Record, TopicName};
+
+use super::errors::{self, NONE, OFFSET_OUT_OF_RANGE, UNSUPPORTED_VERSION};
+use super::requests::{Handled, Response};
+use super::Session;
+use crate::api::offsets::{At, resolve};
+use crate::api::produce::append_records;
+use crate::api::{ApiError, require};
+use crate::batcher::{BufferPermit, RequestGuard};
+use crate::reader::{FetchRequest as ReadRequest, ReadError};
+
+/// A partition's records as a producer sent them, and who sent them.
+#[derive(Debug)]
+pub struct Produced {
+    pub records: Vec<ProduceRecord>,
+    /// An idempotent producer's id, epoch and the batch's first sequence.
+    pub producer: Option<(i64, i16, i32)>,
+}
+
+/// Decodes a partition's record batches (any compression Kafka has).
+/// Transactions are not supported, so transactional and control batches
+/// are refused. A header with a null value becomes an empty one.
+pub fn decode_batches(mut bytes: Bytes) -> Result<Produced, String> {
+    let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| format!("malformed record batch: {e}"))?;
+    let mut produced = Produced { records: Vec::new(), producer: None };
+    for record in sets.into_iter().flat_map(|s| s.records) {
+        if record.transactional || record.control {
+            return Err("transactional batches are not supported".into());
+        }
+        if produced.producer.is_none() && record.producer_id >= 0 {
+            produced.producer = Some((record.producer_id, record.producer_epoch, record.sequence));
+        }
+        let headers = record
+            .headers
+            .into_iter()
+            .map(|(key, value)| Header { key: key.to_string(), value: value.unwrap_or_default() })
+            .collect();
+        produced.records.push(ProduceRecord {
+            partition: None,
+            timestamp_ms: (record.timestamp >= 0).then_some(record.timestamp),
+            key: record.key,
+            value: record.value,
+            headers,
+        });
+    }
+    Ok(produced)
+}
+
+/// One uncompressed batch (magic 2) holding the records at their offsets.
+/// Header keys repeated in a record keep their first position and last
+/// value (Kafka's client types hold headers as a list, the crate as a map).
+pub fn encode_batch(records: &[(Offset, Record)]) -> Result<Bytes, String> {
+    let batch: Vec<KafkaRecord> = records
+        .iter()
+        .map(|(offset, r)| {
+            let mut headers = IndexMap::new();
+            for h in &r.headers {
+                headers.insert(StrBytes::from_string(h.key.clone()), Some(h.value.clone()));
+            }
+            KafkaRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: *offset as i64,
+                sequence: -1,
+                timestamp: r.timestamp_ms,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, batch.iter(), &options).map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
+/// A partition index from the wire, if it can name one.
+fn partition_id(index: i32) -> Option<PartitionId> {
+    PartitionId::try_from(index).ok()
+}
+
+impl Session {
+    pub(super) async fn produce(&self, principal: &Principal, request: ProduceRequest) -> Handled {
+        let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).clamp(1_000, 120_000));
+        if request.transactional_id.is_some() {
+            return Handled::Answer(Response::Produce(produce_error(&request, errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)));
+        }
+        let acks = request.acks;
+        let mut topics = Vec::with_capacity(request.topic_data.len());
+        for topic in request.topic_data {
+            let name = topic.name.0.to_string();
+            let writes = topic.partition_data.into_iter().map(|p| {
+                let name = name.clone();
+                async move {
+                    let (code, base_offset, message) = match self.produce_partition(principal, &name, p.index, p.records, timeout).await {
+                        Ok(base) => (NONE, base as i64, None),
+                        Err(e) => (errors::code(&e), -1, Some(StrBytes::from_string(e.message))),
+                    };
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code)
+                        .with_base_offset(base_offset)
+                        .with_log_append_time_ms(-1)
+                        .with_error_message(message)
+                }
+            });
+            let partitions = futures::future::join_all(writes).await;
+            topics.push(TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partitions));
+        }
+        if acks == 0 {
+            return Handled::Silent;
+        }
+        Handled::Answer(Response::Produce(ProduceResponse::default().with_responses(topics)))
+    }
+
+    /// Appends one partition's batches; answers the first record's offset.
+    async fn produce_partition(
+        &self,
+        principal: &Principal,
+        topic: &str,
+        index: i32,
+        records: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Offset, ApiError> {
+        let topic = TopicName::new(topic.to_owned())?;
+        require(principal, Operation::Produce, topic.as_str())?;
+        let partition = partition_id(index).ok_or_else(|| ApiError::invalid(format!("partition {index}")))?;
+        let bytes = records.unwrap_or_default();
+        let produced = decode_batches(bytes.clone()).map_err(ApiError::invalid)?;
+        if produced.records.is_empty() {
+            return Err(ApiError::invalid("the batch holds no records"));
+        }
+        let permit = self.reserve(bytes.len(), timeout).await?;
+        let guard = produced.producer.map(|(id, epoch, sequence)| RequestGuard {
+            idempotency_key: Some(format!("kafka:{id}:{epoch}:{partition}:{sequence}")),
+            expected_offset: None,
+        });
+        let append = append_records(&self.state, topic, Some(partition), produced.records, guard, permit);
+        let acked = tokio::time::timeout(timeout, append)
+            .await
+            .map_err(|_| ApiError::new(shale_core::ErrorCode::RequestTimeout, "the commit took longer than timeout_ms"))??;
+        acked.first().map(|(_, o)| *o).ok_or_else(|| ApiError::invalid("nothing was written"))
+    }
+
+    /// Room in the gateway's buffer, waited for up to `timeout` (a Kafka
+    /// producer has no way to be told to back off but an error).
+    async fn reserve(&self, bytes: usize, timeout: Duration) -> Result<BufferPermit, ApiError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.state.batcher.reserve(bytes) {
+                Ok(permit) => return Ok(permit),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(ApiError::from(e)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    pub(super) async fn fetch(&self, principal: &Principal, request: FetchRequest) -> Response {
+        let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(self.state.config.max_wait);
+        let mut budget = usize::try_from(request.max_bytes).unwrap_or(0).max(1);
+        let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+        let wanted: Vec<(TopicName, i32, Offset, usize)> = request
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+            .filter_map(|(t, p)| {
+                let topic = TopicName::new(t.topic.0.to_string()).ok()?;
+                let max = usize::try_from(p.partition_max_bytes).unwrap_or(0).max(1);
+                Some((topic, p.partition, u64::try_from(p.fetch_offset).unwrap_or(u64::MAX), max))
+            })
+            .collect();
+        let mut answers = self.fetch_all(principal, &wanted, Duration::ZERO).await;
+        let fetched: usize = answers.iter().map(|a| a.bytes).sum();
+        if fetched < min_bytes.max(1) && !max_wait.is_zero() {
+            self.wait_for_records(principal, &wanted, max_wait).await;
+            answers = self.fetch_all(principal, &wanted, Duration::ZERO).await;
+        }
+        let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+        let mut sent_any = false;
+        for t in &request.topics {
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let answer = answers.iter().find(|a| a.topic == t.topic.0.as_str() && a.partition == p.partition);
+                let mut data = PartitionData::default().with_partition_index(p.partition);
+                match answer {
+                    Some(a) => {
+                        // the first records go out whatever their size, as Kafka does
+                        let fits = a.bytes <= budget || !sent_any;
+                        let records = a.records.clone().filter(|_| fits);
+                        if records.is_some() {
+                            budget = budget.saturating_sub(a.bytes);
+                            sent_any = true;
+                        }
+                        data = data
+                            .with_error_code(a.error_code)
+                            .with_high_watermark(a.high_watermark)
+                            .with_last_stable_offset(a.high_watermark)
+                            .with_log_start_offset(a.log_start_offset)
+                            .with_records(Some(records.unwrap_or_default()));
+                    }
+                    None => data = data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION).with_records(Some(Bytes::new())),
+                }
+                partitions.push(data);
+            }
+            topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_partitions(partitions));
+        }
+        Response::Fetch(FetchResponse::default().with_error_code(NONE).with_session_id(0).with_responses(topics))
+    }
+
+    /// Every asked partition read once, at once.
+    async fn fetch_all(
+        &self,
+        principal: &Principal,
+        wanted: &[(TopicName, i32, Offset, usize)],
+        wait: Duration,
+    ) -> Vec<PartitionAnswer> {
+        let reads = wanted.iter().map(|(topic, partition, from, max)| self.fetch_partition(principal, topic, *partition, *from, *max, wait));
+        futures::future::join_all(reads).await
+    }
+
+    /// Waits until one of the partitions has a record past its asked
+    /// offset, or `max_wait` passes.
+    async fn wait_for_records(&self, principal: &Principal, wanted: &[(TopicName, i32, Offset, usize)], max_wait: Duration) {
+        let mut waits: FuturesUnordered<_> = wanted
+            .iter()
+            .map(|(topic, partition, from, _)| self.fetch_partition(principal, topic, *partition, *from, 1, max_wait))
+            .collect();
+        let deadline = tokio::time::sleep(max_wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = waits.next() => match next {
+                    Some(a) if a.bytes > 0 => return,
+                    Some(_) => {}
+                    None => {
+                        // every partition answered at once with nothing (errors): wait out the time
+                        (&mut deadline).await;
+                        return;
+                    }
+                },
+                () = &mut deadline => return,
+            }
+        }
+    }
+
+    async fn fetch_partition(
+        &self,
+        principal: &Principal,
+        topic: &TopicName,
+        partition: i32,
+        from: Offset,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> PartitionAnswer {
+        let mut answer = PartitionAnswer::empty(topic.as_str(), partition);
+        if require(principal, Operation::Consume, topic.as_str()).is_err() {
+            answer.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
+            return answer;
+        }
+        let Some(p) = partition_id(partition) else {
+            answer.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+            return answer;
+        };
+        let read = ReadRequest {
+            topic: topic.clone(),
+            partition: p,
+            from,
+            max_records: 100_000,
+            max_bytes,
+            wait,
+        };
+        match self.state.reader.fetch(&read).await {
+            Ok(f) => {
+                answer.high_watermark = f.high_watermark as i64;
+                answer.log_start_offset = f.log_start_offset as i64;
+                if !f.records.is_empty() {
+                    match encode_batch(&f.records) {
+                        Ok(bytes) => {
+                            answer.bytes = bytes.len();
+                            answer.records = Some(bytes);
+                        }
+                        Err(e) => {
+                            tracing::warn!(%topic, partition, error = %e, "encoding a kafka fetch batch failed");
+                            answer.error_code = errors::UNKNOWN_SERVER_ERROR;
+                        }
+                    }
+                }
+            }
+            Err(ReadError::OutOfRange { log_start_offset, high_watermark, .. }) => {
+                answer.error_code = OFFSET_OUT_OF_RANGE;
+                answer.high_watermark = high_watermark as i64;
+                answer.log_start_offset = log_start_offset as i64;
+            }
+            Err(e) => answer.error_code = errors::code(&ApiError::from(e)),
+        }
+        answer
+    }
+
+    pub(super) async fn list_offsets(&self, principal: &Principal, request: ListOffsetsRequest) -> Response {
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for t in request.topics {
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let (code, offset, timestamp) = match self.list_offset(principal, t.name.0.as_str(), p.partition_index, p.timestamp).await {
+                    Ok((offset, timestamp)) => (NONE, offset, timestamp),
+                    Err(code) => (code, -1, -1),
+                };
+                partitions.push(
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                        .with_offset(offset)
+                        .with_timestamp(timestamp),
+                );
+            }
+            topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        }
+        Response::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+    }
+
+    /// -2 earliest, -1 latest, else the first offset at or after the time
+    /// (-1 when no record is that recent, as Kafka answers).
+    async fn list_offset(&self, principal: &Principal, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), i16> {
+        let topic = TopicName::new(topic.to_owned()).map_err(|e| errors::code(&e.into()))?;
+        require(principal, Operation::Describe, topic.as_str()).map_err(|e| errors::code(&e))?;
+        let p = partition_id(partition).ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let at = match timestamp {
+            -2 => At::Earliest,
+            -1 => At::Latest,
+            t if t >= 0 => At::Time(t),
+            _ => return Err(UNSUPPORTED_VERSION),
+        };
+        let (offset, found, _) = resolve(&self.state, &topic, p, &at).await.map_err(|e| errors::code(&e))?;
+        match (&at, found) {
+            (At::Time(_), Some(ts)) => Ok((offset as i64, ts)),
+            (At::Time(_), None) => Ok((-1, -1)),
+            _ => Ok((offset as i64, -1)),
+        }
+    }
+}
+
+/// A produce answer with `code` for every partition asked.
+fn produce_error(request: &ProduceRequest, code: i16) -> ProduceResponse {
+    let topics = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_data
+                .iter()
+                .map(|p| PartitionProduceResponse::default().with_index(p.index).with_error_code(code).with_base_offset(-1))
+                .collect();
+            TopicProduceResponse::default().with_name(t.name.clone()).with_partition_responses(partitions)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(topics)
+}
+
+/// One partition of a fetch answer.
+#[derive(Debug, Clone)]
+struct PartitionAnswer {
+    topic: String,
+    partition: i32,
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Option<Bytes>,
+    bytes: usize,
+}
+
+impl PartitionAnswer {
+    fn empty(topic: &str, partition: i32) -> Self {
+        Self { topic: topic.to_owned(), partition, error_code: NONE, high_watermark: -1, log_start_offset: -1, records: None, bytes: 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
