@@ -17,18 +17,22 @@
 //! So HTTP members and Kafka members of one group share its partitions and
 //! its committed offsets.
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::group::{
-    CommitOffsets, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat, OffsetCommit,
-    validate_id,
+    CommitOffsets, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat,
+    OffsetCommit, validate_id,
 };
 use shale_core::{ErrorCode, TopicName};
 
@@ -103,7 +107,9 @@ impl Session {
         version: i16,
         client_id: &str,
     ) -> Response {
-        let fail = |code: i16| Response::JoinGroup(JoinGroupResponse::default().with_error_code(code).with_generation_id(-1));
+        let fail = |code: i16| {
+            Response::JoinGroup(JoinGroupResponse::default().with_error_code(code).with_generation_id(-1))
+        };
         let group = request.group_id.0.to_string();
         if validate_id("a group id", &group).is_err() {
             return fail(errors::INVALID_GROUP_ID);
@@ -111,7 +117,9 @@ impl Session {
         if request.protocol_type.as_str() != CONSUMER {
             return fail(errors::INCONSISTENT_GROUP_PROTOCOL);
         }
-        let Some(protocol) = request.protocols.first() else { return fail(errors::INCONSISTENT_GROUP_PROTOCOL) };
+        let Some(protocol) = request.protocols.first() else {
+            return fail(errors::INCONSISTENT_GROUP_PROTOCOL);
+        };
         let session_timeout_ms = u64::try_from(request.session_timeout_ms).unwrap_or(0);
         if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&session_timeout_ms) {
             return fail(errors::INVALID_SESSION_TIMEOUT);
@@ -151,7 +159,8 @@ impl Session {
         if instance_id.as_ref().is_some_and(|i| validate_id("an instance id", i).is_err()) {
             return fail(errors::INVALID_REQUEST);
         }
-        let heartbeat = MemberHeartbeat { topics: Some(names), session_timeout_ms, instance_id, member_epoch: None };
+        let heartbeat =
+            MemberHeartbeat { topics: Some(names), session_timeout_ms, instance_id, member_epoch: None };
         match self.state.controller.group_heartbeat(&group, &member, heartbeat).await {
             Ok(answer) => {
                 let me = JoinGroupResponseMember::default()
@@ -183,7 +192,9 @@ impl Session {
         if generation(epoch.member_epoch) != request.generation_id {
             return fail(REBALANCE_IN_PROGRESS);
         }
-        if let Some(p) = epoch.assignment.iter().find(|p| !principal.allows(Operation::Consume, p.topic.as_str())) {
+        if let Some(p) =
+            epoch.assignment.iter().find(|p| !principal.allows(Operation::Consume, p.topic.as_str()))
+        {
             tracing::debug!(topic = %p.topic, "kafka sync: a partition the principal may not read");
             return fail(errors::TOPIC_AUTHORIZATION_FAILED);
         }
@@ -213,7 +224,12 @@ impl Session {
     }
 
     /// A heartbeat of a member that joined, presenting its generation.
-    async fn member_heartbeat(&self, group: &str, member: &str, generation: i32) -> Result<MemberAssignment, i16> {
+    async fn member_heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+    ) -> Result<MemberAssignment, i16> {
         if validate_id("a group id", group).is_err() {
             return Err(errors::INVALID_GROUP_ID);
         }
@@ -230,7 +246,11 @@ impl Session {
         };
         self.state.controller.group_heartbeat(group, member, heartbeat).await.map_err(|e| {
             let e = ApiError::from(e);
-            if matches!(e.code, ErrorCode::GroupNotFound) { errors::UNKNOWN_MEMBER_ID } else { errors::group_code(&e) }
+            if matches!(e.code, ErrorCode::GroupNotFound) {
+                errors::UNKNOWN_MEMBER_ID
+            } else {
+                errors::group_code(&e)
+            }
         })
     }
 
@@ -251,7 +271,12 @@ impl Session {
             if first_error == NONE {
                 first_error = code;
             }
-            answers.push(MemberResponse::default().with_member_id(text(member)).with_group_instance_id(instance).with_error_code(code));
+            answers.push(
+                MemberResponse::default()
+                    .with_member_id(text(member))
+                    .with_group_instance_id(instance)
+                    .with_error_code(code),
+            );
         }
         // before v3 one member leaves, and its error is the answer's
         let response = if version >= 3 {
@@ -262,7 +287,11 @@ impl Session {
         Response::LeaveGroup(response)
     }
 
-    pub(super) async fn offset_commit(&self, principal: &Principal, request: OffsetCommitRequest) -> Response {
+    pub(super) async fn offset_commit(
+        &self,
+        principal: &Principal,
+        request: OffsetCommitRequest,
+    ) -> Response {
         let group = request.group_id.0.to_string();
         let mut offsets = Vec::new();
         let mut refused: Vec<(String, i32, i16)> = Vec::new();
@@ -271,9 +300,12 @@ impl Session {
             for p in &t.partitions {
                 let checked = TopicName::new(name.clone()).map_err(ApiError::from).and_then(|topic| {
                     require(principal, Operation::Consume, topic.as_str())?;
-                    let partition = u32::try_from(p.partition_index).map_err(|_| ApiError::invalid("partition"))?;
-                    let offset = u64::try_from(p.committed_offset).map_err(|_| ApiError::invalid("offset"))?;
-                    let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).filter(|m| !m.is_empty());
+                    let partition =
+                        u32::try_from(p.partition_index).map_err(|_| ApiError::invalid("partition"))?;
+                    let offset =
+                        u64::try_from(p.committed_offset).map_err(|_| ApiError::invalid("offset"))?;
+                    let metadata =
+                        p.committed_metadata.as_ref().map(|m| m.to_string()).filter(|m| !m.is_empty());
                     Ok(OffsetCommit { topic, partition, offset, metadata })
                 });
                 match checked {
@@ -295,7 +327,9 @@ impl Session {
                             .iter()
                             .find(|(n, i, _)| n == t.name.0.as_str() && *i == p.partition_index)
                             .map_or(code, |(_, _, c)| *c);
-                        OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(own)
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(own)
                     })
                     .collect();
                 OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
@@ -326,7 +360,11 @@ impl Session {
                 },
                 Err(e) => {
                     let e = ApiError::from(e);
-                    return if e.code == ErrorCode::GroupNotFound { errors::UNKNOWN_MEMBER_ID } else { errors::group_code(&e) };
+                    return if e.code == ErrorCode::GroupNotFound {
+                        errors::UNKNOWN_MEMBER_ID
+                    } else {
+                        errors::group_code(&e)
+                    };
                 }
             }
         };
@@ -343,21 +381,27 @@ impl Session {
     pub(super) async fn offset_fetch(&self, principal: &Principal, request: OffsetFetchRequest) -> Response {
         let group = request.group_id.0.to_string();
         if validate_id("a group id", &group).is_err() {
-            return Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(errors::INVALID_GROUP_ID));
+            return Response::OffsetFetch(
+                OffsetFetchResponse::default().with_error_code(errors::INVALID_GROUP_ID),
+            );
         }
         let offsets = match self.state.controller.describe_group(&group).await {
             Ok(g) => g.offsets,
             Err(e) => {
                 let e = ApiError::from(e);
                 if e.code != ErrorCode::GroupNotFound {
-                    return Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(errors::group_code(&e)));
+                    return Response::OffsetFetch(
+                        OffsetFetchResponse::default().with_error_code(errors::group_code(&e)),
+                    );
                 }
                 Vec::new()
             }
         };
         // null topics: every committed offset of the group
         let asked: Vec<(String, Vec<i32>)> = match &request.topics {
-            Some(topics) => topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect(),
+            Some(topics) => {
+                topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
+            }
             None => {
                 let mut all: Vec<(String, Vec<i32>)> = Vec::new();
                 for o in &offsets {
@@ -373,16 +417,21 @@ impl Session {
         let topics = asked
             .into_iter()
             .map(|(name, partitions)| {
-                let allowed = principal.allows(Operation::Consume, &name) || principal.allows(Operation::Describe, &name);
+                let allowed = principal.allows(Operation::Consume, &name)
+                    || principal.allows(Operation::Describe, &name);
                 let partitions = partitions
                     .into_iter()
                     .map(|index| {
                         let committed = offsets
                             .iter()
                             .find(|o| o.topic.as_str() == name && i64::from(o.partition) == i64::from(index));
-                        let answer = OffsetFetchResponsePartition::default().with_partition_index(index).with_committed_leader_epoch(-1);
+                        let answer = OffsetFetchResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_committed_leader_epoch(-1);
                         match committed {
-                            _ if !allowed => answer.with_committed_offset(-1).with_error_code(errors::TOPIC_AUTHORIZATION_FAILED),
+                            _ if !allowed => answer
+                                .with_committed_offset(-1)
+                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED),
                             Some(o) => answer
                                 .with_committed_offset(i64::try_from(o.offset).unwrap_or(i64::MAX))
                                 .with_metadata(Some(text(o.metadata.clone().unwrap_or_default()))),
@@ -390,7 +439,9 @@ impl Session {
                         }
                     })
                     .collect();
-                OffsetFetchResponseTopic::default().with_name(kafka_protocol::messages::TopicName(text(name))).with_partitions(partitions)
+                OffsetFetchResponseTopic::default()
+                    .with_name(kafka_protocol::messages::TopicName(text(name)))
+                    .with_partitions(partitions)
             })
             .collect();
         Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(NONE).with_topics(topics))

@@ -3,9 +3,13 @@
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rand::Rng;
@@ -36,7 +40,12 @@ impl Session {
             .with_port(i32::from(self.config.port))
     }
 
-    pub(super) async fn metadata(&self, principal: &Principal, request: MetadataRequest, version: i16) -> Response {
+    pub(super) async fn metadata(
+        &self,
+        principal: &Principal,
+        request: MetadataRequest,
+        version: i16,
+    ) -> Response {
         // v0 asks for every topic with an empty list, later versions with null
         let names: Option<Vec<String>> = match request.topics {
             Some(t) if !(version == 0 && t.is_empty()) => {
@@ -48,7 +57,8 @@ impl Session {
         match names {
             None => match self.state.controller.list_topics().await {
                 Ok(all) => {
-                    for info in all.iter().filter(|t| principal.allows(Operation::Describe, t.name.as_str())) {
+                    for info in all.iter().filter(|t| principal.allows(Operation::Describe, t.name.as_str()))
+                    {
                         topics.push(topic_metadata(info));
                     }
                 }
@@ -89,7 +99,11 @@ impl Session {
                 .coordinator_keys
                 .into_iter()
                 .map(|key| {
-                    Coordinator::default().with_key(key).with_node_id(BrokerId(NODE_ID)).with_host(host.clone()).with_port(port)
+                    Coordinator::default()
+                        .with_key(key)
+                        .with_node_id(BrokerId(NODE_ID))
+                        .with_host(host.clone())
+                        .with_port(port)
                 })
                 .collect();
             response = response.with_coordinators(coordinators);
@@ -99,14 +113,19 @@ impl Session {
         Response::FindCoordinator(response)
     }
 
-    pub(super) async fn create_topics(&self, principal: &Principal, request: CreateTopicsRequest) -> Response {
+    pub(super) async fn create_topics(
+        &self,
+        principal: &Principal,
+        request: CreateTopicsRequest,
+    ) -> Response {
         let mut results = Vec::with_capacity(request.topics.len());
         for topic in request.topics {
             let name = topic.name.clone();
-            let (code, message, partitions) = match self.create_topic(principal, &topic, request.validate_only).await {
-                Ok(p) => (NONE, None, p as i32),
-                Err((code, message)) => (code, Some(text(message)), -1),
-            };
+            let (code, message, partitions) =
+                match self.create_topic(principal, &topic, request.validate_only).await {
+                    Ok(p) => (NONE, None, p as i32),
+                    Err((code, message)) => (code, Some(text(message)), -1),
+                };
             results.push(
                 CreatableTopicResult::default()
                     .with_name(name)
@@ -130,24 +149,42 @@ impl Session {
         require(principal, Operation::Admin, name.as_str()).map_err(fail)?;
         let partitions = match topic.num_partitions {
             -1 => DEFAULT_PARTITIONS,
-            n => u32::try_from(n).ok().filter(|n| *n > 0).ok_or((errors::INVALID_PARTITIONS, format!("{n} partitions")))?,
+            n => u32::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or((errors::INVALID_PARTITIONS, format!("{n} partitions")))?,
         };
         if !topic.assignments.is_empty() {
-            return Err((errors::INVALID_REQUEST, "replica assignments do not apply: the object store replicates".into()));
+            return Err((
+                errors::INVALID_REQUEST,
+                "replica assignments do not apply: the object store replicates".into(),
+            ));
         }
-        let config = topic_config(topic.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))))
-            .map_err(|m| (errors::INVALID_CONFIG, m))?;
-        let config = serde_json::from_value(Value::Object(config)).map_err(|e| (errors::INVALID_CONFIG, e.to_string()))?;
+        let config = topic_config(
+            topic.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+        )
+        .map_err(|m| (errors::INVALID_CONFIG, m))?;
+        let config = serde_json::from_value(Value::Object(config))
+            .map_err(|e| (errors::INVALID_CONFIG, e.to_string()))?;
         if validate_only {
             return Ok(partitions);
         }
         let created = self.state.clock.now_ms();
-        let info = self.state.controller.create_topic(name, partitions, config, created).await.map_err(|e| fail(e.into()))?;
+        let info = self
+            .state
+            .controller
+            .create_topic(name, partitions, config, created)
+            .await
+            .map_err(|e| fail(e.into()))?;
         tracing::info!(topic = %info.name, partitions, "topic created over kafka");
         Ok(partitions)
     }
 
-    pub(super) async fn delete_topics(&self, principal: &Principal, request: DeleteTopicsRequest) -> Response {
+    pub(super) async fn delete_topics(
+        &self,
+        principal: &Principal,
+        request: DeleteTopicsRequest,
+    ) -> Response {
         let names: Vec<String> = request
             .topic_names
             .iter()
@@ -178,7 +215,11 @@ impl Session {
     }
 
     /// Topics' settings under Kafka's names; a broker has none to show.
-    pub(super) async fn describe_configs(&self, principal: &Principal, request: DescribeConfigsRequest) -> Response {
+    pub(super) async fn describe_configs(
+        &self,
+        principal: &Principal,
+        request: DescribeConfigsRequest,
+    ) -> Response {
         let mut results = Vec::with_capacity(request.resources.len());
         for resource in request.resources {
             let mut result = DescribeConfigsResult::default()
@@ -207,7 +248,10 @@ impl Session {
                             .collect();
                         result = result.with_configs(configs);
                     }
-                    Err(e) => result = result.with_error_code(errors::code(&e)).with_error_message(Some(text(e.message))),
+                    Err(e) => {
+                        result =
+                            result.with_error_code(errors::code(&e)).with_error_message(Some(text(e.message)))
+                    }
                 }
             }
             results.push(result);
@@ -230,14 +274,17 @@ impl Session {
     pub(super) async fn sasl_authenticate(&mut self, request: &SaslAuthenticateRequest) -> Handled {
         let refuse = |code: i16, message: &str| {
             Handled::Close(Response::SaslAuthenticate(
-                SaslAuthenticateResponse::default().with_error_code(code).with_error_message(Some(text(message))),
+                SaslAuthenticateResponse::default()
+                    .with_error_code(code)
+                    .with_error_message(Some(text(message))),
             ))
         };
         if !self.sasl_ready {
             return refuse(errors::ILLEGAL_SASL_STATE, "SaslHandshake with PLAIN must come first");
         }
         let mut parts = request.auth_bytes.split(|b| *b == 0);
-        let (Some(_authzid), Some(user), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(_authzid), Some(user), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return refuse(errors::SASL_AUTHENTICATION_FAILED, "malformed PLAIN message");
         };
@@ -246,7 +293,9 @@ impl Session {
             Ok(principal) => {
                 tracing::debug!(peer = %self.peer, user = %String::from_utf8_lossy(user), principal = %principal.name, "kafka client authenticated");
                 self.principal = Some(principal);
-                Handled::Answer(Response::SaslAuthenticate(SaslAuthenticateResponse::default().with_error_code(NONE)))
+                Handled::Answer(Response::SaslAuthenticate(
+                    SaslAuthenticateResponse::default().with_error_code(NONE),
+                ))
             }
             Err(e) => refuse(errors::SASL_AUTHENTICATION_FAILED, &e.to_string()),
         }
@@ -297,11 +346,14 @@ fn topic_metadata(info: &TopicInfo) -> MetadataResponseTopic {
 /// Kafka topic configs as Shale's (a JSON object for the controller).
 /// Replication settings are accepted and ignored (the store replicates);
 /// other unknown names are refused.
-pub fn topic_config<'a>(configs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<Map<String, Value>, String> {
+pub fn topic_config<'a>(
+    configs: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     for (name, value) in configs {
         let number = |v: Option<&str>| {
-            v.and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| format!("{name} must be an integer, got {v:?}"))
+            v.and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| format!("{name} must be an integer, got {v:?}"))
         };
         match name {
             "retention.ms" | "retention.bytes" => {

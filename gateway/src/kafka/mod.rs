@@ -96,18 +96,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let principal = (state.auth.mode() == AuthMode::Off).then(|| Arc::new(Principal::anonymous()));
-        let session = Session { state: state.clone(), config: config.clone(), peer, principal, sasl_ready: false };
+        let session =
+            Session { state: state.clone(), config: config.clone(), peer, principal, sasl_ready: false };
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             match tls {
                 None => session.run(stream, shutdown).await,
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await;
+                    let handshake =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
                     match handshake {
                         Ok(Ok(stream)) => session.run(stream, shutdown).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "kafka tls handshake failed"),
@@ -196,15 +195,18 @@ impl Session {
         match outcome {
             requests::Handled::Answer(r) => answer(r, version),
             requests::Handled::Silent => Some(Outcome::Silent),
-            requests::Handled::Close(r) => {
-                encode(api_key, version, correlation_id, &r).map(Outcome::Close)
-            }
+            requests::Handled::Close(r) => encode(api_key, version, correlation_id, &r).map(Outcome::Close),
         }
     }
 }
 
 /// The answer's bytes: its header (at the API's header version) and body.
-fn encode(api_key: ApiKey, version: i16, correlation_id: i32, response: &requests::Response) -> Option<BytesMut> {
+fn encode(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &requests::Response,
+) -> Option<BytesMut> {
     let mut buf = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let encoded = header

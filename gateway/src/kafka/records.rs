@@ -17,7 +17,9 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -30,9 +32,9 @@ use shale_controller_client::auth::{Operation, Principal};
 use shale_core::wire::ProduceRecord;
 use shale_core::{Header, Offset, PartitionId, Record, TopicName};
 
+use super::Session;
 use super::errors::{self, NONE, OFFSET_OUT_OF_RANGE, UNSUPPORTED_VERSION};
 use super::requests::{Handled, Response};
-use super::Session;
 use crate::api::offsets::{At, resolve};
 use crate::api::produce::append_records;
 use crate::api::{ApiError, require};
@@ -51,7 +53,8 @@ pub struct Produced {
 /// Transactions are not supported, so transactional and control batches
 /// are refused. A header with a null value becomes an empty one.
 pub fn decode_batches(mut bytes: Bytes) -> Result<Produced, String> {
-    let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| format!("malformed record batch: {e}"))?;
+    let sets =
+        RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| format!("malformed record batch: {e}"))?;
     let mut produced = Produced { records: Vec::new(), producer: None };
     for record in sets.into_iter().flat_map(|s| s.records) {
         if record.transactional || record.control {
@@ -117,9 +120,13 @@ fn partition_id(index: i32) -> Option<PartitionId> {
 
 impl Session {
     pub(super) async fn produce(&self, principal: &Principal, request: ProduceRequest) -> Handled {
-        let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).clamp(1_000, 120_000));
+        let timeout =
+            Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).clamp(1_000, 120_000));
         if request.transactional_id.is_some() {
-            return Handled::Answer(Response::Produce(produce_error(&request, errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)));
+            return Handled::Answer(Response::Produce(produce_error(
+                &request,
+                errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            )));
         }
         let acks = request.acks;
         let mut topics = Vec::with_capacity(request.topic_data.len());
@@ -128,10 +135,11 @@ impl Session {
             let writes = topic.partition_data.into_iter().map(|p| {
                 let name = name.clone();
                 async move {
-                    let (code, base_offset, message) = match self.produce_partition(principal, &name, p.index, p.records, timeout).await {
-                        Ok(base) => (NONE, base as i64, None),
-                        Err(e) => (errors::code(&e), -1, Some(StrBytes::from_string(e.message))),
-                    };
+                    let (code, base_offset, message) =
+                        match self.produce_partition(principal, &name, p.index, p.records, timeout).await {
+                            Ok(base) => (NONE, base as i64, None),
+                            Err(e) => (errors::code(&e), -1, Some(StrBytes::from_string(e.message))),
+                        };
                     PartitionProduceResponse::default()
                         .with_index(p.index)
                         .with_error_code(code)
@@ -141,7 +149,9 @@ impl Session {
                 }
             });
             let partitions = futures::future::join_all(writes).await;
-            topics.push(TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partitions));
+            topics.push(
+                TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partitions),
+            );
         }
         if acks == 0 {
             return Handled::Silent;
@@ -172,9 +182,9 @@ impl Session {
             expected_offset: None,
         });
         let append = append_records(&self.state, topic, Some(partition), produced.records, guard, permit);
-        let acked = tokio::time::timeout(timeout, append)
-            .await
-            .map_err(|_| ApiError::new(shale_core::ErrorCode::RequestTimeout, "the commit took longer than timeout_ms"))??;
+        let acked = tokio::time::timeout(timeout, append).await.map_err(|_| {
+            ApiError::new(shale_core::ErrorCode::RequestTimeout, "the commit took longer than timeout_ms")
+        })??;
         acked.first().map(|(_, o)| *o).ok_or_else(|| ApiError::invalid("nothing was written"))
     }
 
@@ -192,7 +202,8 @@ impl Session {
     }
 
     pub(super) async fn fetch(&self, principal: &Principal, request: FetchRequest) -> Response {
-        let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(self.state.config.max_wait);
+        let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0))
+            .min(self.state.config.max_wait);
         let mut budget = usize::try_from(request.max_bytes).unwrap_or(0).max(1);
         let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
         let wanted: Vec<(TopicName, i32, Offset, usize)> = request
@@ -216,7 +227,8 @@ impl Session {
         for t in &request.topics {
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
-                let answer = answers.iter().find(|a| a.topic == t.topic.0.as_str() && a.partition == p.partition);
+                let answer =
+                    answers.iter().find(|a| a.topic == t.topic.0.as_str() && a.partition == p.partition);
                 let mut data = PartitionData::default().with_partition_index(p.partition);
                 match answer {
                     Some(a) => {
@@ -234,13 +246,21 @@ impl Session {
                             .with_log_start_offset(a.log_start_offset)
                             .with_records(Some(records.unwrap_or_default()));
                     }
-                    None => data = data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION).with_records(Some(Bytes::new())),
+                    None => {
+                        data = data
+                            .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_records(Some(Bytes::new()))
+                    }
                 }
                 partitions.push(data);
             }
-            topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_partitions(partitions));
+            topics.push(
+                FetchableTopicResponse::default().with_topic(t.topic.clone()).with_partitions(partitions),
+            );
         }
-        Response::Fetch(FetchResponse::default().with_error_code(NONE).with_session_id(0).with_responses(topics))
+        Response::Fetch(
+            FetchResponse::default().with_error_code(NONE).with_session_id(0).with_responses(topics),
+        )
     }
 
     /// Every asked partition read once, at once.
@@ -250,16 +270,25 @@ impl Session {
         wanted: &[(TopicName, i32, Offset, usize)],
         wait: Duration,
     ) -> Vec<PartitionAnswer> {
-        let reads = wanted.iter().map(|(topic, partition, from, max)| self.fetch_partition(principal, topic, *partition, *from, *max, wait));
+        let reads = wanted.iter().map(|(topic, partition, from, max)| {
+            self.fetch_partition(principal, topic, *partition, *from, *max, wait)
+        });
         futures::future::join_all(reads).await
     }
 
     /// Waits until one of the partitions has a record past its asked
     /// offset, or `max_wait` passes.
-    async fn wait_for_records(&self, principal: &Principal, wanted: &[(TopicName, i32, Offset, usize)], max_wait: Duration) {
+    async fn wait_for_records(
+        &self,
+        principal: &Principal,
+        wanted: &[(TopicName, i32, Offset, usize)],
+        max_wait: Duration,
+    ) {
         let mut waits: FuturesUnordered<_> = wanted
             .iter()
-            .map(|(topic, partition, from, _)| self.fetch_partition(principal, topic, *partition, *from, 1, max_wait))
+            .map(|(topic, partition, from, _)| {
+                self.fetch_partition(principal, topic, *partition, *from, 1, max_wait)
+            })
             .collect();
         let deadline = tokio::time::sleep(max_wait);
         tokio::pin!(deadline);
@@ -297,14 +326,8 @@ impl Session {
             answer.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
             return answer;
         };
-        let read = ReadRequest {
-            topic: topic.clone(),
-            partition: p,
-            from,
-            max_records: 100_000,
-            max_bytes,
-            wait,
-        };
+        let read =
+            ReadRequest { topic: topic.clone(), partition: p, from, max_records: 100_000, max_bytes, wait };
         match self.state.reader.fetch(&read).await {
             Ok(f) => {
                 answer.high_watermark = f.high_watermark as i64;
@@ -337,7 +360,10 @@ impl Session {
         for t in request.topics {
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
-                let (code, offset, timestamp) = match self.list_offset(principal, t.name.0.as_str(), p.partition_index, p.timestamp).await {
+                let (code, offset, timestamp) = match self
+                    .list_offset(principal, t.name.0.as_str(), p.partition_index, p.timestamp)
+                    .await
+                {
                     Ok((offset, timestamp)) => (NONE, offset, timestamp),
                     Err(code) => (code, -1, -1),
                 };
@@ -356,7 +382,13 @@ impl Session {
 
     /// -2 earliest, -1 latest, else the first offset at or after the time
     /// (-1 when no record is that recent, as Kafka answers).
-    async fn list_offset(&self, principal: &Principal, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), i16> {
+    async fn list_offset(
+        &self,
+        principal: &Principal,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), i16> {
         let topic = TopicName::new(topic.to_owned()).map_err(|e| errors::code(&e.into()))?;
         require(principal, Operation::Describe, topic.as_str()).map_err(|e| errors::code(&e))?;
         let p = partition_id(partition).ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
@@ -384,7 +416,12 @@ fn produce_error(request: &ProduceRequest, code: i16) -> ProduceResponse {
             let partitions = t
                 .partition_data
                 .iter()
-                .map(|p| PartitionProduceResponse::default().with_index(p.index).with_error_code(code).with_base_offset(-1))
+                .map(|p| {
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code)
+                        .with_base_offset(-1)
+                })
                 .collect();
             TopicProduceResponse::default().with_name(t.name.clone()).with_partition_responses(partitions)
         })
@@ -406,10 +443,17 @@ struct PartitionAnswer {
 
 impl PartitionAnswer {
     fn empty(topic: &str, partition: i32) -> Self {
-        Self { topic: topic.to_owned(), partition, error_code: NONE, high_watermark: -1, log_start_offset: -1, records: None, bytes: 0 }
+        Self {
+            topic: topic.to_owned(),
+            partition,
+            error_code: NONE,
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: None,
+            bytes: 0,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests;
-

@@ -5,7 +5,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Session;
-use super::errors::{UNSUPPORTED_VERSION, INVALID_REQUEST};
+use super::errors::{INVALID_REQUEST, UNSUPPORTED_VERSION};
 
 pub use kafka_protocol::messages::RequestKind as Request;
 pub use kafka_protocol::messages::ResponseKind as Response;
@@ -136,7 +136,9 @@ pub fn error_response(api_key: ApiKey, code: i16) -> Option<Response> {
             Response::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))
         }
         ApiKey::EndTxn => Response::EndTxn(EndTxnResponse::default().with_error_code(code)),
-        ApiKey::OffsetForLeaderEpoch => Response::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default()),
+        ApiKey::OffsetForLeaderEpoch => {
+            Response::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default())
+        }
         ApiKey::ConsumerGroupHeartbeat => {
             Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::default().with_error_code(code))
         }
@@ -150,7 +152,12 @@ pub fn error_response(api_key: ApiKey, code: i16) -> Option<Response> {
 impl Session {
     /// Runs one decoded request. Before authentication only ApiVersions and
     /// the SASL exchange are served.
-    pub(super) async fn dispatch(&mut self, header: &RequestHeader, request: Request, version: i16) -> Handled {
+    pub(super) async fn dispatch(
+        &mut self,
+        header: &RequestHeader,
+        request: Request,
+        version: i16,
+    ) -> Handled {
         let Some(principal) = self.principal.clone() else {
             return match request {
                 Request::ApiVersions(_) => Handled::Answer(api_versions(0)),
