@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: starts Garage (installing it if missing), installs
-# Schemathesis, DuckDB (with its httpfs extension), pyarrow, python-hcl2 and
-# checkov into cached virtualenvs (if missing), builds the shale binary the end-to-end tests run,
+# Schemathesis, DuckDB (with its httpfs extension), pyarrow, python-hcl2,
+# checkov and the Kafka clients (confluent-kafka, kafka-python, kafkajs,
+# kcat) into caches (if missing), builds the shale binary the end-to-end tests run,
 # runs every test, stops Garage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ SCHEMATHESIS_VERSION=4.32.5
 PYTHON_PACKAGES=("schemathesis==$SCHEMATHESIS_VERSION" "duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "pyarrow==26.0.1" "python-hcl2==8.1.4")
 # the Terraform checks (tests/tests/infra.rs)
 CHECKOV_VERSION=3.3.30
+# Kafka clients for the Kafka listener's tests (tests/tests/kafka.rs)
+KAFKA_PYTHON_PACKAGES=("confluent-kafka==2.16.1" "kafka-python==3.0.12")
+KAFKAJS_VERSION=2.2.4
 
 garage_dir=$(mktemp -d)
 trap 'scripts/garage.sh stop "$garage_dir"; rm -rf "$garage_dir"' EXIT
@@ -38,6 +42,24 @@ venv_with "$cache/checkov" "checkov==$CHECKOV_VERSION"
 export SHALE_CHECKOV="$cache/checkov/bin/checkov"
 export SHALE_SCHEMATHESIS="$venv/bin/schemathesis"
 export SHALE_PYTHON="$venv/bin/python"
+venv_with "$cache/kafka" "${KAFKA_PYTHON_PACKAGES[@]}"
+export SHALE_KAFKA_PYTHON="$cache/kafka/bin/python"
+# kafkajs from npm, kcat (librdkafka's command-line client) from Debian
+if [ "$(cat "$cache/kafkajs/.shale-packages" 2>/dev/null)" != "kafkajs@$KAFKAJS_VERSION" ]; then
+  echo "installing kafkajs@$KAFKAJS_VERSION into $cache/kafkajs" >&2
+  rm -rf "$cache/kafkajs"
+  mkdir -p "$cache/kafkajs"
+  npm install --silent --no-audit --no-fund --prefix "$cache/kafkajs" "kafkajs@$KAFKAJS_VERSION"
+  echo "kafkajs@$KAFKAJS_VERSION" > "$cache/kafkajs/.shale-packages"
+fi
+export SHALE_KAFKAJS_MODULES="$cache/kafkajs/node_modules"
+if ! command -v kcat >/dev/null; then
+  echo "installing kcat from Debian" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat >/dev/null; }
+  else sudo apt-get install -y -qq kcat >/dev/null || { sudo apt-get update -qq && sudo apt-get install -y -qq kcat >/dev/null; }
+  fi
+fi
+export SHALE_KCAT="$(command -v kcat)"
 
 cargo build --bin shale --bin shale-lambda
 log="$garage_dir/cargo-test.log"

@@ -427,6 +427,7 @@ impl KafkaArgs {
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         use shale_gateway::auth::AuthMode;
+        use std::io::Write;
         let Some(listen) = &self.kafka_listen else { return Ok(None) };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -459,7 +460,8 @@ impl KafkaArgs {
             (true, true) => "SASL_SSL",
         };
         tracing::info!(%addr, %host, port, protocol, "kafka listener started");
-        println!("shale kafka listening on {addr} ({protocol})");
+        // after the line that names the HTTP URL; stdout may be closed by then
+        let _ = writeln!(std::io::stdout(), "shale kafka listening on {addr} ({protocol})");
         let config = shale_gateway::kafka::KafkaConfig { host, port };
         let closing = state.closing.clone();
         Ok(Some(tokio::spawn(shale_gateway::kafka::serve(listener, state, config, tls, closing))))

@@ -6,8 +6,8 @@ use super::{decode_batches, encode_batch};
 fn record(i: u8) -> Record {
     Record {
         timestamp_ms: 1_700_000_000_000 + i64::from(i),
-        key: (i % 3 != 0).then(|| Bytes::from(vec![i; 3])),
-        value: (i % 5 != 0).then(|| Bytes::from(vec![i; usize::from(i) * 7])),
+        key: (!i.is_multiple_of(3)).then(|| Bytes::from(vec![i; 3])),
+        value: (!i.is_multiple_of(5)).then(|| Bytes::from(vec![i; usize::from(i) * 7])),
         headers: vec![Header { key: format!("h{i}"), value: Bytes::from_static(b"v") }],
     }
 }

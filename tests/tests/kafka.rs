@@ -1,0 +1,270 @@
+//! The Kafka listener of the real `shale` binary, driven by clients nobody
+//! on this project wrote: librdkafka (kcat and confluent-kafka),
+//! kafka-python and kafkajs, installed by the test command
+//! (`scripts/test.sh` sets SHALE_KCAT, SHALE_KAFKA_PYTHON and
+//! SHALE_KAFKAJS_MODULES). The client scripts are in `tests/kafka/`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use serde_json::json;
+use shale_tests::{Backend, Process, Shale};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka")
+}
+
+/// A client the test command installs, or why the test cannot run.
+fn client(var: &str) -> anyhow::Result<String> {
+    std::env::var(var).with_context(|| {
+        format!("{var} is not set: run the test command (scripts/test.sh), which installs the Kafka clients")
+    })
+}
+
+/// Runs a client program; fails with its output unless it exits 0.
+async fn run(mut command: Command, what: &str) -> anyhow::Result<String> {
+    command.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(240), command.output())
+        .await
+        .with_context(|| format!("{what} took over 240 s"))??;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "{what} failed ({}):\n{stdout}\n{stderr}", out.status);
+    eprintln!("{what}: {}", stdout.trim());
+    Ok(stdout.into_owned())
+}
+
+/// `shale dev` with a Kafka listener on a free port; answers it and the
+/// Kafka address.
+async fn start(dir: &Path, backend: &Backend, prefix: &str) -> anyhow::Result<(Shale, String)> {
+    let shale = Shale::start(dir, backend, prefix, &["--kafka-listen=127.0.0.1:0"]).await?;
+    let kafka = kafka_address(&dir.join("shale.log")).await?;
+    Ok((shale, kafka))
+}
+
+/// The Kafka listener's address, read from the server's log once it is
+/// there (so no port is picked twice).
+async fn kafka_address(log: &Path) -> anyhow::Result<String> {
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .find_map(|l| l.split_once("kafka listener started addr=").map(|(_, rest)| rest))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(addr) = addr {
+            return Ok(addr.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("no kafka listener in {}", log.display())
+}
+
+fn python(script: &str, kafka: &str, url: &str, checks: &[&str]) -> anyhow::Result<Command> {
+    let mut c = Command::new(client("SHALE_KAFKA_PYTHON")?);
+    c.arg(scripts().join(script)).args(checks).env("KAFKA_BOOTSTRAP", kafka).env("SHALE_URL", url);
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_produces_and_consumes_through_shale_on_every_backend() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let (shale, kafka) = start(dir.path(), &backend, "kafka-confluent").await?;
+        let checks = ["round_trips", "http_to_kafka", "idempotent", "group_rebalance", "errors"];
+        let what = format!("confluent-kafka on {}", backend.name());
+        run(python("confluent_client.py", &kafka, &shale.url, &checks)?, &what).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_and_kafkajs_round_trip_and_consume_in_groups() -> anyhow::Result<()> {
+    eprintln!("local disk only: the store is exercised by the librdkafka test on every backend");
+    let dir = tempfile::tempdir()?;
+    let (shale, kafka) = start(dir.path(), &Backend::Local, "kafka-clients").await?;
+    run(python("kafka_python_client.py", &kafka, &shale.url, &[])?, "kafka-python").await?;
+    let mut node = Command::new("node");
+    node.arg(scripts().join("kafkajs_client.js"))
+        .env("KAFKA_BOOTSTRAP", &kafka)
+        .env("NODE_PATH", client("SHALE_KAFKAJS_MODULES")?);
+    run(node, "kafkajs").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_round_trips_every_codec_and_agrees_with_http() -> anyhow::Result<()> {
+    eprintln!("local disk only: the store is exercised by the librdkafka test on every backend");
+    let kcat = client("SHALE_KCAT")?;
+    let dir = tempfile::tempdir()?;
+    let (shale, kafka) = start(dir.path(), &Backend::Local, "kafka-kcat").await?;
+    let http = shale.client();
+    http.create_topic("kcat", 1).await?;
+    let mut expected = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let lines: String = (0..5).map(|i| format!("{codec}-{i}:value {i} of {codec}\n")).collect();
+        let mut produce = Command::new(&kcat);
+        produce.args(["-b", &kafka, "-P", "-t", "kcat", "-K:", "-z", codec, "-H", "codec=kcat"]);
+        produce
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = produce.kill_on_drop(true).spawn()?;
+        child.stdin.take().context("stdin")?.write_all(lines.as_bytes()).await?;
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
+        ensure!(out.status.success(), "kcat -P -z {codec}: {}", String::from_utf8_lossy(&out.stderr));
+        expected.extend((0..5).map(|i| (format!("{codec}-{i}"), format!("value {i} of {codec}"))));
+    }
+    let mut consume = Command::new(&kcat);
+    consume.args(["-b", &kafka, "-C", "-t", "kcat", "-e", "-q", "-f", "%o|%k|%s|%h\\n"]);
+    let out = run(consume, "kcat -C").await?;
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
+    ensure!(rows.len() == expected.len(), "kcat read {} records, not {}", rows.len(), expected.len());
+    let (status, fetched) = http.fetch("kcat", 0, "offset=0&max_records=100").await?;
+    ensure!(status == 200, "fetch: {fetched}");
+    let records = fetched["records"].as_array().context("records")?;
+    for (i, ((row, (key, value)), record)) in rows.iter().zip(&expected).zip(records).enumerate() {
+        ensure!(
+            row[0] == i.to_string() && row[1] == key && row[2] == value && row[3] == "codec=kcat",
+            "kcat row {i}: {row:?}"
+        );
+        ensure!(record["key"] == json!(key) && record["value"] == json!(value), "HTTP record {i}: {record}");
+        ensure!(
+            record["headers"] == json!([{"key": "codec", "value": "kcat"}]),
+            "HTTP headers {i}: {record}"
+        );
+    }
+    Ok(())
+}
+
+/// A Kafka request frame: header v1 (key, version, correlation id, client id) and body.
+fn frame(key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&key.to_be_bytes());
+    f.extend_from_slice(&version.to_be_bytes());
+    f.extend_from_slice(&correlation.to_be_bytes());
+    f.extend_from_slice(&4i16.to_be_bytes());
+    f.extend_from_slice(b"test");
+    f.extend_from_slice(body);
+    let mut out = (f.len() as i32).to_be_bytes().to_vec();
+    out.extend(f);
+    out
+}
+
+async fn answer(stream: &mut tokio::net::TcpStream) -> anyhow::Result<Vec<u8>> {
+    let len = tokio::time::timeout(Duration::from_secs(10), stream.read_i32()).await??;
+    let mut body = vec![0; usize::try_from(len)?];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_requests_get_kafka_error_codes_on_a_connection_that_stays_open() -> anyhow::Result<()> {
+    eprintln!("local disk only: this is about the protocol, not the store");
+    let dir = tempfile::tempdir()?;
+    let (_shale, kafka) = start(dir.path(), &Backend::Local, "kafka-raw").await?;
+    let mut stream = tokio::net::TcpStream::connect(&kafka).await?;
+    // ApiVersions at a version from the future: v0 answer, UNSUPPORTED_VERSION (35), and the list
+    stream.write_all(&frame(18, 99, 1, &[])).await?;
+    let a = answer(&mut stream).await?;
+    ensure!(a[0..4] == 1i32.to_be_bytes(), "correlation id {:?}", &a[0..4]);
+    ensure!(a[4..6] == 35i16.to_be_bytes(), "error code {:?}", &a[4..6]);
+    let keys = i32::from_be_bytes(a[6..10].try_into()?);
+    ensure!(keys >= 15, "only {keys} APIs listed");
+    // DescribeAcls (29), not served: an answer carrying UNSUPPORTED_VERSION, not a hang-up
+    let describe_acls_v1 = [1u8, 0xff, 0xff, 1, 0xff, 0xff, 0xff, 0xff, 1, 1];
+    stream.write_all(&frame(29, 1, 2, &describe_acls_v1)).await?;
+    let a = answer(&mut stream).await?;
+    ensure!(a[0..4] == 2i32.to_be_bytes(), "correlation id {:?}", &a[0..4]);
+    // throttle_time_ms, then error_code
+    ensure!(a[8..10] == 35i16.to_be_bytes(), "DescribeAcls answer {a:?}");
+    // Metadata v1 for a topic that does not exist: UNKNOWN_TOPIC_OR_PARTITION (3)
+    let mut metadata = 1i32.to_be_bytes().to_vec();
+    metadata.extend_from_slice(&7i16.to_be_bytes());
+    metadata.extend_from_slice(b"missing");
+    stream.write_all(&frame(3, 1, 3, &metadata)).await?;
+    let a = answer(&mut stream).await?;
+    ensure!(a[0..4] == 3i32.to_be_bytes(), "correlation id");
+    let needle = [&3i16.to_be_bytes()[..], &7i16.to_be_bytes()[..], b"missing"].concat();
+    ensure!(
+        a.windows(needle.len()).any(|w| w == needle.as_slice()),
+        "no UNKNOWN_TOPIC_OR_PARTITION for missing: {a:?}"
+    );
+    // still open: ApiVersions v0 answers with no error
+    stream.write_all(&frame(18, 0, 4, &[])).await?;
+    let a = answer(&mut stream).await?;
+    ensure!(
+        a[0..4] == 4i32.to_be_bytes() && a[4..6] == [0, 0],
+        "ApiVersions v0 after the errors: {:?}",
+        &a[..6]
+    );
+    Ok(())
+}
+
+/// Writes `ca.pem`, `server.pem` and `server.key` for 127.0.0.1.
+fn make_certs(dir: &Path) -> anyhow::Result<()> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // OpenSSL (librdkafka) wants a CA that says it signs certificates
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.distinguished_name.push(DnType::CommonName, "shale test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let server =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?.signed_by(&key, &ca)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("server.pem"), server.pem())?;
+    std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_plain_over_tls_takes_shale_tokens_and_refuses_others() -> anyhow::Result<()> {
+    eprintln!("local disk only: authentication is a property of the listener");
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let certs = d.join("certs");
+    std::fs::create_dir_all(&certs)?;
+    make_certs(&certs)?;
+    let (cert, key) = (
+        format!("--tls-cert={}", certs.join("server.pem").display()),
+        format!("--tls-key={}", certs.join("server.key").display()),
+    );
+    let data = d.join("data");
+    std::fs::create_dir_all(&data)?;
+    // shale dev over HTTPS, started directly: the harness's client does not trust the test CA
+    let args = ["dev", "--listen=127.0.0.1:0", "--kafka-listen=127.0.0.1:0", "--auth", &cert, &key];
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.push(format!("--data-dir={}", data.display()));
+    let log_path = data.join("shale.log");
+    let shale = Process::start(args, log_path.clone()).await?;
+    let kafka = kafka_address(&log_path).await?;
+    let token = std::fs::read_to_string(data.join("admin.token"))?.trim().to_owned();
+    let ca = certs.join("ca.pem").display().to_string();
+    let sasl = |password: &str| {
+        json!({"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.username": "token",
+               "sasl.password": password, "ssl.ca.location": ca})
+    };
+    let mut ok = python("confluent_client.py", &kafka, &shale.url, &["round_trips", "group_rebalance"])?;
+    ok.env("KAFKA_CONFIG", sasl(&token).to_string()).env("SHALE_TOKEN", &token).env("SHALE_CA", &ca);
+    run(ok, "confluent-kafka over SASL_SSL").await?;
+    let mut node = Command::new("node");
+    node.arg(scripts().join("kafkajs_client.js"))
+        .env("KAFKA_BOOTSTRAP", &kafka)
+        .env("KAFKA_SASL_TOKEN", &token)
+        .env("KAFKA_CA", &ca)
+        .env("NODE_PATH", client("SHALE_KAFKAJS_MODULES")?);
+    run(node, "kafkajs over SASL_SSL").await?;
+    // a wrong token, and no SASL at all, get nothing through
+    for (what, config) in [
+        ("a wrong token", sasl("not-a-token")),
+        ("no SASL", json!({"security.protocol": "SSL", "ssl.ca.location": ca})),
+    ] {
+        let mut refused = python("confluent_client.py", &kafka, &shale.url, &["refused"])?;
+        refused.env("KAFKA_CONFIG", config.to_string());
+        run(refused, what).await?;
+    }
+    Ok(())
+}
