@@ -6,6 +6,7 @@
 //! write amplification and the gateway's peak RSS, from its `/metrics`.
 
 mod groups;
+mod kafka;
 mod load;
 mod report;
 mod server;
@@ -51,6 +52,8 @@ enum Workload {
     /// Consumer groups: group consume against plain fetch throughput, and
     /// how long a group takes to settle when a member joins or dies.
     Groups(groups::GroupBench),
+    /// Produce over Kafka's protocol (kcat) beside HTTP binary produce.
+    Kafka(kafka::KafkaBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,6 +168,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::Archive(a) => (archive(&a).await?, a.json.clone()),
         Workload::All(a) => (all(&a).await?, a.load.json.clone()),
         Workload::Groups(a) => (groups::run(&a).await?, a.json()),
+        Workload::Kafka(a) => (kafka::run(&a).await?, a.json()),
     };
     report.print();
     if let Some(path) = json {

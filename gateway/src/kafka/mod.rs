@@ -6,8 +6,8 @@
 //!   advertised address): the leader of every partition and the
 //!   coordinator of every group. Offsets come from the controller, so any
 //!   gateway may take any partition's writes.
-//! - Requests on a connection are answered in order, one at a time, as a
-//!   Kafka broker does.
+//! - Requests on a connection are answered in order; up to 16 run at once
+//!   once the connection is authenticated.
 //! - With tokens on, a connection must authenticate with SASL/PLAIN (the
 //!   password is a Shale token) before anything but ApiVersions.
 //!
@@ -23,6 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use shale_controller_client::auth::Principal;
@@ -51,7 +53,11 @@ pub const CLUSTER_ID: &str = "shale";
 /// for the request's own framing around its records.
 const FRAME_SLACK: usize = 1 << 20;
 
+/// Requests of one connection handled at once, answered in order.
+const PIPELINE: usize = 16;
+
 /// One connection's state.
+#[derive(Clone)]
 struct Session {
     state: Arc<AppState>,
     config: Arc<KafkaConfig>,
@@ -119,38 +125,55 @@ pub async fn serve(
 }
 
 impl Session {
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut stream: S, shutdown: CancellationToken) {
+    /// Reads requests and answers them in order. Up to [`PIPELINE`] requests
+    /// of an authenticated connection run at once (a producer's next batch
+    /// does not wait for the previous commit); the SASL exchange, and
+    /// everything before it, runs one request at a time.
+    async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        mut self,
+        stream: S,
+        shutdown: CancellationToken,
+    ) {
         let max_frame = self.state.config.max_request_bytes + FRAME_SLACK;
+        let (reader, mut writer) = tokio::io::split(stream);
+        let (frames_tx, mut frames) = tokio::sync::mpsc::channel(PIPELINE);
+        let peer = self.peer;
+        let reading = tokio::spawn(read_frames(reader, max_frame, peer, frames_tx));
+        let _reading = tokio_util::task::AbortOnDropHandle::new(reading);
+        let mut pending = FuturesOrdered::new();
         loop {
-            let len = tokio::select! {
-                len = stream.read_i32() => len,
-                () = shutdown.cancelled() => return,
-            };
-            let Ok(len) = len else { return };
-            let Some(len) = usize::try_from(len).ok().filter(|n| (8..=max_frame).contains(n)) else {
-                tracing::debug!(peer = %self.peer, len, "kafka frame of a size no request has: closing");
-                return;
-            };
-            let mut frame = BytesMut::zeroed(len);
-            if stream.read_exact(&mut frame).await.is_err() {
-                return;
-            }
-            let (answer, close) = match self.handle(frame.freeze()).await {
-                Some(Outcome::Answer(a)) => (Some(a), false),
-                Some(Outcome::Silent) => (None, false),
-                Some(Outcome::Close(a)) => (Some(a), true),
-                None => (None, true),
-            };
-            if let Some(answer) = answer {
-                let mut out = BytesMut::with_capacity(answer.len() + 4);
-                out.put_u32(u32::try_from(answer.len()).unwrap_or(u32::MAX));
-                out.extend_from_slice(&answer);
-                if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                    return;
+            tokio::select! {
+                done = pending.next(), if !pending.is_empty() => {
+                    let Some(outcome) = done else { continue };
+                    if !write(&mut writer, outcome).await {
+                        return;
+                    }
                 }
+                frame = frames.recv(), if pending.len() < PIPELINE => {
+                    let Some(frame) = frame else { break };
+                    let key = frame.slice(0..2).get_i16();
+                    let sasl = key == ApiKey::SaslHandshake as i16 || key == ApiKey::SaslAuthenticate as i16;
+                    if self.principal.is_none() || sasl {
+                        while let Some(outcome) = pending.next().await {
+                            if !write(&mut writer, outcome).await {
+                                return;
+                            }
+                        }
+                        let outcome = self.handle(frame).await;
+                        if !write(&mut writer, outcome).await {
+                            return;
+                        }
+                    } else {
+                        let mut session = self.clone();
+                        pending.push_back(async move { session.handle(frame).await });
+                    }
+                }
+                () = shutdown.cancelled() => return,
             }
-            if close {
-                let _ = stream.shutdown().await;
+        }
+        // the client stopped sending: answer what it already asked
+        while let Some(outcome) = pending.next().await {
+            if !write(&mut writer, outcome).await {
                 return;
             }
         }
@@ -198,6 +221,49 @@ impl Session {
             requests::Handled::Close(r) => encode(api_key, version, correlation_id, &r).map(Outcome::Close),
         }
     }
+}
+
+/// Reads length-prefixed frames into `frames` until the connection ends or
+/// sends a frame of a size no request has.
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut reader: R,
+    max_frame: usize,
+    peer: SocketAddr,
+    frames: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    loop {
+        let Ok(len) = reader.read_i32().await else { return };
+        let Some(len) = usize::try_from(len).ok().filter(|n| (8..=max_frame).contains(n)) else {
+            tracing::debug!(%peer, len, "kafka frame of a size no request has: closing");
+            return;
+        };
+        let mut frame = BytesMut::zeroed(len);
+        if reader.read_exact(&mut frame).await.is_err() || frames.send(frame.freeze()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends an answer (none for Silent); false when the connection is to end.
+async fn write<W: AsyncWrite + Unpin>(writer: &mut W, outcome: Option<Outcome>) -> bool {
+    let (answer, close) = match outcome {
+        Some(Outcome::Answer(a)) => (Some(a), false),
+        Some(Outcome::Silent) => (None, false),
+        Some(Outcome::Close(a)) => (Some(a), true),
+        None => (None, true),
+    };
+    if let Some(answer) = answer {
+        let mut out = BytesMut::with_capacity(answer.len() + 4);
+        out.put_u32(u32::try_from(answer.len()).unwrap_or(u32::MAX));
+        out.extend_from_slice(&answer);
+        if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+            return false;
+        }
+    }
+    if close {
+        let _ = writer.shutdown().await;
+    }
+    !close
 }
 
 /// The answer's bytes: its header (at the API's header version) and body.
