@@ -231,7 +231,26 @@ def refused():
     raise AssertionError("topics were listed")
 
 
-CHECKS = {"refused": refused, "round_trips": round_trips, "http_to_kafka": http_to_kafka, "idempotent": idempotent,
+def revoked():
+    """A token revoked over HTTP stops working on a Kafka connection already open."""
+    topic, name = "revoked-" + RUN, "kafka-app-" + RUN
+    create_topic(topic, 1)
+    token = http("POST", "/v1/tokens", {"name": name, "grants": [{"operation": "produce", "topic": topic}]})["token"]
+    p = Producer(conf(**{"sasl.password": token, "message.timeout.ms": 5000, "retries": 0}))
+    outcomes = []
+    p.produce(topic, b"before", on_delivery=lambda err, msg: outcomes.append(err))
+    p.flush(15)
+    assert outcomes == [None], outcomes
+    http("DELETE", f"/v1/tokens/{name}")
+    time.sleep(1.5)  # gateways refresh their token cache every second
+    p.produce(topic, b"after", on_delivery=lambda err, msg: outcomes.append(err))
+    p.flush(15)
+    assert len(outcomes) == 2 and outcomes[1] is not None, outcomes
+    assert outcomes[1].name() == "SASL_AUTHENTICATION_FAILED", outcomes[1]
+    print(f"revoked token: {outcomes[1].name()}")
+
+
+CHECKS = {"refused": refused, "revoked": revoked, "round_trips": round_trips, "http_to_kafka": http_to_kafka, "idempotent": idempotent,
           "group_rebalance": group_rebalance, "errors": errors}
 
 if __name__ == "__main__":

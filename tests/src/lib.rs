@@ -7,6 +7,7 @@
 //! `SHALE_TEST_S3_URL` is set. Without it the S3 run prints why it is skipped.
 
 pub mod archive;
+pub mod certs;
 pub mod cluster;
 pub mod group;
 pub mod history;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::json;
 use shale_tests::{Backend, Process, Shale};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -203,23 +202,6 @@ async fn unsupported_requests_get_kafka_error_codes_on_a_connection_that_stays_o
     Ok(())
 }
 
-/// Writes `ca.pem`, `server.pem` and `server.key` for 127.0.0.1.
-fn make_certs(dir: &Path) -> anyhow::Result<()> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // OpenSSL (librdkafka) wants a CA that says it signs certificates
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.distinguished_name.push(DnType::CommonName, "shale test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    let key = KeyPair::generate()?;
-    let server =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?.signed_by(&key, &ca)?;
-    std::fs::write(dir.join("ca.pem"), ca.pem())?;
-    std::fs::write(dir.join("server.pem"), server.pem())?;
-    std::fs::write(dir.join("server.key"), key.serialize_pem())?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_plain_over_tls_takes_shale_tokens_and_refuses_others() -> anyhow::Result<()> {
     eprintln!("local disk only: authentication is a property of the listener");
@@ -227,7 +209,7 @@ async fn sasl_plain_over_tls_takes_shale_tokens_and_refuses_others() -> anyhow::
     let d = dir.path();
     let certs = d.join("certs");
     std::fs::create_dir_all(&certs)?;
-    make_certs(&certs)?;
+    shale_tests::certs::make_certs(&certs)?;
     let (cert, key) = (
         format!("--tls-cert={}", certs.join("server.pem").display()),
         format!("--tls-key={}", certs.join("server.key").display()),
@@ -247,7 +229,8 @@ async fn sasl_plain_over_tls_takes_shale_tokens_and_refuses_others() -> anyhow::
         json!({"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.username": "token",
                "sasl.password": password, "ssl.ca.location": ca})
     };
-    let mut ok = python("confluent_client.py", &kafka, &shale.url, &["round_trips", "group_rebalance"])?;
+    let mut ok =
+        python("confluent_client.py", &kafka, &shale.url, &["round_trips", "group_rebalance", "revoked"])?;
     ok.env("KAFKA_CONFIG", sasl(&token).to_string()).env("SHALE_TOKEN", &token).env("SHALE_CA", &ca);
     run(ok, "confluent-kafka over SASL_SSL").await?;
     let mut node = Command::new("node");
@@ -266,5 +249,19 @@ async fn sasl_plain_over_tls_takes_shale_tokens_and_refuses_others() -> anyhow::
         refused.env("KAFKA_CONFIG", config.to_string());
         run(refused, what).await?;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_listener_off_loopback_needs_auth() -> anyhow::Result<()> {
+    eprintln!("local disk only: this is about the listener's address");
+    let dir = tempfile::tempdir()?;
+    let data = format!("--data-dir={}", dir.path().display());
+    let mut command = Command::new(shale_tests::process::binary());
+    command.args(["dev", &data, "--listen=127.0.0.1:0", "--kafka-listen=0.0.0.0:0"]).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "shale dev served Kafka on 0.0.0.0 without auth");
+    ensure!(stderr.contains("--kafka-listen") && stderr.contains("--auth"), "no reason given: {stderr}");
     Ok(())
 }

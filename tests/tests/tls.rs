@@ -8,34 +8,17 @@
 //! TLS is a property of the listeners, not of the object store, so this
 //! runs on the local disk only.
 
-use std::path::Path;
-
 use anyhow::ensure;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
 use shale_tests::cluster::{free_ports, secret_flag};
 use shale_tests::{Process, process::binary};
-
-/// Writes `ca.pem`, `server.pem` and `server.key` (for 127.0.0.1 and localhost).
-fn make_certs(dir: &Path) -> anyhow::Result<()> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    let server_key = KeyPair::generate()?;
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
-        .signed_by(&server_key, &ca)?;
-    std::fs::write(dir.join("ca.pem"), ca.pem())?;
-    std::fs::write(dir.join("server.pem"), server.pem())?;
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem())?;
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_gateway_and_clients_speak_tls() -> anyhow::Result<()> {
     eprintln!("local disk only: TLS is a property of the listeners");
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    make_certs(d)?;
+    shale_tests::certs::make_certs(d)?;
     let tls = [
         format!("--tls-cert={}", d.join("server.pem").display()),
         format!("--tls-key={}", d.join("server.key").display()),

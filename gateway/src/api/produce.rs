@@ -126,7 +126,7 @@ pub async fn produce(
         ));
     }
     let guard = key.map(|k| RequestGuard { idempotency_key: Some(k), expected_offset: None });
-    append(&state, topic, None, produce.records, guard, permit).await
+    append_records(&state, topic, None, produce.records, guard, permit).await.map(answer)
 }
 
 #[utoipa::path(
@@ -168,7 +168,7 @@ pub async fn produce_to_partition(
     };
     let guard = (key.is_some() || expected_offset.is_some())
         .then_some(RequestGuard { idempotency_key: key, expected_offset });
-    append(&state, topic, Some(partition), produce.records, guard, permit).await
+    append_records(&state, topic, Some(partition), produce.records, guard, permit).await.map(answer)
 }
 
 /// The `Idempotency-Key` header: 1 to 256 visible ASCII characters.
@@ -267,18 +267,11 @@ fn from_json(body: ProduceBody) -> Result<Vec<ProduceRecord>, ApiError> {
         .collect()
 }
 
-async fn append(
-    state: &AppState,
-    topic: TopicName,
-    fixed: Option<PartitionId>,
-    records: Vec<ProduceRecord>,
-    guard: Option<RequestGuard>,
-    permit: BufferPermit,
-) -> Result<Json<ProduceResponse>, ApiError> {
-    let acked = append_records(state, topic, fixed, records, guard, permit).await?;
-    Ok(Json(ProduceResponse {
+/// Where each record went, as the HTTP answer lists it.
+fn answer(acked: Acked) -> Json<ProduceResponse> {
+    Json(ProduceResponse {
         offsets: acked.into_iter().map(|(partition, offset)| RecordAck { partition, offset }).collect(),
-    }))
+    })
 }
 
 /// Validates the records (partition, key on compacted topics, timestamp,

@@ -293,6 +293,7 @@ impl Session {
             Ok(principal) => {
                 tracing::debug!(peer = %self.peer, user = %String::from_utf8_lossy(user), principal = %principal.name, "kafka client authenticated");
                 self.principal = Some(principal);
+                self.token = Some(token.into_owned());
                 Handled::Answer(Response::SaslAuthenticate(
                     SaslAuthenticateResponse::default().with_error_code(NONE),
                 ))

@@ -64,6 +64,9 @@ struct Session {
     peer: SocketAddr,
     /// Who authenticated (always someone when auth is off).
     principal: Option<Arc<Principal>>,
+    /// The token it authenticated with: checked again at every request, so
+    /// a revoked token stops working on open connections too.
+    token: Option<String>,
     /// A SaslHandshake chose PLAIN.
     sasl_ready: bool,
 }
@@ -102,8 +105,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let principal = (state.auth.mode() == AuthMode::Off).then(|| Arc::new(Principal::anonymous()));
-        let session =
-            Session { state: state.clone(), config: config.clone(), peer, principal, sasl_ready: false };
+        let session = Session {
+            state: state.clone(),
+            config: config.clone(),
+            peer,
+            principal,
+            token: None,
+            sasl_ready: false,
+        };
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

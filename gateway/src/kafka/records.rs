@@ -408,7 +408,7 @@ impl Session {
 }
 
 /// A produce answer with `code` for every partition asked.
-fn produce_error(request: &ProduceRequest, code: i16) -> ProduceResponse {
+pub(super) fn produce_error(request: &ProduceRequest, code: i16) -> ProduceResponse {
     let topics = request
         .topic_data
         .iter()

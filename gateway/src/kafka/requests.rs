@@ -158,11 +158,21 @@ impl Session {
         request: Request,
         version: i16,
     ) -> Handled {
+        if let Some(token) = &self.token {
+            // a token revoked since the connection authenticated ends it
+            let authorization = format!("Bearer {token}");
+            self.principal = self.state.auth.authenticate(Some(&authorization)).await.ok();
+        }
         let Some(principal) = self.principal.clone() else {
             return match request {
                 Request::ApiVersions(_) => Handled::Answer(api_versions(0)),
                 Request::SaslHandshake(r) => self.sasl_handshake(&r),
                 Request::SaslAuthenticate(r) => self.sasl_authenticate(&r).await,
+                // a producer learns per partition why its batch was refused
+                Request::Produce(r) => {
+                    let code = super::errors::SASL_AUTHENTICATION_FAILED;
+                    Handled::Close(Response::Produce(super::records::produce_error(&r, code)))
+                }
                 other => {
                     let key = api_key_of(&other);
                     tracing::debug!(peer = %self.peer, ?key, "kafka request before SASL authentication: closing");
