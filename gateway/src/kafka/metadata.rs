@@ -32,7 +32,20 @@ fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// The topic called `name`, if the principal may do `operation` on it.
+fn permitted(principal: &Principal, name: &str, operation: Operation) -> Result<TopicName, ApiError> {
+    let topic = TopicName::new(name.to_owned())?;
+    require(principal, operation, topic.as_str())?;
+    Ok(topic)
+}
+
 impl Session {
+    /// The topic, if the principal may describe it.
+    async fn describe(&self, principal: &Principal, name: &str) -> Result<TopicInfo, ApiError> {
+        let topic = permitted(principal, name, Operation::Describe)?;
+        Ok(self.state.controller.describe_topic(&topic).await?)
+    }
+
     fn broker(&self) -> MetadataResponseBroker {
         MetadataResponseBroker::default()
             .with_node_id(BrokerId(NODE_ID))
@@ -66,13 +79,7 @@ impl Session {
             },
             Some(names) => {
                 for name in names {
-                    let described = match TopicName::new(name.clone()) {
-                        Ok(t) => match require(principal, Operation::Describe, t.as_str()) {
-                            Ok(()) => self.state.controller.describe_topic(&t).await.map_err(ApiError::from),
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(e.into()),
-                    };
+                    let described = self.describe(principal, &name).await;
                     topics.push(match described {
                         Ok(info) => topic_metadata(&info),
                         Err(e) => MetadataResponseTopic::default()
@@ -193,12 +200,9 @@ impl Session {
             .collect();
         let mut results = Vec::with_capacity(names.len());
         for name in names {
-            let deleted = match TopicName::new(name.clone()) {
-                Ok(t) => match require(principal, Operation::Admin, t.as_str()) {
-                    Ok(()) => self.state.controller.delete_topic(t).await.map_err(ApiError::from),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e.into()),
+            let deleted = match permitted(principal, &name, Operation::Admin) {
+                Ok(t) => self.state.controller.delete_topic(t).await.map_err(ApiError::from),
+                Err(e) => Err(e),
             };
             let (code, message) = match deleted {
                 Ok(()) => (NONE, None),
@@ -226,13 +230,7 @@ impl Session {
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             if resource.resource_type == TOPIC_RESOURCE {
-                let described = match TopicName::new(resource.resource_name.to_string()) {
-                    Ok(t) => match require(principal, Operation::Describe, t.as_str()) {
-                        Ok(()) => self.state.controller.describe_topic(&t).await.map_err(ApiError::from),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e.into()),
-                };
+                let described = self.describe(principal, resource.resource_name.as_str()).await;
                 match described {
                     Ok(info) => {
                         let wanted = resource.configuration_keys.as_ref();
