@@ -206,14 +206,16 @@ impl Session {
             .min(self.state.config.max_wait);
         let mut budget = usize::try_from(request.max_bytes).unwrap_or(0).max(1);
         let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-        let wanted: Vec<(TopicName, i32, Offset, usize)> = request
+        // in request order, so the answers line up with the asked partitions
+        let wanted: Vec<Wanted> = request
             .topics
             .iter()
-            .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
-            .filter_map(|(t, p)| {
-                let topic = TopicName::new(t.topic.0.to_string()).ok()?;
-                let max = usize::try_from(p.partition_max_bytes).unwrap_or(0).max(1);
-                Some((topic, p.partition, u64::try_from(p.fetch_offset).unwrap_or(u64::MAX), max))
+            .flat_map(|t| {
+                let topic = TopicName::new(t.topic.0.to_string()).ok();
+                t.partitions.iter().map(move |p| {
+                    let max = usize::try_from(p.partition_max_bytes).unwrap_or(0).max(1);
+                    (topic.clone(), p.partition, u64::try_from(p.fetch_offset).unwrap_or(u64::MAX), max)
+                })
             })
             .collect();
         let mut answers = self.fetch_all(principal, &wanted, Duration::ZERO).await;
@@ -224,11 +226,11 @@ impl Session {
         }
         let mut topics: Vec<FetchableTopicResponse> = Vec::new();
         let mut sent_any = false;
+        let mut answers = answers.into_iter();
         for t in &request.topics {
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
-                let answer =
-                    answers.iter().find(|a| a.topic == t.topic.0.as_str() && a.partition == p.partition);
+                let answer = answers.next();
                 let mut data = PartitionData::default().with_partition_index(p.partition);
                 match answer {
                     Some(a) => {
@@ -267,27 +269,22 @@ impl Session {
     async fn fetch_all(
         &self,
         principal: &Principal,
-        wanted: &[(TopicName, i32, Offset, usize)],
+        wanted: &[Wanted],
         wait: Duration,
     ) -> Vec<PartitionAnswer> {
         let reads = wanted.iter().map(|(topic, partition, from, max)| {
-            self.fetch_partition(principal, topic, *partition, *from, *max, wait)
+            self.fetch_partition(principal, topic.as_ref(), *partition, *from, *max, wait)
         });
         futures::future::join_all(reads).await
     }
 
     /// Waits until one of the partitions has a record past its asked
     /// offset, or `max_wait` passes.
-    async fn wait_for_records(
-        &self,
-        principal: &Principal,
-        wanted: &[(TopicName, i32, Offset, usize)],
-        max_wait: Duration,
-    ) {
+    async fn wait_for_records(&self, principal: &Principal, wanted: &[Wanted], max_wait: Duration) {
         let mut waits: FuturesUnordered<_> = wanted
             .iter()
             .map(|(topic, partition, from, _)| {
-                self.fetch_partition(principal, topic, *partition, *from, 1, max_wait)
+                self.fetch_partition(principal, topic.as_ref(), *partition, *from, 1, max_wait)
             })
             .collect();
         let deadline = tokio::time::sleep(max_wait);
@@ -311,13 +308,17 @@ impl Session {
     async fn fetch_partition(
         &self,
         principal: &Principal,
-        topic: &TopicName,
+        topic: Option<&TopicName>,
         partition: i32,
         from: Offset,
         max_bytes: usize,
         wait: Duration,
     ) -> PartitionAnswer {
-        let mut answer = PartitionAnswer::empty(topic.as_str(), partition);
+        let mut answer = PartitionAnswer::empty();
+        let Some(topic) = topic else {
+            answer.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+            return answer;
+        };
         if require(principal, Operation::Consume, topic.as_str()).is_err() {
             answer.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
             return answer;
@@ -429,11 +430,13 @@ pub(super) fn produce_error(request: &ProduceRequest, code: i16) -> ProduceRespo
     ProduceResponse::default().with_responses(topics)
 }
 
+/// A partition a fetch asks for: its topic (None: not a valid name), index,
+/// offset and `partition_max_bytes`.
+type Wanted = (Option<TopicName>, i32, Offset, usize);
+
 /// One partition of a fetch answer.
 #[derive(Debug, Clone)]
 struct PartitionAnswer {
-    topic: String,
-    partition: i32,
     error_code: i16,
     high_watermark: i64,
     log_start_offset: i64,
@@ -442,16 +445,8 @@ struct PartitionAnswer {
 }
 
 impl PartitionAnswer {
-    fn empty(topic: &str, partition: i32) -> Self {
-        Self {
-            topic: topic.to_owned(),
-            partition,
-            error_code: NONE,
-            high_watermark: -1,
-            log_start_offset: -1,
-            records: None,
-            bytes: 0,
-        }
+    fn empty() -> Self {
+        Self { error_code: NONE, high_watermark: -1, log_start_offset: -1, records: None, bytes: 0 }
     }
 }
 
