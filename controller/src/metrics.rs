@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::status::Status;
@@ -26,19 +27,38 @@ fn as_i64(v: Option<u64>) -> i64 {
     v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// Buckets ×1.25 from 50 µs to about 30 s (the gateway's produce stages use the same).
+pub fn fine_latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 1.25, 60))
+}
+
+/// How long this node's Raft log appends (fsync included) and state-machine
+/// applies take; the last stages of a produce's commit.
+#[derive(Debug, Clone)]
+pub struct RaftTimings {
+    pub append: Histogram,
+    pub apply: Histogram,
+}
+
+impl RaftTimings {
+    /// Registers both as `shale_raft_append_seconds` and `shale_raft_apply_seconds`
+    /// in `registry` (already prefixed `shale`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("raft_append_seconds", "Raft log appends, fsync included", self.append.clone());
+        registry.register("raft_apply_seconds", "Raft state-machine applies", self.apply.clone());
+    }
+}
+
 /// The metrics text for one scrape.
-pub fn render(status: &Status) -> String {
-    let mut registry = Registry::with_prefix("shale_controller");
-    gauge(&mut registry, "term", "Current Raft term", as_i64(Some(status.term)));
-    gauge(&mut registry, "is_leader", "1 when this node leads", i64::from(status.is_leader()));
+pub fn render(status: &Status, timings: &RaftTimings) -> String {
+    let mut root = Registry::default();
+    timings.register(root.sub_registry_with_prefix("shale"));
+    let registry = root.sub_registry_with_prefix("shale_controller");
+    gauge(registry, "term", "Current Raft term", as_i64(Some(status.term)));
+    gauge(registry, "is_leader", "1 when this node leads", i64::from(status.is_leader()));
+    gauge(registry, "last_applied_index", "Last log index applied (-1: none)", as_i64(status.last_applied));
     gauge(
-        &mut registry,
-        "last_applied_index",
-        "Last log index applied (-1: none)",
-        as_i64(status.last_applied),
-    );
-    gauge(
-        &mut registry,
+        registry,
         "last_log_index",
         "Last index in this node's log (-1: none)",
         as_i64(status.last_log_index),
@@ -58,7 +78,7 @@ pub fn render(status: &Status) -> String {
     );
     registry.register("follower_lag_entries", "On the leader: entries each member is behind", lag);
     let mut out = String::new();
-    if let Err(e) = encode(&mut out, &registry) {
+    if let Err(e) = encode(&mut out, &root) {
         tracing::warn!(error = %e, "cannot render metrics");
     }
     out
@@ -83,7 +103,11 @@ mod tests {
                 MemberStatus { id: 3, addr: "c".into(), voter: false, matched: None, lag: None },
             ],
         };
-        let text = render(&status);
+        let timings = RaftTimings { append: fine_latency(), apply: fine_latency() };
+        timings.append.observe(0.002);
+        let text = render(&status, &timings);
+        assert!(text.contains("shale_raft_append_seconds_count 1"), "{text}");
+        assert!(text.contains("shale_raft_apply_seconds_count 0"), "{text}");
         assert!(text.contains("shale_controller_follower_lag_entries{node=\"2\"} 50"), "{text}");
         assert!(text.contains("shale_controller_member_matched_index{node=\"1\"} 90"), "{text}");
         assert!(!text.contains("node=\"3\""), "no figure for an unknown match: {text}");

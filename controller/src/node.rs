@@ -22,6 +22,7 @@ use shale_controller_client::group::{
 use shale_controller_client::watch::WatchAnswer;
 use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
 
+use crate::metrics::RaftTimings;
 use crate::model::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::network::codec::SNAPSHOT_CHUNK_BYTES;
 use crate::network::{HttpNetwork, PeerAccess, SingleNodeNetwork};
@@ -96,6 +97,8 @@ pub struct ControllerNode {
     /// heard from, by this node's clock. Heartbeats only touch this; it is
     /// never replicated, and a new leader starts it empty.
     sessions: Arc<Sessions>,
+    /// Log append and apply times, for `/metrics`.
+    timings: RaftTimings,
 }
 
 type Sessions = std::sync::Mutex<HashMap<(String, String), i64>>;
@@ -163,6 +166,7 @@ impl ControllerNode {
         let log = LogStore::open(&log_path)?;
         let sm = StateMachineStore::open(&state_dir)?;
         let shared = sm.shared();
+        let timings = RaftTimings { append: log.append_seconds(), apply: shared.apply_seconds.clone() };
         // the sole voter of its cluster has no one to wait for
         let sole_voter = shared.read().membership.membership().voter_ids().eq([config.id]);
         if sole_voter {
@@ -194,8 +198,14 @@ impl ControllerNode {
         if !initialized && bootstrapper {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        let node =
-            Self { id: config.id, raft, shared, recovery: Arc::new(recovery), sessions: Arc::default() };
+        let node = Self {
+            id: config.id,
+            raft,
+            shared,
+            recovery: Arc::new(recovery),
+            sessions: Arc::default(),
+            timings,
+        };
         tokio::spawn(keep(node.clone(), config.store.clone(), config.data_dir.clone()));
         Ok(node)
     }
@@ -214,6 +224,11 @@ impl ControllerNode {
     }
 
     /// Whether this node, restored from the bucket, may vote yet.
+    /// This node's Raft append and apply histograms.
+    pub fn timings(&self) -> &RaftTimings {
+        &self.timings
+    }
+
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }

@@ -130,6 +130,15 @@ pub struct GatewayArgs {
     /// Server-sent event streams open at once; more get 429.
     #[arg(long, env = "SHALE_MAX_STREAMS", default_value_t = 1024)]
     pub max_streams: usize,
+    /// Log a produce request's time per stage (admission, batch, encode, put,
+    /// queue, commit, answer) when it took at least this long; 0 = never.
+    #[arg(long, env = "SHALE_LOG_SLOW_MS", default_value_t = 1000)]
+    pub log_slow_ms: u64,
+    /// Race a segment PUT still unanswered after this percentile of the last
+    /// 256 PUT times with a second PUT under a new key; the first to succeed
+    /// is committed. 0 = never hedge.
+    #[arg(long, env = "SHALE_HEDGE_PUT_PERCENTILE", default_value_t = 95.0)]
+    pub hedge_put_percentile: f64,
     /// The URL clients reach this gateway at, as shown as partition leader
     /// (default: http:// plus the address it listens on).
     #[arg(long, env = "SHALE_ADVERTISE")]
@@ -151,6 +160,8 @@ impl GatewayArgs {
             format!("--max-wait-ms={}", self.max_wait_ms),
             format!("--lease-ms={}", self.lease_ms),
             format!("--max-streams={}", self.max_streams),
+            format!("--log-slow-ms={}", self.log_slow_ms),
+            format!("--hedge-put-percentile={}", self.hedge_put_percentile),
         ]
     }
 
@@ -167,6 +178,8 @@ impl GatewayArgs {
             body_timeout: Duration::from_millis(self.body_timeout_ms),
             max_wait: Duration::from_millis(self.max_wait_ms),
             max_streams: self.max_streams,
+            log_slow: Duration::from_millis(self.log_slow_ms),
+            hedge_percentile: self.hedge_put_percentile,
             ..GatewayConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;

@@ -8,21 +8,21 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::ObjectStore;
 use shale_controller_client::RequestCommit;
 use shale_controller_client::{ChunkCommit, CommitSegment, Controller, ControllerError, MetaError};
-use shale_core::keys::segment_key;
 use shale_core::segment::{ChunkEntry, Compression, SegmentWriter};
 use shale_core::{Clock, Offset, PartitionId, Record, TopicName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use ulid::Ulid;
 
 use crate::config::GatewayConfig;
+use crate::hedge::Hedger;
 use crate::metrics::GatewayMetrics;
 use crate::reader::{ChunkCache, ChunkId, Loaded};
+use crate::stages::{FlightTimes, Stages};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProduceError {
@@ -50,13 +50,27 @@ pub struct PartitionedRecord {
 /// Per record, in request order: where it was written.
 pub type Acked = Vec<(PartitionId, Offset)>;
 
-type Reply = oneshot::Sender<Result<Acked, ProduceError>>;
+/// What the committer hands a waiting request: its offsets, and when its
+/// segment passed each stage.
+type Answer = (Acked, FlightTimes);
+type Reply = oneshot::Sender<Result<Answer, ProduceError>>;
 
 /// Bytes held against the buffer from admission until the producer is answered.
 pub struct BufferPermit {
     _permit: OwnedSemaphorePermit,
     bytes: i64,
     metrics: Arc<GatewayMetrics>,
+    /// When admission began: the request's first stage starts here.
+    since: Instant,
+}
+
+impl BufferPermit {
+    /// Counts the request's admission from `at` (a Kafka produce that waited
+    /// for room began waiting then).
+    pub fn since(mut self, at: Instant) -> Self {
+        self.since = at;
+        self
+    }
 }
 
 impl Drop for BufferPermit {
@@ -157,6 +171,9 @@ struct Written {
     object: String,
     entries: Vec<ChunkEntry>,
     records: Vec<Vec<Record>>,
+    encoded: Instant,
+    written: Instant,
+    hedged: bool,
 }
 
 /// Handle to the batcher tasks.
@@ -165,6 +182,8 @@ pub struct Batcher {
     budget: Arc<Semaphore>,
     limit: usize,
     metrics: Arc<GatewayMetrics>,
+    /// Log a request's stages when it took this long (zero: never).
+    log_slow: Duration,
 }
 
 /// What the batcher's tasks need.
@@ -188,13 +207,20 @@ impl Batcher {
             clock: parts.clock,
         };
         tokio::spawn(committer.run(flights_rx));
-        let flusher = Flusher { store: parts.store, compression: config.compression, flights: flights_tx };
+        let flusher = Flusher {
+            store: parts.store,
+            compression: config.compression,
+            flights: flights_tx,
+            hedger: Arc::new(Hedger::new(config.hedge_percentile)),
+            metrics: parts.metrics.clone(),
+        };
         tokio::spawn(run_batches(rx, config.clone(), flusher));
         Self {
             tx,
             budget: Arc::new(Semaphore::new(config.buffer_bytes)),
             limit: config.buffer_bytes,
             metrics: parts.metrics,
+            log_slow: config.log_slow,
         }
     }
 
@@ -206,11 +232,16 @@ impl Batcher {
         let count = u32::try_from(bytes).map_err(|_| overloaded())?;
         let permit = self.budget.clone().try_acquire_many_owned(count).map_err(|_| overloaded())?;
         self.metrics.buffer_bytes.inc_by(bytes as i64);
-        Ok(BufferPermit { _permit: permit, bytes: bytes as i64, metrics: self.metrics.clone() })
+        Ok(BufferPermit {
+            _permit: permit,
+            bytes: bytes as i64,
+            metrics: self.metrics.clone(),
+            since: Instant::now(),
+        })
     }
 
     /// Appends records of one topic under a reservation; resolves once they
-    /// are committed.
+    /// are committed, and records how long each stage took.
     pub async fn append(
         &self,
         topic: TopicName,
@@ -220,9 +251,13 @@ impl Batcher {
         permit: BufferPermit,
     ) -> Result<Acked, ProduceError> {
         let (reply, answer) = oneshot::channel();
+        let since = permit.since;
         let append = Append { topic, topic_id, records, guard, permit, reply };
+        let arrived = Instant::now();
         self.tx.send(append).await.map_err(|_| ProduceError::Stopped)?;
-        answer.await.map_err(|_| ProduceError::Stopped)?
+        let (acked, flight) = answer.await.map_err(|_| ProduceError::Stopped)??;
+        Stages::new(since, arrived, &flight, Instant::now()).record(&self.metrics, self.log_slow);
+        Ok(acked)
     }
 }
 
@@ -230,13 +265,21 @@ struct Flusher {
     store: Arc<dyn ObjectStore>,
     compression: Compression,
     flights: mpsc::Sender<Flight>,
+    hedger: Arc<Hedger>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Flusher {
     /// Seals the batch and starts its PUT; waits only if too many are in flight.
     async fn flush(&self, batch: Batch) {
         let keys: Vec<ChunkKey> = batch.chunks.iter().map(|(k, _)| k.clone()).collect();
-        let write = tokio::spawn(write_segment(self.store.clone(), self.compression, batch.chunks));
+        let write = tokio::spawn(write_segment(
+            self.store.clone(),
+            self.hedger.clone(),
+            self.metrics.clone(),
+            self.compression,
+            batch.chunks,
+        ));
         let flight =
             Flight { write, keys, requests: batch.requests, waiters: batch.waiters, sealed: Instant::now() };
         if let Err(mpsc::error::SendError(flight)) = self.flights.send(flight).await {
@@ -277,6 +320,8 @@ async fn run_batches(mut rx: mpsc::Receiver<Append>, config: GatewayConfig, flus
 
 async fn write_segment(
     store: Arc<dyn ObjectStore>,
+    hedger: Arc<Hedger>,
+    metrics: Arc<GatewayMetrics>,
     compression: Compression,
     chunks: Vec<(ChunkKey, Vec<Record>)>,
 ) -> Result<Written, ProduceError> {
@@ -292,12 +337,19 @@ async fn write_segment(
     .await
     .map_err(|e| ProduceError::Encode(e.to_string()))?
     .map_err(|e: shale_core::segment::SegmentError| ProduceError::Encode(e.to_string()))?;
-    let key = segment_key(Ulid::new());
-    store
-        .put(&key, PutPayload::from(segment.bytes))
+    let encoded = Instant::now();
+    let (key, hedged) = hedger
+        .put(&store, &metrics, segment.bytes)
         .await
         .map_err(|e| ProduceError::Storage(e.to_string()))?;
-    Ok(Written { object: key.to_string(), entries: segment.chunks, records })
+    Ok(Written {
+        object: key.to_string(),
+        entries: segment.chunks,
+        records,
+        encoded,
+        written: Instant::now(),
+        hedged,
+    })
 }
 
 fn answer_all(waiters: Vec<Waiter>, error: &ProduceError) {
@@ -368,6 +420,7 @@ impl Committer {
             let id = ChunkId { object: written.object.clone(), position: entry.position };
             self.cache.insert(id, Arc::new(Loaded::dense(records)));
         }
+        let commit_started = Instant::now();
         let outcomes = match self.controller.commit_segment(commit).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
@@ -375,6 +428,14 @@ impl Committer {
                 answer_all(waiters, &ProduceError::Controller(e));
                 return;
             }
+        };
+        let times = FlightTimes {
+            sealed,
+            encoded: written.encoded,
+            written: written.written,
+            commit_started,
+            committed: Instant::now(),
+            hedged: written.hedged,
         };
         self.metrics.segments_flushed.inc();
         self.metrics.flush_seconds.observe(sealed.elapsed().as_secs_f64());
@@ -385,7 +446,7 @@ impl Committer {
                 _ => None,
             });
             if let Some(acked) = replay {
-                let _ = waiter.reply.send(Ok(acked));
+                let _ = waiter.reply.send(Ok((acked, times)));
                 continue;
             }
             let answer = waiter
@@ -396,8 +457,8 @@ impl Committer {
                     Some(Err(e)) => Err(ProduceError::Refused(e.clone())),
                     None => Err(ProduceError::Encode("commit reply is missing a chunk".into())),
                 })
-                .collect();
-            let _ = waiter.reply.send(answer);
+                .collect::<Result<Acked, ProduceError>>();
+            let _ = waiter.reply.send(answer.map(|acked| (acked, times)));
         }
     }
 }

@@ -31,6 +31,12 @@ pub struct GatewayConfig {
     pub body_timeout: Duration,
     /// Server-sent event streams open at once; more get 429.
     pub max_streams: usize,
+    /// Log a produce request's stage breakdown when it took this long; zero
+    /// never logs.
+    pub log_slow: Duration,
+    /// Race a segment PUT still unanswered after this percentile of recent
+    /// PUT times with a second PUT; zero never hedges.
+    pub hedge_percentile: f64,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +54,8 @@ impl Default for GatewayConfig {
             lease: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_streams: 1024,
+            log_slow: Duration::from_secs(1),
+            hedge_percentile: 95.0,
         }
     }
 }
@@ -72,6 +80,9 @@ impl GatewayConfig {
         }
         if self.body_timeout.is_zero() {
             return Err("the body timeout must be positive".into());
+        }
+        if !(0.0..100.0).contains(&self.hedge_percentile) {
+            return Err("the hedging percentile must be at least 0 (off) and below 100".into());
         }
         if self.max_flushes_in_flight == 0 {
             return Err("at least one flush must be allowed in flight".into());

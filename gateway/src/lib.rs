@@ -3,6 +3,8 @@
 //! - [`api`]: the axum handlers and the JSON error shape.
 //! - [`batcher`]: the write path — gather records of all partitions, flush
 //!   one segment object per batch, commit it, then answer producers.
+//! - [`hedge`]: segment PUTs raced by a second PUT when slower than recent ones.
+//! - [`stages`]: a produce request's time per stage, for `/metrics` and the slow log.
 //! - [`reader`]: the read path — index lookup, ranged GET of one chunk,
 //!   CRC check, decode, with a bounded cache of chunks.
 //! - [`auth`]: bearer tokens checked against the controller's token table.
@@ -19,12 +21,14 @@ pub mod auth;
 pub mod batcher;
 pub mod config;
 pub mod counting;
+pub mod hedge;
 pub mod kafka;
 pub mod metrics;
 pub mod mirror;
 pub mod reader;
 pub mod registry;
 pub mod serve;
+pub mod stages;
 pub mod tls;
 
 pub use api::{AppState, router};

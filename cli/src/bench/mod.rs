@@ -138,6 +138,15 @@ pub struct LoadBench {
     /// The bench topic's config, as JSON (e.g. `{"retention_ms": 600000}`).
     #[arg(long, value_parser = parse_topic_config)]
     topic_config: Option<Value>,
+    /// `produce` and `e2e`: run the workload this many times, each against a
+    /// freshly started server, and report the spread of the runs' figures.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+    /// `produce` and `e2e`: before measuring, produce this long as fast as
+    /// the server takes it, to another topic, so the store has just taken a
+    /// load at saturation.
+    #[arg(long, default_value_t = 0)]
+    saturate_secs: u64,
     /// Write every figure and the configuration to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -162,8 +171,8 @@ pub struct AllBench {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (report, json) = match args.workload {
         Workload::Store(a) => (store::run(&a).await?, a.json),
-        Workload::Produce(a) => (produce(&a).await?, a.json.clone()),
-        Workload::E2e(a) => (e2e(&a).await?, a.json.clone()),
+        Workload::Produce(a) => (repeated(&a, "produce").await?, a.json.clone()),
+        Workload::E2e(a) => (repeated(&a, "e2e").await?, a.json.clone()),
         Workload::Catchup(a) => (catchup(&a).await?, a.json.clone()),
         Workload::Archive(a) => (archive(&a).await?, a.json.clone()),
         Workload::All(a) => (all(&a).await?, a.load.json.clone()),
@@ -248,7 +257,101 @@ fn config(args: &LoadBench, server: &Server, workload: &str) -> Value {
         "rate_mib": args.rate_mib,
         "duration_secs": args.duration_secs,
         "backlog_mib": args.backlog_mib,
+        "repeat": args.repeat,
+        "saturate_secs": args.saturate_secs,
     })
+}
+
+/// Runs `produce` or `e2e` `--repeat` times, each against a fresh server
+/// (unless `--url` names one); with several runs, reports every run's
+/// latency and throughput, their spread, and the median run's figures.
+async fn repeated(args: &LoadBench, workload: &str) -> anyhow::Result<Report> {
+    let once = || async {
+        match workload {
+            "e2e" => e2e(args).await,
+            _ => produce(args).await,
+        }
+    };
+    if args.repeat <= 1 {
+        return once().await;
+    }
+    let mut runs = Vec::new();
+    for run in 1..=args.repeat {
+        eprintln!("run {run} of {}", args.repeat);
+        runs.push(once().await?);
+    }
+    let p99 = |r: &Report| r.get("ack latency p99").unwrap_or(f64::NAN);
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| p99(&runs[a]).total_cmp(&p99(&runs[b])));
+    let median = order[order.len() / 2];
+    let mut report = Report::new(workload, runs[median].config.clone());
+    report.add("runs", runs.len() as f64, "");
+    for figure in ["ack latency p50", "ack latency p99", "ack latency p99.9", "acked throughput"] {
+        let mut values: Vec<f64> = runs.iter().filter_map(|r| r.get(figure)).collect();
+        values.sort_by(f64::total_cmp);
+        let Some((&best, &worst)) = values.first().zip(values.last()) else { continue };
+        let unit = if figure == "acked throughput" { "MiB/s" } else { "ms" };
+        report.add(&format!("{figure}: lowest run"), best, unit);
+        report.add(&format!("{figure}: median run"), values[values.len() / 2], unit);
+        report.add(&format!("{figure}: highest run"), worst, unit);
+    }
+    for (i, run) in runs.iter().enumerate() {
+        for figure in ["ack latency p99", "ack latency p99.9", "acked throughput"] {
+            if let Some(v) = run.get(figure) {
+                let unit = if figure == "acked throughput" { "MiB/s" } else { "ms" };
+                report.add(&format!("run {}: {figure}", i + 1), v, unit);
+            }
+        }
+    }
+    report.merge(&format!("median run ({}):", median + 1), &runs[median]);
+    Ok(report)
+}
+
+/// Produces as fast as the server takes it for `--saturate-secs`, to a topic
+/// of its own, so the measured run meets a store that was just loaded.
+async fn saturate(args: &LoadBench, server: &Server, http: &reqwest::Client) -> anyhow::Result<()> {
+    if args.saturate_secs == 0 {
+        return Ok(());
+    }
+    let (_, producer) = setup(args, server, http, false).await?;
+    let stats = Stats::new();
+    let duration = Duration::from_secs(args.saturate_secs);
+    let bar = progress("saturate", duration, stats.clone());
+    producer.closed_loop(args.producers, Instant::now() + duration, stats.clone()).await;
+    bar.finish_and_clear();
+    let mib = stats.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+    eprintln!("saturated: {mib:.0} MiB in {} s", args.saturate_secs);
+    Ok(())
+}
+
+/// Where produce time went: each stage's p50 and p99, the Raft log's append
+/// and apply, the segment PUT itself and how often it was hedged.
+fn add_stage_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
+    let ms = |histogram: &str, labels: &str, q: f64| {
+        after.quantile_since(before, histogram, labels, q).map(|s| s * 1000.0)
+    };
+    for stage in shale_gateway::stages::STAGES {
+        let labels = format!("stage=\"{stage}\"");
+        for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+            if let Some(v) = ms("shale_produce_stage_seconds", &labels, q) {
+                report.add(&format!("stage {stage} {label}"), v, "ms");
+            }
+        }
+    }
+    for (name, histogram) in [
+        ("segment PUT", "shale_segment_put_seconds"),
+        ("raft append", "shale_raft_append_seconds"),
+        ("raft apply", "shale_raft_apply_seconds"),
+    ] {
+        for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+            if let Some(v) = ms(histogram, "", q) {
+                report.add(&format!("{name} {label}"), v, "ms");
+            }
+        }
+    }
+    let delta = |s: &str| after.get(s) - before.get(s);
+    report.add("hedged PUTs", delta("shale_hedged_puts_total"), "");
+    report.add("hedges that won", delta("shale_hedge_wins_total"), "");
 }
 
 /// An HTTP client for the server, presenting its token if it needs one.
@@ -344,6 +447,7 @@ fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
 async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
     let server = Server::connect_or_start(&args.target).await?;
     let http = client(&server)?;
+    saturate(args, &server, &http).await?;
     let (_, producer) = setup(args, &server, &http, false).await?;
     let before = server.metrics(&http).await?;
     let stats = Stats::new();
@@ -355,6 +459,7 @@ async fn produce(args: &LoadBench) -> anyhow::Result<Report> {
     let after = server.metrics(&http).await?;
     let mut report = Report::new("produce", config(args, &server, "produce"));
     add_produce_figures(&mut report, &stats, secs);
+    add_stage_figures(&mut report, &before, &after);
     add_cost_figures(&mut report, &before, &after);
     Ok(report)
 }
@@ -363,6 +468,7 @@ async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
     let rate = args.rate_mib.unwrap_or(10.0);
     let server = Server::connect_or_start(&args.target).await?;
     let http = client(&server)?;
+    saturate(args, &server, &http).await?;
     let (topic, producer) = setup(args, &server, &http, true).await?;
     let before = server.metrics(&http).await?;
     let (produced, delivered) = (Stats::new(), Stats::new());
@@ -388,6 +494,7 @@ async fn e2e(args: &LoadBench) -> anyhow::Result<Report> {
     add_produce_figures(&mut report, &produced, secs);
     report.add("delivered records", delivered.records.load(Ordering::Relaxed) as f64, "");
     report.latency("end-to-end latency", &delivered.histogram());
+    add_stage_figures(&mut report, &before, &after);
     add_cost_figures(&mut report, &before, &after);
     Ok(report)
 }

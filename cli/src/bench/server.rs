@@ -251,4 +251,69 @@ impl Metrics {
     pub fn get(&self, series: &str) -> f64 {
         self.0.get(series).copied().unwrap_or(0.0)
     }
+
+    /// The cumulative buckets (upper bound, count) of a histogram's series
+    /// with exactly `labels` (e.g. `stage="put"`, or empty) besides `le`.
+    fn buckets(&self, histogram: &str, labels: &str) -> Vec<(f64, f64)> {
+        let prefix = format!("{histogram}_bucket{{");
+        let mut out: Vec<(f64, f64)> = self
+            .0
+            .iter()
+            .filter_map(|(series, count)| {
+                let inner = series.strip_prefix(&prefix)?.strip_suffix('}')?;
+                let (mut le, mut rest) = (None, Vec::new());
+                for label in inner.split(',') {
+                    match label.strip_prefix("le=") {
+                        Some(v) => le = Some(v.trim_matches('"')),
+                        None => rest.push(label),
+                    }
+                }
+                let le = match le? {
+                    "+Inf" => f64::INFINITY,
+                    v => v.parse().ok()?,
+                };
+                (rest.join(",") == labels).then_some((le, *count))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
+    }
+
+    /// The `q` quantile of what a histogram observed since `before`, as the
+    /// upper bound of the bucket it falls in (an overestimate by at most one
+    /// bucket's width); `None` if nothing was observed.
+    pub fn quantile_since(&self, before: &Metrics, histogram: &str, labels: &str, q: f64) -> Option<f64> {
+        let earlier: HashMap<u64, f64> =
+            before.buckets(histogram, labels).into_iter().map(|(le, n)| (le.to_bits(), n)).collect();
+        let now = self.buckets(histogram, labels);
+        let delta: Vec<(f64, f64)> =
+            now.iter().map(|(le, n)| (*le, n - earlier.get(&le.to_bits()).copied().unwrap_or(0.0))).collect();
+        let total = delta.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        delta.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| *le)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn a_quantile_is_read_from_the_buckets_observed_between_scrapes() {
+        let before = Metrics::parse(
+            "x_bucket{stage=\"put\",le=\"0.01\"} 10\nx_bucket{stage=\"put\",le=\"0.1\"} 10\n\
+             x_bucket{stage=\"put\",le=\"+Inf\"} 10\n",
+        );
+        let after = Metrics::parse(
+            "x_bucket{stage=\"put\",le=\"0.01\"} 100\nx_bucket{stage=\"put\",le=\"0.1\"} 109\n\
+             x_bucket{stage=\"put\",le=\"+Inf\"} 110\nx_bucket{stage=\"batch\",le=\"0.01\"} 5\n",
+        );
+        assert_eq!(after.quantile_since(&before, "x", "stage=\"put\"", 0.5), Some(0.01));
+        assert_eq!(after.quantile_since(&before, "x", "stage=\"put\"", 0.95), Some(0.1));
+        assert_eq!(after.quantile_since(&before, "x", "stage=\"put\"", 1.0), Some(f64::INFINITY));
+        assert_eq!(after.quantile_since(&after, "x", "stage=\"put\"", 0.5), None, "nothing new");
+        assert_eq!(after.quantile_since(&before, "y", "", 0.5), None, "no such histogram");
+    }
 }

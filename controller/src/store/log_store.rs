@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::storage_error;
+use crate::metrics::fine_latency;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -26,6 +28,8 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Each append's time to durable, fsync included.
+    append_seconds: Histogram,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -44,7 +48,12 @@ impl LogStore {
         txn.open_table(ENTRIES).map_err(write_err)?;
         txn.open_table(META).map_err(write_err)?;
         txn.commit().map_err(write_err)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), append_seconds: fine_latency() })
+    }
+
+    /// The histogram of append times (encode, write, fsync).
+    pub fn append_seconds(&self) -> Histogram {
+        self.append_seconds.clone()
     }
 
     /// Runs blocking database work off the async runtime.
@@ -147,6 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let encoded = entries
             .into_iter()
             .map(|e| serde_json::to_vec(&e).map(|bytes| (e.log_id.index, bytes)))
@@ -164,6 +174,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 txn.commit().map_err(write_err)
             })
             .await;
+        self.append_seconds.observe(started.elapsed().as_secs_f64());
         let io = result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(io);
         result

@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::feed::{self, Feed};
 use super::storage_error;
+use crate::metrics::fine_latency;
 use crate::model::Metadata;
 use crate::types::{
     CommandReply, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -39,6 +41,8 @@ pub struct SharedState {
     /// What the applied entries changed, for gateways' mirrors; written only
     /// under the data's write lock.
     feed: Mutex<Feed>,
+    /// Each applied batch's time, lock wait included.
+    pub apply_seconds: Histogram,
 }
 
 impl SharedState {
@@ -89,7 +93,12 @@ impl StateMachineStore {
         // the changes up to the snapshot are not known: a mirror behind it starts over
         let mut feed = Feed::default();
         feed.reset(data.last_applied.map_or(0, |l| l.index));
-        let shared = Arc::new(SharedState { data: RwLock::new(data), applied, feed: Mutex::new(feed) });
+        let shared = Arc::new(SharedState {
+            data: RwLock::new(data),
+            applied,
+            feed: Mutex::new(feed),
+            apply_seconds: fine_latency(),
+        });
         Ok(Self { shared, dir: dir.to_owned() })
     }
 
@@ -222,6 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut replies = Vec::new();
         {
             let mut state = self.shared.data.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -246,6 +256,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         self.shared.applied.send_modify(|n| *n += 1);
+        self.shared.apply_seconds.observe(started.elapsed().as_secs_f64());
         Ok(replies)
     }
 

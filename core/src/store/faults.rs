@@ -4,6 +4,7 @@
 //! - `error`: the request fails at once as a 5xx would (transient);
 //! - `timeout=RATE:MS`: the request hangs for MS, then fails as a timeout;
 //! - `slow=RATE:MS`: the request succeeds after MS;
+//! - `slow-put=RATE:MS`: a PUT (only) succeeds after MS, as a store's tail does;
 //! - `cut`: a GET's body stops halfway with an error;
 //! - `lost-ack`: a PUT is stored, then reported as failed.
 //!
@@ -38,6 +39,8 @@ pub struct FaultSpec {
     pub timeout_after: Duration,
     pub slow: f64,
     pub slow_by: Duration,
+    pub slow_put: f64,
+    pub slow_put_by: Duration,
     pub cut: f64,
     pub lost_ack: f64,
     pub seed: u64,
@@ -49,6 +52,7 @@ impl FaultSpec {
         let mut out = FaultSpec {
             timeout_after: Duration::from_millis(500),
             slow_by: Duration::from_millis(200),
+            slow_put_by: Duration::from_millis(500),
             ..Default::default()
         };
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -77,11 +81,15 @@ impl FaultSpec {
                     out.slow = rate;
                     out.slow_by = ms.map_or(out.slow_by, Duration::from_millis);
                 }
+                "slow-put" => {
+                    out.slow_put = rate;
+                    out.slow_put_by = ms.map_or(out.slow_put_by, Duration::from_millis);
+                }
                 "cut" => out.cut = rate,
                 "lost-ack" => out.lost_ack = rate,
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?} (error, timeout, slow, cut, lost-ack, seed)"
+                        "unknown fault {other:?} (error, timeout, slow, slow-put, cut, lost-ack, seed)"
                     ));
                 }
             }
@@ -95,6 +103,7 @@ pub enum Fault {
     Error,
     Timeout,
     Slow,
+    SlowPut,
     Cut,
     LostAck,
 }
@@ -175,6 +184,10 @@ impl fmt::Display for FaultyStore {
 impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.before().await?;
+        if self.roll(self.spec.slow_put) {
+            self.counts.inc(Fault::SlowPut);
+            tokio::time::sleep(self.spec.slow_put_by).await;
+        }
         let result = self.inner.put_opts(location, payload, opts).await?;
         if self.roll(self.spec.lost_ack) {
             self.counts.inc(Fault::LostAck);
@@ -241,8 +254,11 @@ mod tests {
 
     #[test]
     fn specs_parse_and_bad_ones_are_refused() {
-        let spec = FaultSpec::parse("error=0.1,timeout=0.02:300,slow=0.5,cut=0.05,lost-ack=0.2,seed=9")
-            .expect("spec");
+        let spec = FaultSpec::parse(
+            "error=0.1,timeout=0.02:300,slow=0.5,slow-put=0.01:400,cut=0.05,lost-ack=0.2,seed=9",
+        )
+        .expect("spec");
+        assert_eq!((spec.slow_put, spec.slow_put_by), (0.01, Duration::from_millis(400)));
         assert_eq!(spec.error, 0.1);
         assert_eq!(spec.timeout_after, Duration::from_millis(300));
         assert_eq!(spec.slow_by, Duration::from_millis(200));

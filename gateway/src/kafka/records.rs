@@ -176,7 +176,8 @@ impl Session {
         if produced.records.is_empty() {
             return Err(ApiError::invalid("the batch holds no records"));
         }
-        let permit = self.reserve(bytes.len(), timeout).await?;
+        let waited_from = std::time::Instant::now();
+        let permit = self.reserve(bytes.len(), timeout).await?.since(waited_from);
         let guard = produced.producer.map(|(id, epoch, sequence)| RequestGuard {
             idempotency_key: Some(format!("kafka:{id}:{epoch}:{partition}:{sequence}")),
             expected_offset: None,
