@@ -106,3 +106,80 @@ async fn a_faulty_store_loses_nothing_in_a_cluster() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// One series of a `/metrics` scrape; 0 when absent.
+fn series(metrics: &str, name: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// A store whose PUTs are sometimes very slow: those PUTs are raced by a
+/// second PUT, the faster one is committed, every acknowledged record reads
+/// back, and each request's stages are timed in `/metrics` and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_puts_are_hedged_and_every_stage_is_timed() -> anyhow::Result<()> {
+    for backend in Backend::all() {
+        let dir = tempfile::tempdir()?;
+        let flags = [
+            "--store-faults=slow-put=0.1:3000,seed=5",
+            "--flush-interval-ms=0",
+            "--hedge-put-percentile=90",
+            "--log-slow-ms=1",
+        ];
+        let shale = Shale::start(dir.path(), &backend, &unique("hedge"), &flags).await?;
+        let client = shale.client();
+        client.create_topic("orders", 1).await?;
+        let requests = 120;
+        let mut slowest_late = Duration::ZERO;
+        for i in 0..requests {
+            let started = std::time::Instant::now();
+            let body = serde_json::json!({"records": [{"value": format!("record {i}")}]});
+            let (status, answer) = client.post_json("/v1/topics/orders/records", &body).await?;
+            ensure!(status == 200, "produce {i}: {status} {answer}");
+            ensure!(answer["offsets"][0]["offset"] == i, "produce {i} got {answer}");
+            // the hedge needs 32 PUTs seen before it starts
+            if i >= 40 {
+                slowest_late = slowest_late.max(started.elapsed());
+            }
+        }
+        let metrics = client.http.get(format!("{}/metrics", client.url)).send().await?.text().await?;
+        let (hedged, won) =
+            (series(&metrics, "shale_hedged_puts_total"), series(&metrics, "shale_hedge_wins_total"));
+        let slow = series(&metrics, "shale_store_faults_injected_total{kind=\"SlowPut\"}");
+        let name = backend.name();
+        ensure!(slow > 0.0, "{name}: no slow PUT was injected");
+        ensure!(hedged > 0.0 && won > 0.0, "{name}: {hedged} hedged PUTs, {won} won");
+        // a request whose PUT and hedge were both slow may take the 3 s; one
+        // with a single slow PUT must not
+        ensure!(
+            slowest_late < Duration::from_millis(3000) || slow >= hedged + 2.0,
+            "{name}: a late request took {slowest_late:?} though its slow PUT was hedged"
+        );
+        for stage in ["admission", "batch", "encode", "put", "queue", "commit", "answer"] {
+            let count = series(&metrics, &format!("shale_produce_stage_seconds_count{{stage=\"{stage}\"}}"));
+            ensure!(count >= f64::from(requests), "{name}: stage {stage} timed {count} times");
+        }
+        ensure!(series(&metrics, "shale_raft_append_seconds_count") > 0.0, "{name}: Raft appends untimed");
+        let mut values: Vec<String> = Vec::new();
+        while values.len() < requests as usize {
+            let query = format!("offset={}", values.len());
+            let (status, fetched) = client.fetch("orders", 0, &query).await?;
+            ensure!(status == 200, "fetch: {status} {fetched}");
+            let page: Vec<String> = fetched["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["value"].as_str().map(str::to_owned))
+                .collect();
+            ensure!(!page.is_empty(), "{name}: nothing at offset {}", values.len());
+            values.extend(page);
+        }
+        let expected: Vec<String> = (0..requests).map(|i| format!("record {i}")).collect();
+        ensure!(values == expected, "{name}: read back {values:?}");
+        let log = shale.log();
+        ensure!(
+            log.contains("slow produce") && log.contains("put_ms") && log.contains("commit_ms"),
+            "{name}: no stage breakdown logged"
+        );
+    }
+    Ok(())
+}
