@@ -5,8 +5,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+pub use shale_core::store::fine_latency;
 
 use crate::status::Status;
 
@@ -25,11 +26,6 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 
 fn as_i64(v: Option<u64>) -> i64 {
     v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
-}
-
-/// Buckets ×1.25 from 50 µs to about 30 s (the gateway's produce stages use the same).
-pub fn fine_latency() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 1.25, 60))
 }
 
 /// How long this node's Raft log appends (fsync included) and state-machine

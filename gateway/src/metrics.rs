@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use shale_core::store::StoreMetrics;
+use shale_core::store::{StoreMetrics, fine_latency};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -25,12 +25,6 @@ pub struct RouteOnly {
 
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
-}
-
-/// Finer buckets (×1.25 from 50 µs to about 30 s), so a stage's p99 can be
-/// told apart from its p90.
-pub fn fine_latency() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 1.25, 60))
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -122,14 +122,14 @@ async fn slow_puts_are_hedged_and_every_stage_is_timed() -> anyhow::Result<()> {
         let flags = [
             "--store-faults=slow-put=0.1:3000,seed=5",
             "--flush-interval-ms=0",
-            "--hedge-put-percentile=90",
+            "--hedge-put-percentile=80",
             "--log-slow-ms=1",
         ];
         let shale = Shale::start(dir.path(), &backend, &unique("hedge"), &flags).await?;
         let client = shale.client();
         client.create_topic("orders", 1).await?;
         let requests = 120;
-        let mut slowest_late = Duration::ZERO;
+        let mut stalled_late = 0;
         for i in 0..requests {
             let started = std::time::Instant::now();
             let body = serde_json::json!({"records": [{"value": format!("record {i}")}]});
@@ -137,8 +137,8 @@ async fn slow_puts_are_hedged_and_every_stage_is_timed() -> anyhow::Result<()> {
             ensure!(status == 200, "produce {i}: {status} {answer}");
             ensure!(answer["offsets"][0]["offset"] == i, "produce {i} got {answer}");
             // the hedge needs 32 PUTs seen before it starts
-            if i >= 40 {
-                slowest_late = slowest_late.max(started.elapsed());
+            if i >= 40 && started.elapsed() >= Duration::from_millis(3000) {
+                stalled_late += 1;
             }
         }
         let metrics = client.http.get(format!("{}/metrics", client.url)).send().await?.text().await?;
@@ -148,11 +148,10 @@ async fn slow_puts_are_hedged_and_every_stage_is_timed() -> anyhow::Result<()> {
         let name = backend.name();
         ensure!(slow > 0.0, "{name}: no slow PUT was injected");
         ensure!(hedged > 0.0 && won > 0.0, "{name}: {hedged} hedged PUTs, {won} won");
-        // a request whose PUT and hedge were both slow may take the 3 s; one
-        // with a single slow PUT must not
+        // only a request whose PUT and hedge were both slow may take the 3 s
         ensure!(
-            slowest_late < Duration::from_millis(3000) || slow >= hedged + 2.0,
-            "{name}: a late request took {slowest_late:?} though its slow PUT was hedged"
+            f64::from(stalled_late * 2) <= slow,
+            "{name}: {stalled_late} requests took 3 s, more than pairs of the {slow} slow PUTs"
         );
         for stage in ["admission", "batch", "encode", "put", "queue", "commit", "answer"] {
             let count = series(&metrics, &format!("shale_produce_stage_seconds_count{{stage=\"{stage}\"}}"));

@@ -24,7 +24,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, RetryConfig};
 
 pub use faults::{Fault, FaultCounts, FaultSpec, FaultyStore};
-pub use metrics::{MeteredStore, Op, StoreMetrics};
+pub use metrics::{MeteredStore, Op, StoreMetrics, fine_latency};
 pub use retry::{RetryPolicy, RetryingStore};
 
 /// Settings for `s3://` stores; each overrides its `AWS_*` variable.
