@@ -111,6 +111,7 @@ impl Hedger {
         result
     }
 }
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
