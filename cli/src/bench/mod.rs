@@ -286,19 +286,23 @@ async fn repeated(args: &LoadBench, workload: &str) -> anyhow::Result<Report> {
     let median = order[order.len() / 2];
     let mut report = Report::new(workload, runs[median].config.clone());
     report.add("runs", runs.len() as f64, "");
-    for figure in ["ack latency p50", "ack latency p99", "ack latency p99.9", "acked throughput"] {
+    const SPREAD: [(&str, &str); 4] = [
+        ("ack latency p50", "ms"),
+        ("ack latency p99", "ms"),
+        ("ack latency p99.9", "ms"),
+        ("acked throughput", "MiB/s"),
+    ];
+    for (figure, unit) in SPREAD {
         let mut values: Vec<f64> = runs.iter().filter_map(|r| r.get(figure)).collect();
         values.sort_by(f64::total_cmp);
-        let Some((&best, &worst)) = values.first().zip(values.last()) else { continue };
-        let unit = if figure == "acked throughput" { "MiB/s" } else { "ms" };
-        report.add(&format!("{figure}: lowest run"), best, unit);
+        let Some((&lowest, &highest)) = values.first().zip(values.last()) else { continue };
+        report.add(&format!("{figure}: lowest run"), lowest, unit);
         report.add(&format!("{figure}: median run"), values[values.len() / 2], unit);
-        report.add(&format!("{figure}: highest run"), worst, unit);
+        report.add(&format!("{figure}: highest run"), highest, unit);
     }
     for (i, run) in runs.iter().enumerate() {
-        for figure in ["ack latency p99", "ack latency p99.9", "acked throughput"] {
+        for (figure, unit) in &SPREAD[1..] {
             if let Some(v) = run.get(figure) {
-                let unit = if figure == "acked throughput" { "MiB/s" } else { "ms" };
                 report.add(&format!("run {}: {figure}", i + 1), v, unit);
             }
         }
