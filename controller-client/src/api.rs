@@ -19,6 +19,8 @@ pub const GATEWAYS: &str = "/api/gateways";
 pub const OBJECTS: &str = "/api/objects";
 /// Write routes (`POST`, `DELETE` for a topic).
 pub const SEGMENTS: &str = "/api/segments";
+/// Several segments committed in order as one Raft entry (group commit).
+pub const SEGMENT_GROUPS: &str = "/api/segments/group";
 pub const HEARTBEAT: &str = "/api/gateways/heartbeat";
 pub const LEAVE: &str = "/api/gateways/leave";
 pub const MEMBERS: &str = "/api/members";

@@ -52,6 +52,10 @@ pub struct PartitionRead {
     pub chunks: Vec<ChunkSpan>,
 }
 
+/// Per chunk of a committed segment, in order: the base offset it was given,
+/// or why it was refused.
+pub type SegmentOutcomes = Vec<Result<Offset, MetaError>>;
+
 #[async_trait]
 pub trait Controller: Send + Sync + 'static {
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, ControllerError>;
@@ -91,12 +95,21 @@ pub trait Controller: Send + Sync + 'static {
         partitions: Option<u32>,
     ) -> Result<TopicInfo, ControllerError>;
 
-    /// Commits a segment already in the store: per chunk, its base offset or
-    /// why it was refused.
-    async fn commit_segment(
+    /// Commits segments already in the store, in order, as one Raft entry
+    /// (group commit): per segment, its chunks' outcomes.
+    async fn commit_segments(
         &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError>;
+        commits: Vec<CommitSegment>,
+    ) -> Result<Vec<SegmentOutcomes>, ControllerError>;
+
+    /// Commits one segment already in the store.
+    async fn commit_segment(&self, commit: CommitSegment) -> Result<SegmentOutcomes, ControllerError> {
+        let mut outcomes = self.commit_segments(vec![commit]).await?;
+        match (outcomes.pop(), outcomes.is_empty()) {
+            (Some(outcome), true) => Ok(outcome),
+            _ => Err(ControllerError::OutcomeUnknown("the commit reply does not match the request".into())),
+        }
+    }
 
     /// Registers the gateway at `url` or extends its lease by `lease_ms`. The
     /// node that proposes the heartbeat (the leader) stamps its time.
@@ -167,11 +180,9 @@ pub trait Controller: Send + Sync + 'static {
 
 /// Turning command replies into API results (for the node that applies them).
 pub mod replies {
-    use shale_core::Offset;
-
-    use super::ControllerError;
+    use super::{ControllerError, SegmentOutcomes};
     use crate::command::CommandReply;
-    use crate::meta::{GatewayLease, MetaError, TopicInfo};
+    use crate::meta::{GatewayLease, TopicInfo};
 
     fn unexpected(reply: CommandReply) -> ControllerError {
         ControllerError::OutcomeUnknown(format!("unexpected reply {reply:?}"))
@@ -201,9 +212,10 @@ pub mod replies {
         }
     }
 
-    pub fn committed(reply: CommandReply) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
+    pub fn committed(reply: CommandReply) -> Result<Vec<SegmentOutcomes>, ControllerError> {
         match reply {
-            CommandReply::Committed(outcomes) => Ok(outcomes),
+            CommandReply::Committed(outcomes) => Ok(vec![outcomes]),
+            CommandReply::CommittedSegments(outcomes) => Ok(outcomes),
             CommandReply::Failed(e) => Err(e.into()),
             other => Err(unexpected(other)),
         }

@@ -30,6 +30,10 @@ pub enum Command {
         partitions: Option<u32>,
     },
     CommitSegment(CommitSegment),
+    /// Group commit: segments applied in order, exactly as that many
+    /// `CommitSegment` entries would be, so that one Raft append (one fsync)
+    /// serves them all.
+    CommitSegments(Vec<CommitSegment>),
     /// A gateway (by its advertised URL) registers or extends its lease.
     /// `now_ms` is the controller leader's clock.
     GatewayHeartbeat {
@@ -183,6 +187,8 @@ pub enum CommandReply {
     RetentionApplied(u64),
     /// Per chunk, in order: the base offset assigned, or why it was refused.
     Committed(Vec<Result<Offset, MetaError>>),
+    /// Per segment of a group commit, in order: its chunks' outcomes.
+    CommittedSegments(Vec<Vec<Result<Offset, MetaError>>>),
     Lease(GatewayLease),
     /// The gateways whose leases ended.
     GatewaysGone(Vec<String>),

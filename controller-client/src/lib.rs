@@ -22,7 +22,7 @@ pub mod secret;
 pub mod status;
 pub mod watch;
 
-pub use client::{ChunkSpan, Controller, ControllerError, PartitionRead};
+pub use client::{ChunkSpan, Controller, ControllerError, PartitionRead, SegmentOutcomes};
 pub use command::{ChunkCommit, Command, CommandReply, CommitSegment, ReplaceRange, RequestCommit};
 pub use meta::{
     ChunkFormat, ChunkRef, CleanupPolicy, CompactionTask, CompactorLease, GatewayLease, MetaError, OffsetRun,

@@ -19,10 +19,10 @@ use crate::api::{
     self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery, TimeQuery, UpdateTopicRequest,
 };
 use crate::auth::{TokenInfo, TokenRecord};
-use crate::client::{Controller, ControllerError, PartitionRead};
+use crate::client::{Controller, ControllerError, PartitionRead, SegmentOutcomes};
 use crate::command::{CommitSegment, ReplaceRange};
 use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit};
-use crate::meta::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
+use crate::meta::{CompactorLease, GatewayLease, TopicConfig, TopicInfo};
 use crate::secret::ClusterSecret;
 use crate::status::Status;
 use crate::watch::{WatchAnswer, WatchQuery};
@@ -329,11 +329,11 @@ impl Controller for RemoteController {
         self.write(Method::PATCH, &format!("{}/{name}", api::TOPICS), &body).await
     }
 
-    async fn commit_segment(
+    async fn commit_segments(
         &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        self.write(Method::POST, api::SEGMENTS, &commit).await
+        commits: Vec<CommitSegment>,
+    ) -> Result<Vec<SegmentOutcomes>, ControllerError> {
+        self.write(Method::POST, api::SEGMENT_GROUPS, &commits).await
     }
 
     async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {

@@ -23,7 +23,7 @@ use shale_controller_client::group::{
 };
 use shale_controller_client::watch::{WatchAnswer, WatchQuery};
 use shale_controller_client::{
-    ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead, ReplaceRange,
+    ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead, ReplaceRange, SegmentOutcomes,
 };
 use shale_core::{Offset, TopicName};
 
@@ -54,6 +54,7 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
         .route(api::TOPICS, get(list).post(create_topic))
         .route("/api/topics/{topic}", get(describe).delete(delete_topic).patch(update_topic))
         .route(api::SEGMENTS, post(commit_segment))
+        .route(api::SEGMENT_GROUPS, post(commit_segments))
         .route(api::HEARTBEAT, post(heartbeat))
         .route(api::LEAVE, post(leave))
         .route(api::READ, get(read))
@@ -124,6 +125,13 @@ async fn commit_segment(
     Json(commit): Json<CommitSegment>,
 ) -> ApiResult<Vec<Result<Offset, MetaError>>> {
     Json(s.node.commit_segment(commit).await)
+}
+
+async fn commit_segments(
+    State(s): State<ApiState>,
+    Json(commits): Json<Vec<CommitSegment>>,
+) -> ApiResult<Vec<SegmentOutcomes>> {
+    Json(s.node.commit_segments(commits).await)
 }
 
 async fn heartbeat(State(s): State<ApiState>, Json(r): Json<HeartbeatRequest>) -> ApiResult<GatewayLease> {

@@ -20,7 +20,9 @@ use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MAX_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat, OffsetCommit,
 };
 use shale_controller_client::watch::WatchAnswer;
-use shale_controller_client::{ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead};
+use shale_controller_client::{
+    ChunkSpan, CommitSegment, Controller, ControllerError, PartitionRead, SegmentOutcomes,
+};
 
 use crate::metrics::RaftTimings;
 use crate::model::{CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
@@ -256,6 +258,10 @@ impl ControllerNode {
             // the idempotency window runs on the leader's clock, not on
             // whatever a gateway's clock says
             Command::CommitSegment(commit) => commit.committed_ms = SystemClock.now_ms(),
+            Command::CommitSegments(commits) => {
+                let now_ms = SystemClock.now_ms();
+                commits.iter_mut().for_each(|commit| commit.committed_ms = now_ms);
+            }
             _ => {}
         }
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
@@ -543,11 +549,11 @@ impl Controller for ControllerNode {
         replies::topic_updated(self.write(Command::UpdateTopic { name, config, partitions }).await?)
     }
 
-    async fn commit_segment(
+    async fn commit_segments(
         &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        replies::committed(self.write(Command::CommitSegment(commit)).await?)
+        commits: Vec<CommitSegment>,
+    ) -> Result<Vec<SegmentOutcomes>, ControllerError> {
+        replies::committed(self.write(Command::CommitSegments(commits)).await?)
     }
 
     async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {

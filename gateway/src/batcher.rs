@@ -3,16 +3,20 @@
 //! One flush is one PUT of one segment object. Segments are written
 //! concurrently (up to `max_flushes_in_flight`) but committed strictly in
 //! flush order, and a producer is answered only after its commit is applied.
+//! Commits are grouped: every segment written while the previous commit was
+//! under way goes in the next one, one Raft entry (one fsync) for them all.
 //! Memory is bounded: every byte is counted against `buffer_bytes` from
 //! arrival until its producer is answered; beyond it appends are refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
 use shale_controller_client::RequestCommit;
-use shale_controller_client::{ChunkCommit, CommitSegment, Controller, ControllerError, MetaError};
+use shale_controller_client::{
+    ChunkCommit, CommitSegment, Controller, ControllerError, MetaError, SegmentOutcomes,
+};
 use shale_core::segment::{ChunkEntry, Compression, SegmentWriter};
 use shale_core::{Clock, Offset, PartitionId, Record, TopicName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -165,6 +169,8 @@ struct Flight {
     requests: Vec<RequestCommit>,
     waiters: Vec<Waiter>,
     sealed: Instant,
+    /// One of `max_flushes_in_flight`, held until the flight is answered.
+    _slot: OwnedSemaphorePermit,
 }
 
 struct Written {
@@ -200,6 +206,7 @@ impl Batcher {
     pub fn start(config: &GatewayConfig, parts: BatcherParts) -> Self {
         let (tx, rx) = mpsc::channel(1024);
         let (flights_tx, flights_rx) = mpsc::channel(config.max_flushes_in_flight);
+        let slots = Arc::new(Semaphore::new(config.max_flushes_in_flight));
         let committer = Committer {
             controller: parts.controller,
             cache: parts.cache,
@@ -211,6 +218,7 @@ impl Batcher {
             store: parts.store,
             compression: config.compression,
             flights: flights_tx,
+            slots,
             hedger: Arc::new(Hedger::new(config.hedge_percentile)),
             metrics: parts.metrics.clone(),
         };
@@ -265,6 +273,8 @@ struct Flusher {
     store: Arc<dyn ObjectStore>,
     compression: Compression,
     flights: mpsc::Sender<Flight>,
+    /// Flights sealed and not yet answered.
+    slots: Arc<Semaphore>,
     hedger: Arc<Hedger>,
     metrics: Arc<GatewayMetrics>,
 }
@@ -272,6 +282,10 @@ struct Flusher {
 impl Flusher {
     /// Seals the batch and starts its PUT; waits only if too many are in flight.
     async fn flush(&self, batch: Batch) {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            answer_all(batch.waiters, &ProduceError::Stopped);
+            return;
+        };
         let keys: Vec<ChunkKey> = batch.chunks.iter().map(|(k, _)| k.clone()).collect();
         let write = tokio::spawn(write_segment(
             self.store.clone(),
@@ -280,8 +294,14 @@ impl Flusher {
             self.compression,
             batch.chunks,
         ));
-        let flight =
-            Flight { write, keys, requests: batch.requests, waiters: batch.waiters, sealed: Instant::now() };
+        let flight = Flight {
+            write,
+            keys,
+            requests: batch.requests,
+            waiters: batch.waiters,
+            sealed: Instant::now(),
+            _slot: slot,
+        };
         if let Err(mpsc::error::SendError(flight)) = self.flights.send(flight).await {
             flight.write.abort();
             answer_all(flight.waiters, &ProduceError::Stopped);
@@ -366,34 +386,89 @@ struct Committer {
 }
 
 impl Committer {
-    /// Commits flights one at a time, in the order they were flushed.
+    /// Commits flights in the order they were flushed: the oldest is waited
+    /// for, and every later one already written joins its commit.
     async fn run(self, mut flights: mpsc::Receiver<Flight>) {
-        while let Some(flight) = flights.recv().await {
-            let written = match flight.write.await {
-                Ok(Ok(written)) => written,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "segment write failed");
-                    answer_all(flight.waiters, &e);
-                    continue;
+        let mut queue: VecDeque<Flight> = VecDeque::new();
+        loop {
+            if queue.is_empty() {
+                match flights.recv().await {
+                    Some(flight) => queue.push_back(flight),
+                    None => return,
                 }
-                Err(e) => {
-                    answer_all(flight.waiters, &ProduceError::Encode(e.to_string()));
-                    continue;
+            }
+            let mut group = Vec::new();
+            loop {
+                while let Ok(flight) = flights.try_recv() {
+                    queue.push_back(flight);
                 }
-            };
-            self.commit(written, flight.keys, flight.requests, flight.waiters, flight.sealed).await;
+                let Some(mut flight) = queue.pop_front() else { break };
+                if !group.is_empty() && !flight.write.is_finished() {
+                    queue.push_front(flight);
+                    break;
+                }
+                match (&mut flight.write).await {
+                    Ok(Ok(written)) => group.push((flight, written)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "segment write failed");
+                        answer_all(flight.waiters, &e);
+                    }
+                    Err(e) => answer_all(flight.waiters, &ProduceError::Encode(e.to_string())),
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group).await;
+            }
         }
     }
 
-    async fn commit(
-        &self,
-        written: Written,
-        keys: Vec<ChunkKey>,
-        requests: Vec<RequestCommit>,
-        waiters: Vec<Waiter>,
-        sealed: Instant,
-    ) {
-        let chunks = keys
+    /// Commits written flights, in order, in one controller call.
+    async fn commit(&self, mut group: Vec<(Flight, Written)>) {
+        let commits = group.iter_mut().map(|(flight, written)| self.commit_of(flight, written)).collect();
+        // Cache before committing: a long-poll wakes the moment the commit is
+        // applied and must find the chunk here, not in the store. Entries of a
+        // failed commit are never looked up (no index entry names them) and age out.
+        for (_, written) in &mut group {
+            for (entry, records) in written.entries.iter().zip(std::mem::take(&mut written.records)) {
+                let id = ChunkId { object: written.object.clone(), position: entry.position };
+                self.cache.insert(id, Arc::new(Loaded::dense(records)));
+            }
+        }
+        let commit_started = Instant::now();
+        let outcomes = match self.controller.commit_segments(commits).await {
+            Ok(outcomes) if outcomes.len() == group.len() => outcomes,
+            Ok(_) => {
+                let e = ProduceError::Encode("the commit reply does not match the segments sent".into());
+                group.into_iter().for_each(|(flight, _)| answer_all(flight.waiters, &e));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(segments = group.len(), error = %e, "segment commit failed");
+                let e = ProduceError::Controller(e);
+                group.into_iter().for_each(|(flight, _)| answer_all(flight.waiters, &e));
+                return;
+            }
+        };
+        let committed = Instant::now();
+        self.metrics.segment_commits.inc();
+        for ((flight, written), outcomes) in group.into_iter().zip(outcomes) {
+            let times = FlightTimes {
+                sealed: flight.sealed,
+                encoded: written.encoded,
+                written: written.written,
+                commit_started,
+                committed,
+                hedged: written.hedged,
+            };
+            self.metrics.segments_flushed.inc();
+            self.metrics.flush_seconds.observe(flight.sealed.elapsed().as_secs_f64());
+            answer(flight.waiters, &flight.keys, &outcomes, times);
+        }
+    }
+
+    fn commit_of(&self, flight: &mut Flight, written: &Written) -> CommitSegment {
+        let chunks = flight
+            .keys
             .iter()
             .zip(&written.entries)
             .map(|(key, entry)| ChunkCommit {
@@ -407,59 +482,38 @@ impl Committer {
                 request: key.request,
             })
             .collect();
-        let commit = CommitSegment {
+        CommitSegment {
             object: written.object.clone(),
             committed_ms: self.clock.now_ms(),
             chunks,
-            requests,
-        };
-        // Cache before committing: a long-poll wakes the moment the commit is
-        // applied and must find the chunk here, not in the store. Entries of a
-        // failed commit are never looked up (no index entry names them) and age out.
-        for (entry, records) in written.entries.iter().zip(written.records) {
-            let id = ChunkId { object: written.object.clone(), position: entry.position };
-            self.cache.insert(id, Arc::new(Loaded::dense(records)));
+            requests: std::mem::take(&mut flight.requests),
         }
-        let commit_started = Instant::now();
-        let outcomes = match self.controller.commit_segment(commit).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                tracing::warn!(object = %written.object, error = %e, "segment commit failed");
-                answer_all(waiters, &ProduceError::Controller(e));
-                return;
-            }
-        };
-        let times = FlightTimes {
-            sealed,
-            encoded: written.encoded,
-            written: written.written,
-            commit_started,
-            committed: Instant::now(),
-            hedged: written.hedged,
-        };
-        self.metrics.segments_flushed.inc();
-        self.metrics.flush_seconds.observe(sealed.elapsed().as_secs_f64());
-        for waiter in waiters {
-            // a retried request: answer with the offsets of its first commit
-            let replay = waiter.slots.first().and_then(|&(chunk, _)| match outcomes.get(chunk) {
-                Some(Err(MetaError::Duplicate { offsets })) => Some(expand(offsets)),
-                _ => None,
-            });
-            if let Some(acked) = replay {
-                let _ = waiter.reply.send(Ok((acked, times)));
-                continue;
-            }
-            let answer = waiter
-                .slots
-                .iter()
-                .map(|&(chunk, index)| match outcomes.get(chunk) {
-                    Some(Ok(base)) => Ok((keys[chunk].partition, base + index as Offset)),
-                    Some(Err(e)) => Err(ProduceError::Refused(e.clone())),
-                    None => Err(ProduceError::Encode("commit reply is missing a chunk".into())),
-                })
-                .collect::<Result<Acked, ProduceError>>();
-            let _ = waiter.reply.send(answer.map(|acked| (acked, times)));
+    }
+}
+
+/// Answers a committed segment's requests with their offsets, or with why
+/// their chunks were refused.
+fn answer(waiters: Vec<Waiter>, keys: &[ChunkKey], outcomes: &SegmentOutcomes, times: FlightTimes) {
+    for waiter in waiters {
+        // a retried request: answer with the offsets of its first commit
+        let replay = waiter.slots.first().and_then(|&(chunk, _)| match outcomes.get(chunk) {
+            Some(Err(MetaError::Duplicate { offsets })) => Some(expand(offsets)),
+            _ => None,
+        });
+        if let Some(acked) = replay {
+            let _ = waiter.reply.send(Ok((acked, times)));
+            continue;
         }
+        let answer = waiter
+            .slots
+            .iter()
+            .map(|&(chunk, index)| match outcomes.get(chunk) {
+                Some(Ok(base)) => Ok((keys[chunk].partition, base + index as Offset)),
+                Some(Err(e)) => Err(ProduceError::Refused(e.clone())),
+                None => Err(ProduceError::Encode("commit reply is missing a chunk".into())),
+            })
+            .collect::<Result<Acked, ProduceError>>();
+        let _ = waiter.reply.send(answer.map(|acked| (acked, times)));
     }
 }
 
@@ -467,3 +521,6 @@ impl Committer {
 fn expand(runs: &[shale_controller_client::OffsetRun]) -> Acked {
     runs.iter().flat_map(|r| (0..u64::from(r.count)).map(move |i| (r.partition, r.base_offset + i))).collect()
 }
+
+#[cfg(test)]
+mod tests;

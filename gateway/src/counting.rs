@@ -12,8 +12,8 @@ use shale_controller_client::group::{
 };
 use shale_controller_client::watch::WatchAnswer;
 use shale_controller_client::{
-    CommitSegment, CompactorLease, Controller, ControllerError, GatewayLease, MetaError, PartitionRead,
-    ReplaceRange, TopicConfig, TopicInfo,
+    CommitSegment, CompactorLease, Controller, ControllerError, GatewayLease, PartitionRead, ReplaceRange,
+    SegmentOutcomes, TopicConfig, TopicInfo,
 };
 use shale_core::{Offset, PartitionId, TopicName};
 
@@ -99,12 +99,12 @@ impl Controller for Counting {
         self.inner.update_topic(name, config, partitions).await
     }
 
-    async fn commit_segment(
+    async fn commit_segments(
         &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        self.count("commit_segment");
-        self.inner.commit_segment(commit).await
+        commits: Vec<CommitSegment>,
+    ) -> Result<Vec<SegmentOutcomes>, ControllerError> {
+        self.count("commit_segments");
+        self.inner.commit_segments(commits).await
     }
 
     async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {

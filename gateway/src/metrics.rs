@@ -44,6 +44,7 @@ pub struct GatewayMetrics {
     pub bytes_out: Counter,
     pub buffer_bytes: Gauge,
     pub segments_flushed: Counter,
+    pub segment_commits: Counter,
     pub flush_seconds: Histogram,
     pub produce_stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram>,
     pub put_seconds: Histogram,
@@ -78,6 +79,7 @@ impl GatewayMetrics {
             bytes_out: Counter::default(),
             buffer_bytes: Gauge::default(),
             segments_flushed: Counter::default(),
+            segment_commits: Counter::default(),
             flush_seconds: latency(),
             produce_stage_seconds: Family::new_with_constructor(fine_latency),
             put_seconds: fine_latency(),
@@ -105,6 +107,11 @@ impl GatewayMetrics {
             m.buffer_bytes.clone(),
         );
         r.register("segments_flushed", "Segment objects written and committed", m.segments_flushed.clone());
+        r.register(
+            "segment_commits",
+            "Controller calls that committed segments (one Raft entry each, for one or more segments)",
+            m.segment_commits.clone(),
+        );
         r.register("flush_seconds", "From batch seal to commit applied", m.flush_seconds.clone());
         r.register(
             "produce_stage_seconds",

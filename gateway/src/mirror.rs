@@ -22,8 +22,8 @@ use shale_controller_client::group::{
 };
 use shale_controller_client::watch::{Change, PartitionMirror, TopicMirror, WatchAnswer};
 use shale_controller_client::{
-    ChunkRef, ChunkSpan, CommitSegment, CompactorLease, Controller, ControllerError, GatewayLease, MetaError,
-    PartitionInfo, PartitionRead, ReplaceRange, TopicConfig, TopicInfo,
+    ChunkRef, ChunkSpan, CommitSegment, CompactorLease, Controller, ControllerError, GatewayLease,
+    PartitionInfo, PartitionRead, ReplaceRange, SegmentOutcomes, TopicConfig, TopicInfo,
 };
 use shale_core::{Offset, PartitionId, TopicName};
 use tokio::sync::watch;
@@ -369,11 +369,11 @@ impl Controller for Mirror {
         self.topic_write(&name.clone(), self.inner.update_topic(name, config, partitions)).await
     }
 
-    async fn commit_segment(
+    async fn commit_segments(
         &self,
-        commit: CommitSegment,
-    ) -> Result<Vec<Result<Offset, MetaError>>, ControllerError> {
-        self.inner.commit_segment(commit).await
+        commits: Vec<CommitSegment>,
+    ) -> Result<Vec<SegmentOutcomes>, ControllerError> {
+        self.inner.commit_segments(commits).await
     }
 
     async fn heartbeat(&self, url: &str, lease_ms: u64) -> Result<GatewayLease, ControllerError> {

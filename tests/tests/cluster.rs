@@ -431,7 +431,7 @@ async fn gateways_read_their_metadata_from_a_mirror_and_still_read_every_write()
             );
         }
         ensure!(
-            delta(&after_a, &before_a, "commit_segment") >= 1,
+            delta(&after_a, &before_a, "commit_segments") >= 1,
             "the produces were committed through the counted client"
         );
         // once mirrored, fetching the same records costs no controller call

@@ -431,7 +431,7 @@ fn add_cost_figures(report: &mut Report, before: &Metrics, after: &Metrics) {
         report.add("controller calls per 1000 requests", calls / (produces + fetches) * 1000.0, "");
     }
     for call in [
-        "commit_segment",
+        "commit_segments",
         "describe_topic",
         "read_partition",
         "find_time",

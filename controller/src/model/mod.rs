@@ -97,6 +97,9 @@ impl Metadata {
                 }
             }
             Command::CommitSegment(commit) => CommandReply::Committed(self.commit(commit)),
+            Command::CommitSegments(commits) => {
+                CommandReply::CommittedSegments(commits.iter().map(|c| self.commit(c)).collect())
+            }
             Command::ApplyRetention { now_ms } => {
                 CommandReply::RetentionApplied(self.apply_retention(*now_ms))
             }

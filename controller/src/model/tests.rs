@@ -3,6 +3,7 @@ use shale_core::TopicName;
 
 use super::*;
 use crate::types::ChunkCommit;
+use shale_controller_client::SegmentOutcomes;
 
 fn name(s: &str) -> TopicName {
     TopicName::new(s).expect("valid name")
@@ -423,4 +424,41 @@ proptest! {
         prop_assert_eq!(rmp_serde::from_slice::<Metadata>(&packed).expect("decode"), a);
     }
 
+}
+
+fn segment(at: i64, chunks: Vec<ChunkCommit>, requests: Vec<crate::types::RequestCommit>) -> CommitSegment {
+    CommitSegment { object: format!("segments/00/{at}.seg"), committed_ms: at, chunks, requests }
+}
+
+#[test]
+fn a_group_commit_applies_like_its_segments_one_after_another() {
+    let segments = vec![
+        segment(1, vec![chunk("t", 1, 0, 3), chunk("t", 1, 1, 2)], vec![]),
+        segment(2, vec![chunk("t", 1, 0, 4), chunk("t", 9, 1, 1)], vec![]),
+        segment(3, vec![owned(chunk("t", 1, 1, 5))], vec![keyed("k", vec![(0, 5)])]),
+        // a retry of the request just before it, in the same entry
+        segment(4, vec![owned(chunk("t", 1, 1, 5))], vec![keyed("k", vec![(0, 5)])]),
+    ];
+    let mut one_by_one = Metadata::default();
+    create(&mut one_by_one, "t", 2);
+    let replies: Vec<SegmentOutcomes> = segments
+        .iter()
+        .map(|s| match one_by_one.apply(&Command::CommitSegment(s.clone())) {
+            CommandReply::Committed(r) => r,
+            other => panic!("commit reply {other:?}"),
+        })
+        .collect();
+    let mut grouped = Metadata::default();
+    create(&mut grouped, "t", 2);
+    let reply = grouped.apply(&Command::CommitSegments(segments));
+    assert_eq!(reply, CommandReply::CommittedSegments(replies.clone()));
+    assert_eq!(replies[0], vec![Ok(0), Ok(0)]);
+    assert!(matches!(replies[1][..], [Ok(3), Err(MetaError::TopicNotFound(_))]), "{:?}", replies[1]);
+    assert_eq!(replies[2], vec![Ok(2)]);
+    let original = vec![OffsetRun { partition: 1, base_offset: 2, count: 5 }];
+    assert_eq!(replies[3], vec![Err(MetaError::Duplicate { offsets: original })]);
+    for m in [&one_by_one, &grouped] {
+        assert_eq!(m.partition(&name("t"), 0).expect("p").high_watermark, 7);
+        assert_eq!(m.partition(&name("t"), 1).expect("p").high_watermark, 7);
+    }
 }

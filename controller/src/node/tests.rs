@@ -238,3 +238,17 @@ async fn the_idempotency_window_runs_on_the_leaders_clock_not_the_gateways() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_group_commit_gives_offsets_in_order_and_is_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = ControllerNode::start_single(NodeConfig::new(1, dir.path().to_owned())).await.expect("start");
+    let info = node.create_topic(topic(), 2, TopicConfig::default(), 1).await.expect("create");
+    let group = vec![commit(info.id, 0, 3), commit(info.id, 1, 2), commit(info.id, 0, 4)];
+    let outcomes = node.commit_segments(group).await.expect("group commit");
+    assert_eq!(outcomes, vec![vec![Ok(0)], vec![Ok(0)], vec![Ok(3)]]);
+    let read = node.read_partition(&topic(), 0, 0, 10, Duration::ZERO).await.expect("read");
+    assert_eq!(read.high_watermark, 7);
+    assert_eq!(read.chunks.iter().map(|c| c.base_offset).collect::<Vec<_>>(), vec![0, 3]);
+    node.shutdown().await;
+}

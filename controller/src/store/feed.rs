@@ -5,10 +5,11 @@
 
 use std::collections::VecDeque;
 
+use shale_controller_client::SegmentOutcomes;
 use shale_controller_client::watch::{Change, PartitionMirror, TopicMirror};
 
 use crate::model::{Metadata, PartitionState};
-use crate::types::{Command, CommandReply};
+use crate::types::{Command, CommandReply, CommitSegment};
 
 /// Changes kept; a gateway further behind gets the whole state again.
 const KEPT_CHANGES: usize = 50_000;
@@ -94,6 +95,22 @@ fn starts(m: &Metadata) -> Vec<(u64, usize)> {
     m.topics.values().flat_map(|t| &t.partitions).map(|p| (p.log_start_offset, p.index.len())).collect()
 }
 
+/// The chunks of `commit` that were given offsets, as feed changes.
+fn appended(m: &Metadata, commit: &CommitSegment, outcomes: &SegmentOutcomes, changes: &mut Vec<Change>) {
+    for (chunk, outcome) in commit.chunks.iter().zip(outcomes) {
+        let Ok(base) = outcome else { continue };
+        let Ok(p) = m.partition(&chunk.topic, chunk.partition) else { continue };
+        if let Some(c) = p.index.get(base) {
+            changes.push(Change::Appended {
+                topic: chunk.topic.clone(),
+                partition: chunk.partition,
+                base_offset: *base,
+                chunk: c.clone(),
+            });
+        }
+    }
+}
+
 /// Applies `command` and says what it changed for the feed.
 pub fn apply(m: &mut Metadata, command: &Command) -> (CommandReply, Vec<Change>) {
     let leaders_before = moves_leaders(command).then(|| leader_fingerprint(m));
@@ -102,17 +119,11 @@ pub fn apply(m: &mut Metadata, command: &Command) -> (CommandReply, Vec<Change>)
     let mut changes = Vec::new();
     match (command, &reply) {
         (Command::CommitSegment(commit), CommandReply::Committed(outcomes)) => {
-            for (chunk, outcome) in commit.chunks.iter().zip(outcomes) {
-                let Ok(base) = outcome else { continue };
-                let Ok(p) = m.partition(&chunk.topic, chunk.partition) else { continue };
-                if let Some(c) = p.index.get(base) {
-                    changes.push(Change::Appended {
-                        topic: chunk.topic.clone(),
-                        partition: chunk.partition,
-                        base_offset: *base,
-                        chunk: c.clone(),
-                    });
-                }
+            appended(m, commit, outcomes, &mut changes);
+        }
+        (Command::CommitSegments(commits), CommandReply::CommittedSegments(outcomes)) => {
+            for (commit, outcomes) in commits.iter().zip(outcomes) {
+                appended(m, commit, outcomes, &mut changes);
             }
         }
         (Command::ReplaceRange(r), CommandReply::Replaced) => {
