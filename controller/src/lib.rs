@@ -7,7 +7,7 @@
 //!
 //! - [`types`]: the Raft type config, commands and replies.
 //! - [`model`]: the pure, deterministic metadata state machine.
-//! - [`store`]: the durable log store (redb) and the state machine store.
+//! - [`store`]: the durable log store (write-ahead files) and the state machine store.
 //! - [`node`]: a running controller node and its [`Controller`] API.
 //!
 //! The [`Controller`] trait, its HTTP client and the wire types live in

@@ -146,10 +146,12 @@ impl ControllerNode {
     ) -> Result<Self, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", config.data_dir.display())))?;
-        let (log_path, state_dir) = (config.data_dir.join("raft-log.redb"), config.data_dir.join("state"));
+        let (log_dir, state_dir) = (config.data_dir.join("raft-log"), config.data_dir.join("state"));
+        // an earlier release kept the log in one redb file; it is imported once
+        let legacy_log = config.data_dir.join("raft-log.redb");
         // present from a restore until caught up, so a crash in between still abstains
         let restoring = config.data_dir.join(RESTORING_MARKER);
-        let empty = !log_path.exists() && !state_dir.join(SNAPSHOT_FILE).exists();
+        let empty = !log_dir.exists() && !legacy_log.exists() && !state_dir.join(SNAPSHOT_FILE).exists();
         if let Some(store) = config.store.as_ref().filter(|_| empty) {
             // start from the bucket's newest snapshot (openraft then purges
             // the empty log up to it), then catch up from the leader
@@ -165,7 +167,8 @@ impl ControllerNode {
                 }
             }
         }
-        let log = LogStore::open(&log_path)?;
+        let log = LogStore::open(&log_dir)?;
+        log.import_redb(&legacy_log)?;
         let sm = StateMachineStore::open(&state_dir)?;
         let shared = sm.shared();
         let timings = RaftTimings { append: log.append_seconds(), apply: shared.apply_seconds.clone() };

@@ -1,5 +1,5 @@
-//! Durable storage for one controller node: the Raft log in redb
-//! ([`LogStore`]) and the state machine with its snapshots ([`StateMachineStore`]),
+//! Durable storage for one controller node: the Raft log in write-ahead
+//! files ([`LogStore`]) and the state machine with its snapshots ([`StateMachineStore`]),
 //! and the feed of changes gateways mirror ([`feed`]).
 
 // openraft's traits fix the error type to its (large) `StorageError`.
@@ -9,6 +9,7 @@ pub mod bucket;
 pub mod feed;
 mod log_store;
 mod state_machine;
+mod wal;
 
 pub use log_store::LogStore;
 #[cfg(test)]

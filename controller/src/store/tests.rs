@@ -10,7 +10,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir()
             .map_err(|e| storage_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e))?;
-        let log = LogStore::open(&dir.path().join("raft-log.redb"))?;
+        let log = LogStore::open(&dir.path().join("raft-log"))?;
         let sm = StateMachineStore::open(&dir.path().join("state"))?;
         Ok((dir, log, sm))
     }
