@@ -35,6 +35,8 @@ use crate::types::{Command, CommandReply, LogId, NodeId, Raft, ReplaceRange, Typ
 
 /// How long a write may wait for its entry to be applied before its outcome
 /// is reported as unknown.
+/// Largest command proposed (encoded); the log's files hold 32 MiB each.
+const MAX_COMMAND_BYTES: usize = 8 << 20;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the leader looks for expired gateway leases and new snapshots.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
@@ -266,6 +268,13 @@ impl ControllerNode {
                 commits.iter_mut().for_each(|commit| commit.committed_ms = now_ms);
             }
             _ => {}
+        }
+        // the log refuses (as a storage failure, which stops the node) a
+        // record it cannot hold, so an oversized command is refused here
+        let size = serde_json::to_vec(&command).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_COMMAND_BYTES {
+            let limit = MAX_COMMAND_BYTES;
+            return Err(MetaError::Invalid(format!("a command of {size} bytes exceeds {limit}")).into());
         }
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
             Err(_) => Err(ControllerError::OutcomeUnknown("timed out waiting for the commit".into())),
