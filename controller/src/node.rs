@@ -33,10 +33,10 @@ use crate::status::{FollowerEvent, FollowerWatch, MemberStatus, Status};
 use crate::store::{LogStore, SNAPSHOT_FILE, SharedState, StateMachineStore, bucket};
 use crate::types::{Command, CommandReply, LogId, NodeId, Raft, ReplaceRange, TypeConfig};
 
+/// Largest command proposed (encoded); the log's files hold 16 MiB each.
+const MAX_COMMAND_BYTES: usize = 8 << 20;
 /// How long a write may wait for its entry to be applied before its outcome
 /// is reported as unknown.
-/// Largest command proposed (encoded); the log's files hold 32 MiB each.
-const MAX_COMMAND_BYTES: usize = 8 << 20;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the leader looks for expired gateway leases and new snapshots.
 const KEEPER_TICK: Duration = Duration::from_millis(100);

@@ -252,3 +252,16 @@ async fn a_group_commit_gives_offsets_in_order_and_is_read_back() {
     assert_eq!(read.chunks.iter().map(|c| c.base_offset).collect::<Vec<_>>(), vec![0, 3]);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_oversized_command_is_refused_and_the_node_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = ControllerNode::start_single(NodeConfig::new(1, dir.path().to_owned())).await.expect("start");
+    let info = node.create_topic(topic(), 1, TopicConfig::default(), 1).await.expect("create");
+    let huge = serde_json::json!({ "padding": "x".repeat(9 << 20) });
+    let refused = node.update_topic(topic(), Some(huge), None).await;
+    assert!(matches!(refused, Err(ControllerError::Meta(MetaError::Invalid(_)))), "{refused:?}");
+    let outcome = node.commit_segment(commit(info.id, 0, 2)).await.expect("a commit after the refusal");
+    assert_eq!(outcome, vec![Ok(0)]);
+    node.shutdown().await;
+}

@@ -335,7 +335,7 @@ mod tests {
         {
             let log = LogStore::open(&path).expect("open");
             log.write_now(Change::Vote(vote)).expect("vote");
-            // 1 MiB entries: about 32 to a file
+            // 1 MiB entries: 15 to a file
             for i in 1..=100 {
                 log.write_now(Change::Entries(vec![entry(i, 1 << 20)])).expect("append");
             }

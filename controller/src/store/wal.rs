@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 /// Size of every file; a record must fit in one.
-pub const FILE_BYTES: u64 = 32 << 20;
+pub const FILE_BYTES: u64 = 16 << 20;
 const BLOCK: usize = 4096;
 const HEADER: usize = 20;
 const MAGIC: u32 = 0x5348_574c; // "SHWL"
