@@ -348,11 +348,24 @@ async fn write_segment(
     let (segment, records) = tokio::task::spawn_blocking(move || {
         let bytes: usize = chunks.iter().flat_map(|(_, r)| r).map(|r| r.size() + 16).sum();
         let mut writer = SegmentWriter::with_capacity(compression, bytes);
-        for (key, records) in &chunks {
+        // laid out by partition, so that neighbouring partitions' chunks
+        // (the compactor archives several at once) are read with one GET
+        let mut order: Vec<usize> = (0..chunks.len()).collect();
+        order.sort_by_key(|&i| (chunks[i].0.topic.as_str(), chunks[i].0.partition));
+        for &i in &order {
+            let (key, records) = &chunks[i];
             writer.add_chunk(key.topic.as_str(), key.partition, records)?;
         }
+        let mut segment = writer.finish();
+        // the entries in the batch's order, as the commit pairs them with its keys
+        let mut entries: Vec<Option<ChunkEntry>> =
+            std::iter::repeat_with(|| None).take(order.len()).collect();
+        for (entry, &i) in std::mem::take(&mut segment.chunks).into_iter().zip(&order) {
+            entries[i] = Some(entry);
+        }
+        segment.chunks = entries.into_iter().flatten().collect();
         let records: Vec<Vec<Record>> = chunks.into_iter().map(|(_, r)| r).collect();
-        Ok((writer.finish(), records))
+        Ok((segment, records))
     })
     .await
     .map_err(|e| ProduceError::Encode(e.to_string()))?

@@ -170,3 +170,56 @@ async fn a_failed_put_in_a_group_refuses_only_its_producer() {
     assert_eq!(metrics.segments_flushed.get(), 3);
     assert_eq!(metrics.segment_commits.get(), 1);
 }
+
+#[tokio::test]
+async fn a_segment_lays_chunks_out_by_partition_whatever_order_records_came_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node =
+        ControllerNode::start_single(NodeConfig::new(1, dir.path().to_owned())).await.expect("controller");
+    let topic = TopicName::new("orders").expect("name");
+    let info = node.create_topic(topic.clone(), 4, TopicConfig::default(), 1).await.expect("topic");
+    let store = Arc::new(InMemory::new());
+    let config = GatewayConfig { flush_interval: Duration::ZERO, ..GatewayConfig::default() };
+    let parts = BatcherParts {
+        store: store.clone(),
+        controller: Arc::new(node.clone()),
+        cache: new_cache(1 << 20),
+        metrics: Arc::new(GatewayMetrics::new()),
+        clock: Arc::new(SystemClock),
+    };
+    let batcher = Batcher::start(&config, parts);
+    let arrival = [3u32, 1, 3, 0, 2, 1];
+    let records: Vec<PartitionedRecord> = arrival
+        .iter()
+        .enumerate()
+        .map(|(i, &partition)| PartitionedRecord {
+            partition,
+            record: Record { timestamp_ms: 1, key: None, value: Some(vec![i as u8].into()), headers: vec![] },
+        })
+        .collect();
+    let permit = batcher.reserve(1024).expect("room");
+    let acked = batcher.append(topic.clone(), info.id, records, None, permit).await.expect("acked");
+    assert_eq!(acked, vec![(3, 0), (1, 0), (3, 1), (0, 0), (2, 0), (1, 1)], "offsets as the records came");
+    let mut positions = Vec::new();
+    for partition in 0..4 {
+        let read = node.read_partition(&topic, partition, 0, 10, Duration::ZERO).await.expect("read");
+        let [span] = read.chunks.as_slice() else { panic!("one chunk per partition: {read:?}") };
+        let at = shale_core::segment::ChunkLocation {
+            object: &span.chunk.object,
+            position: span.chunk.position,
+            len: span.chunk.len,
+            record_count: span.chunk.record_count,
+        };
+        let values: Vec<u8> = shale_core::segment::read_chunk(store.as_ref(), at)
+            .await
+            .expect("chunk")
+            .iter()
+            .filter_map(|r| r.value.as_ref().map(|v| v[0]))
+            .collect();
+        let sent: Vec<u8> = (0..arrival.len() as u8).filter(|&i| arrival[i as usize] == partition).collect();
+        assert_eq!(values, sent, "partition {partition} reads back its own records");
+        positions.push(span.chunk.position);
+    }
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "chunks in partition order: {positions:?}");
+    node.shutdown().await;
+}
