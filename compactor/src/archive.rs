@@ -3,19 +3,17 @@
 //! Chunks are read a few at a time and encoded as they arrive, so memory is
 //! bounded by a batch, a row group and an upload part, not by the range.
 
-use std::sync::Arc;
-
 use arrow_array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::path::Path;
 use shale_controller_client::{ChunkFormat, ChunkRef, ChunkSpan, ReplaceRange};
 use shale_core::archive::{ArchiveWriter, BatchBuilder, archive_key, writer_properties};
-use shale_core::segment::{ChunkLocation, read_chunk};
+use shale_core::segment::ChunkLocation;
 
+use crate::reads::Registration;
 use crate::{CompactError, Compactor, PassReport, Work};
 
-/// Chunk GETs in flight while archiving.
+/// Chunk reads in flight while archiving a partition.
 const PARALLEL_GETS: usize = 8;
 /// Rows handed to the encoder at a time, by payload bytes.
 const BATCH_BYTES: usize = 4 << 20;
@@ -79,7 +77,8 @@ async fn fill(
     writer: &mut ArchiveWriter,
 ) -> Result<i64, CompactError> {
     let (batches, mut ready) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
-    let reader = tokio::spawn(read_batches(compactor.store.clone(), spans.to_vec(), batches));
+    let registration = compactor.reads.register(spans);
+    let reader = tokio::spawn(read_batches(registration, spans.to_vec(), batches));
     let reader = tokio_util::task::AbortOnDropHandle::new(reader);
     while let Some(batch) = ready.recv().await {
         writer.write(batch).await?;
@@ -87,17 +86,17 @@ async fn fill(
     reader.await.map_err(|e| CompactError::Invalid(format!("the chunk reader failed: {e}")))?
 }
 
-/// Reads the chunks, eight GETs in flight, into batches of about
-/// [`BATCH_BYTES`]; answers the newest timestamp. Stops when the writer
-/// hangs up.
+/// Reads the chunks, eight reads in flight (shared with the partitions
+/// archived meanwhile), into batches of about [`BATCH_BYTES`]; answers the
+/// newest timestamp. Stops when the writer hangs up.
 async fn read_batches(
-    store: Arc<dyn ObjectStore>,
+    registration: Registration,
     spans: Vec<ChunkSpan>,
     batches: tokio::sync::mpsc::Sender<RecordBatch>,
 ) -> Result<i64, CompactError> {
     let mut chunks = futures::stream::iter(spans)
         .map(|span| {
-            let store = store.clone();
+            let registration = &registration;
             async move {
                 let at = ChunkLocation {
                     object: &span.chunk.object,
@@ -105,7 +104,7 @@ async fn read_batches(
                     len: span.chunk.len,
                     record_count: span.chunk.record_count,
                 };
-                read_chunk(store.as_ref(), at).await.map(|records| (span.base_offset, records))
+                registration.read(at).await.map(|records| (span.base_offset, records))
             }
         })
         .buffered(PARALLEL_GETS)

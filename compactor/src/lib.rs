@@ -32,6 +32,7 @@ mod fixtures;
 pub mod gc;
 mod merge;
 mod metrics;
+mod reads;
 mod scan;
 pub use metrics::CompactorMetrics;
 
@@ -152,6 +153,8 @@ pub struct Compactor {
     controller: Arc<dyn Controller>,
     store: Arc<dyn ObjectStore>,
     clock: Arc<dyn Clock>,
+    /// Chunk reads shared by the partitions archived at once.
+    reads: Arc<reads::SharedReads>,
     /// Partitions (topic id, partition, epoch) whose archive folder was
     /// found to hold only referenced files under this lease epoch.
     clean: Mutex<BTreeSet<(u64, u32, u64)>>,
@@ -172,6 +175,7 @@ impl Compactor {
         Self {
             config,
             controller,
+            reads: reads::SharedReads::new(store.clone()),
             store,
             clock,
             clean: Mutex::default(),

@@ -472,7 +472,7 @@ pub fn decode_segment(object: &Bytes) -> Result<Vec<(ChunkEntry, Vec<Record>)>, 
 }
 
 mod fetch;
-pub use fetch::{ChunkLocation, ChunkReadError, read_chunk};
+pub use fetch::{ChunkLocation, ChunkReadError, decode_read_chunk, read_chunk, storage_error};
 
 #[cfg(test)]
 mod tests;

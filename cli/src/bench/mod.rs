@@ -645,6 +645,12 @@ async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
         "",
     );
     report.add("compactor peak RSS", archived.get("shale_process_peak_resident_bytes") / mib, "MiB");
+    // the process holds an idle gateway and the controller too: an upper bound
+    report.add(
+        "compactor CPU seconds per GiB archived",
+        delta("shale_process_cpu_seconds") / (read / gib),
+        "s",
+    );
     let segments_mib_s = from_segments.bytes.load(Ordering::Relaxed) as f64 / mib / segment_secs;
     let archive_mib_s = from_archive.bytes.load(Ordering::Relaxed) as f64 / mib / archive_read_secs;
     report.add("catchup from segments", segments_mib_s, "MiB/s");

@@ -177,8 +177,17 @@ const UPLOAD_PART: usize = 16 << 20;
 struct Encoded(Arc<Mutex<Vec<u8>>>);
 
 impl Encoded {
+    /// What was encoded so far; the next bytes go to a buffer sized for a
+    /// row group, so it is not grown (and copied) by doubling.
     fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut encoded = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if encoded.is_empty() {
+            return Vec::new();
+        }
+        std::mem::replace(
+            &mut *encoded,
+            Vec::with_capacity(super::ROW_GROUP_BYTES + (super::ROW_GROUP_BYTES >> 2)),
+        )
     }
 }
 
@@ -243,7 +252,8 @@ impl ArchiveWriter {
             return Ok(());
         }
         self.len += bytes.len() as u64;
-        self.upload.write_all(&bytes).await.map_err(|e| ArchiveError::Upload(e.to_string()))
+        // handed over, not copied into the upload's own buffer
+        self.upload.put(Bytes::from(bytes)).await.map_err(|e| ArchiveError::Upload(e.to_string()))
     }
 
     /// Writes the footer and completes the upload; answers the file's size.
