@@ -5,9 +5,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, bail};
+use axum::http::header::CONTENT_TYPE;
 use clap::Args;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use shale_compactor::Compactor;
 use shale_controller::api::controller_router;
 use shale_controller::{ControllerNode, NodeConfig, PeerAccess};
@@ -17,6 +21,7 @@ use shale_core::store::StoreMetrics;
 use shale_core::{Clock, SystemClock};
 use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::counting::Counting;
+use shale_gateway::metrics::{cpu_seconds, read_rss};
 use shale_gateway::mirror::Mirror;
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
@@ -193,6 +198,10 @@ pub struct CompactorCmdArgs {
     /// Run one pass, print its report as JSON, hand the leases back and exit.
     #[arg(long)]
     once: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics: the compactor's
+    /// counters, its store requests, and the process's memory and CPU.
+    #[arg(long, env = "SHALE_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -206,7 +215,9 @@ pub async fn compactor(args: CompactorCmdArgs) -> anyhow::Result<()> {
     let Some(url) = args.store.store.clone() else {
         bail!("--store is required: the compactor reads segments and writes the archive there");
     };
-    let store = args.store.open(&url, StoreMetrics::default())?;
+    let mut registry = Registry::default();
+    let store_metrics = StoreMetrics::register(&mut registry);
+    let store = args.store.open(&url, store_metrics)?;
     let options = ClientOptions { secret: args.cluster.secret()?, ca_cert_pem: args.cluster.ca_cert_pem()? };
     let controller = Arc::new(RemoteController::new(args.controllers.clone(), &options)?);
     tracing::info!(id = %config.id, controllers = ?args.controllers, "compactor started");
@@ -217,8 +228,79 @@ pub async fn compactor(args: CompactorCmdArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report?)?);
         return Ok(());
     }
-    println!("shale compactor {} running against {}", compactor.config().id, args.controllers.join(","));
+    let id = compactor.config().id.clone();
+    match &args.metrics_listen {
+        Some(addr) => {
+            compactor.metrics().register(&mut registry);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener to {addr}"))?;
+            let url = format!("http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(serve_metrics(listener, ProcessMetrics::new(registry)));
+            println!("shale compactor {id} serving {url} against {}", args.controllers.join(","));
+        }
+        None => println!("shale compactor {id} running against {}", args.controllers.join(",")),
+    }
     std::io::stdout().flush()?;
     compactor.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// A registry with the process's memory and CPU gauges beside what was
+/// registered in it, read afresh at every scrape.
+struct ProcessMetrics {
+    registry: Registry,
+    resident: Gauge,
+    peak_resident: Gauge,
+    cpu_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl ProcessMetrics {
+    fn new(mut registry: Registry) -> Self {
+        let (resident, peak_resident, cpu_seconds) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let r = registry.sub_registry_with_prefix("shale");
+        r.register("process_resident_bytes", "Resident memory of this process", resident.clone());
+        r.register(
+            "process_peak_resident_bytes",
+            "Peak resident memory of this process",
+            peak_resident.clone(),
+        );
+        r.register("process_cpu_seconds", "User and system CPU seconds of this process", cpu_seconds.clone());
+        Self { registry, resident, peak_resident, cpu_seconds }
+    }
+
+    fn render(&self) -> String {
+        if let Some((rss, peak)) = read_rss() {
+            self.resident.set(rss);
+            self.peak_resident.set(peak);
+        }
+        if let Some(cpu) = cpu_seconds() {
+            self.cpu_seconds.set(cpu);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+/// `GET /metrics` for a process that serves nothing else.
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: ProcessMetrics) {
+    let metrics = Arc::new(metrics);
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics listener failed");
+    }
 }

@@ -122,11 +122,17 @@ impl State {
 pub(crate) struct SharedReads {
     store: Arc<dyn ObjectStore>,
     state: Mutex<State>,
+    /// Bytes of fetches kept at most ([`MAX_HELD`]).
+    max_held: u64,
 }
 
 impl SharedReads {
     pub fn new(store: Arc<dyn ObjectStore>) -> Arc<Self> {
-        Arc::new(Self { store, state: Mutex::default() })
+        Self::with_max_held(store, MAX_HELD)
+    }
+
+    fn with_max_held(store: Arc<dyn ObjectStore>, max_held: u64) -> Arc<Self> {
+        Arc::new(Self { store, state: Mutex::default(), max_held })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -155,7 +161,7 @@ impl SharedReads {
         let (start, fetched) = {
             let mut guard = self.state();
             let state = &mut *guard;
-            let room = MAX_HELD.saturating_sub(state.held).min(MAX_FETCH);
+            let room = self.max_held.saturating_sub(state.held).min(MAX_FETCH);
             let entry = state.objects.entry(object.to_owned()).or_default();
             match entry.covering(&range) {
                 Some(f) => (f.range.start, f.bytes.clone()),

@@ -188,7 +188,7 @@ impl Default for GatewayMetrics {
 }
 
 /// Current and peak resident set size in bytes, from `/proc/self/status` (Linux).
-fn read_rss() -> Option<(i64, i64)> {
+pub fn read_rss() -> Option<(i64, i64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |name: &str| -> Option<i64> {
         let line = status.lines().find(|l| l.starts_with(name))?;

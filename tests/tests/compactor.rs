@@ -131,8 +131,14 @@ async fn a_gateway_killed_between_put_and_commit_leaves_an_orphan_that_gc_delete
             controllers[*i].restart().await?;
         }
         let urls: Vec<String> = controllers.iter().map(|p| p.url.clone()).collect();
-        let _compactor =
-            start_compactor(&urls.join(","), flags.clone(), dir.path(), "compactor", &[]).await?;
+        let compactor = start_compactor(
+            &urls.join(","),
+            flags.clone(),
+            dir.path(),
+            "compactor",
+            &["--metrics-listen=127.0.0.1:0"],
+        )
+        .await?;
         let kept = committed.clone();
         wait_for("the orphan's collection", || {
             let (store, kept) = (store.clone(), kept.clone());
@@ -140,6 +146,14 @@ async fn a_gateway_killed_between_put_and_commit_leaves_an_orphan_that_gc_delete
         })
         .await
         .with_context(|| backend.name())?;
+        // the standalone compactor counts what it did on its own /metrics
+        let metrics = reqwest::get(&compactor.url).await?.text().await?;
+        let value = |name: &str| {
+            metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        ensure!(value("shale_compactor_deleted_objects_total ") >= 1.0, "{metrics}");
+        ensure!(value("shale_store_requests_total{op=\"Delete\"} ") >= 1.0, "{metrics}");
+        ensure!(value("shale_process_peak_resident_bytes ") > 0.0, "{metrics}");
         gateways[0].restart().await?;
         let c = Client::new(&gateways[0].url);
         c.wait_ready().await?;

@@ -151,3 +151,23 @@ async fn a_corrupt_chunk_in_a_shared_get_fails_only_its_reader() {
     let corrupt = b.read(at(&spans[1][0])).await;
     assert!(matches!(corrupt, Err(ChunkReadError::Corrupt { .. })), "{corrupt:?}");
 }
+
+#[tokio::test]
+async fn a_partition_that_never_reads_holds_no_more_than_the_cap() {
+    let (store, metrics) = metered();
+    let spans = segments(store.as_ref(), 12).await;
+    let segment_bytes = u64::from(spans.iter().map(|s| s[0].chunk.len).sum::<u32>());
+    // room for about three segments' worth of shared fetches
+    let reads = SharedReads::with_max_held(store.clone(), 3 * segment_bytes);
+    let (reader, idle) = (reads.register(&spans[0]), reads.register(&spans[1]));
+    let before = metrics.requests(Op::Get);
+    for span in &spans[0] {
+        assert_eq!(reader.read(at(span)).await.expect("read").len(), 20);
+        let held = reads.state().held;
+        assert!(held <= 3 * segment_bytes, "{held} bytes held, over the cap");
+    }
+    assert_eq!(metrics.requests(Op::Get) - before, 12, "past the cap each read still GETs once");
+    drop(idle);
+    drop(reader);
+    assert!(is_idle(&reads));
+}
