@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, bail};
 use axum::http::header::CONTENT_TYPE;
 use clap::Args;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use shale_compactor::Compactor;
 use shale_controller::api::controller_router;
@@ -21,7 +19,7 @@ use shale_core::store::StoreMetrics;
 use shale_core::{Clock, SystemClock};
 use shale_gateway::auth::{AuthMode, bootstrap_admin, log_bootstrap};
 use shale_gateway::counting::Counting;
-use shale_gateway::metrics::{cpu_seconds, read_rss};
+use shale_gateway::metrics::ProcessGauges;
 use shale_gateway::mirror::Mirror;
 use shale_gateway::registry::register;
 use shale_gateway::{AppState, GatewayMetrics, router, serve};
@@ -250,33 +248,18 @@ pub async fn compactor(args: CompactorCmdArgs) -> anyhow::Result<()> {
 /// registered in it, read afresh at every scrape.
 struct ProcessMetrics {
     registry: Registry,
-    resident: Gauge,
-    peak_resident: Gauge,
-    cpu_seconds: Gauge<f64, AtomicU64>,
+    process: ProcessGauges,
 }
 
 impl ProcessMetrics {
     fn new(mut registry: Registry) -> Self {
-        let (resident, peak_resident, cpu_seconds) = (Gauge::default(), Gauge::default(), Gauge::default());
-        let r = registry.sub_registry_with_prefix("shale");
-        r.register("process_resident_bytes", "Resident memory of this process", resident.clone());
-        r.register(
-            "process_peak_resident_bytes",
-            "Peak resident memory of this process",
-            peak_resident.clone(),
-        );
-        r.register("process_cpu_seconds", "User and system CPU seconds of this process", cpu_seconds.clone());
-        Self { registry, resident, peak_resident, cpu_seconds }
+        let process = ProcessGauges::default();
+        process.register(registry.sub_registry_with_prefix("shale"));
+        Self { registry, process }
     }
 
     fn render(&self) -> String {
-        if let Some((rss, peak)) = read_rss() {
-            self.resident.set(rss);
-            self.peak_resident.set(peak);
-        }
-        if let Some(cpu) = cpu_seconds() {
-            self.cpu_seconds.set(cpu);
-        }
+        self.process.refresh();
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "encoding metrics");

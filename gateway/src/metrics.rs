@@ -52,9 +52,7 @@ pub struct GatewayMetrics {
     pub hedge_wins: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
-    pub resident_bytes: Gauge,
-    pub peak_resident_bytes: Gauge,
-    pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub process: ProcessGauges,
     pub open_streams: Gauge,
     pub controller_calls: Family<CallLabels, Counter>,
     pub store: StoreMetrics,
@@ -87,9 +85,7 @@ impl GatewayMetrics {
             hedge_wins: Counter::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
-            resident_bytes: Gauge::default(),
-            peak_resident_bytes: Gauge::default(),
-            cpu_seconds: Gauge::default(),
+            process: ProcessGauges::default(),
             open_streams: Gauge::default(),
             controller_calls: Family::default(),
             store,
@@ -131,17 +127,7 @@ impl GatewayMetrics {
         r.register("hedge_wins", "Hedged PUTs where the second PUT finished first", m.hedge_wins.clone());
         r.register("cache_hits", "Chunk reads served from the cache", m.cache_hits.clone());
         r.register("cache_misses", "Chunk reads that needed a GET", m.cache_misses.clone());
-        r.register("process_resident_bytes", "Resident memory of this process", m.resident_bytes.clone());
-        r.register(
-            "process_peak_resident_bytes",
-            "Peak resident memory of this process",
-            m.peak_resident_bytes.clone(),
-        );
-        r.register(
-            "process_cpu_seconds",
-            "CPU time (user and system) of this process",
-            m.cpu_seconds.clone(),
-        );
+        m.process.register(r);
         r.register("open_streams", "Server-sent event streams open", m.open_streams.clone());
         r.register(
             "controller_calls",
@@ -165,13 +151,7 @@ impl GatewayMetrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        if let Some((rss, peak)) = read_rss() {
-            self.resident_bytes.set(rss);
-            self.peak_resident_bytes.set(peak);
-        }
-        if let Some(cpu) = cpu_seconds() {
-            self.cpu_seconds.set(cpu);
-        }
+        self.process.refresh();
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -187,8 +167,49 @@ impl Default for GatewayMetrics {
     }
 }
 
+/// The process's memory and CPU, read afresh at every scrape
+/// (`shale_process_{resident_bytes, peak_resident_bytes, cpu_seconds}`).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessGauges {
+    resident_bytes: Gauge,
+    peak_resident_bytes: Gauge,
+    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ProcessGauges {
+    /// Registers the gauges in `registry` (the `shale` prefix already applied).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "process_resident_bytes",
+            "Resident memory of this process",
+            self.resident_bytes.clone(),
+        );
+        registry.register(
+            "process_peak_resident_bytes",
+            "Peak resident memory of this process",
+            self.peak_resident_bytes.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "CPU time (user and system) of this process",
+            self.cpu_seconds.clone(),
+        );
+    }
+
+    /// Reads the process's figures now.
+    pub fn refresh(&self) {
+        if let Some((rss, peak)) = read_rss() {
+            self.resident_bytes.set(rss);
+            self.peak_resident_bytes.set(peak);
+        }
+        if let Some(cpu) = cpu_seconds() {
+            self.cpu_seconds.set(cpu);
+        }
+    }
+}
+
 /// Current and peak resident set size in bytes, from `/proc/self/status` (Linux).
-pub fn read_rss() -> Option<(i64, i64)> {
+fn read_rss() -> Option<(i64, i64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |name: &str| -> Option<i64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
