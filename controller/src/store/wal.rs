@@ -107,7 +107,7 @@ fn records(seq: u64, bytes: &[u8]) -> Vec<Vec<u8>> {
             break;
         }
         out.push(payload.to_vec());
-        at += (HEADER + len).div_ceil(BLOCK) * BLOCK;
+        at += Wal::blocks(len);
     }
     out
 }
@@ -135,8 +135,7 @@ impl Wal {
         }
         let (seq, file, at) = match replayed.last() {
             Some(last) => {
-                let at =
-                    last.records.iter().map(|r| (HEADER + r.len()).div_ceil(BLOCK) * BLOCK).sum::<usize>();
+                let at = last.records.iter().map(|r| Self::blocks(r.len())).sum::<usize>();
                 (last.seq, open_synced(&file_path(dir, last.seq))?, at as u64)
             }
             None => (1, prepare(dir, 1)?, 0),
@@ -161,6 +160,7 @@ impl Wal {
         self.at + Self::blocks(len) as u64 <= FILE_BYTES
     }
 
+    /// Bytes a record of `len` payload bytes takes on disk: whole blocks.
     fn blocks(len: usize) -> usize {
         (HEADER + len).div_ceil(BLOCK) * BLOCK
     }
