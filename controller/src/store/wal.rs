@@ -39,6 +39,7 @@ pub struct Wal {
     at: u64,
     jobs: mpsc::Sender<Job>,
     prepared: mpsc::Receiver<io::Result<(u64, File)>>,
+    helper: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What was read back from one file.
@@ -143,11 +144,12 @@ impl Wal {
         let (jobs, job_rx) = mpsc::channel();
         let (prepared_tx, prepared) = mpsc::sync_channel(1);
         let helper_dir = dir.to_owned();
-        std::thread::Builder::new()
+        let helper = std::thread::Builder::new()
             .name("raft-log-files".into())
             .spawn(move || helper(helper_dir, job_rx, prepared_tx))?;
         let _ = jobs.send(Job::Prepare(seq + 1));
-        Ok((Self { dir: dir.to_owned(), file, seq, at, jobs, prepared }, replayed))
+        let helper = Some(helper);
+        Ok((Self { dir: dir.to_owned(), file, seq, at, jobs, prepared, helper }, replayed))
     }
 
     /// The file appends go to.
@@ -203,6 +205,21 @@ impl Wal {
     /// Removes file `seq`, in the background; it must hold nothing needed.
     pub fn remove(&self, seq: u64) {
         let _ = self.jobs.send(Job::Remove(seq));
+    }
+}
+
+/// Waits for the helper to finish the file it is making, so that a log
+/// opened again on the same directory never races it for that file.
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // closing both channels ends the helper's loop after its current job
+        drop(std::mem::replace(&mut self.jobs, mpsc::channel().0));
+        drop(std::mem::replace(&mut self.prepared, mpsc::sync_channel(1).1));
+        if let Some(helper) = self.helper.take()
+            && helper.join().is_err()
+        {
+            tracing::warn!(dir = %self.dir.display(), "the Raft log's file helper panicked");
+        }
     }
 }
 
