@@ -212,7 +212,7 @@ impl Wal {
 /// opened again on the same directory never races it for that file.
 impl Drop for Wal {
     fn drop(&mut self) {
-        // closing both channels ends the helper's loop after its current job
+        // with both channels closed the helper stops once the queued jobs are done
         drop(std::mem::replace(&mut self.jobs, mpsc::channel().0));
         drop(std::mem::replace(&mut self.prepared, mpsc::sync_channel(1).1));
         if let Some(helper) = self.helper.take()
