@@ -36,29 +36,41 @@ async fn fault_counts(clients: &[Client]) -> anyhow::Result<BTreeMap<String, u64
     Ok(counts)
 }
 
-/// Three keyed producers for `run_for`; returns the history and the retries.
+/// Rounds of producing before the test gives up on a fault reaching a client.
+const MAX_ROUNDS: usize = 5;
+
+/// Three keyed producers for `run_for`, again (under new names, so new keys)
+/// until some request has failed through to its client and been retried, at
+/// most [`MAX_ROUNDS`] times: on a slow machine a round may make too few
+/// PUTs for two failed tries in a row. Returns the history and the retries.
 async fn produce(clients: &[Client], run_for: Duration) -> anyhow::Result<(Arc<History>, usize)> {
     let history = Arc::new(History::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let producers: Vec<_> = (0..3)
-        .map(|i| {
-            let producer = LeaderProducer {
-                gateways: clients.to_vec(),
-                topic: "orders".into(),
-                partitions: PARTITIONS,
-                first_partition: i,
-                name: format!("p{i}"),
-                history: history.clone(),
-                stop: stop.clone(),
-            };
-            tokio::spawn(producer.run())
-        })
-        .collect();
-    tokio::time::sleep(run_for).await;
-    stop.store(true, Ordering::Relaxed);
     let mut retries = 0;
-    for p in producers {
-        retries += p.await??.retries;
+    for round in 0..MAX_ROUNDS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = (0..3)
+            .map(|i| {
+                let producer = LeaderProducer {
+                    gateways: clients.to_vec(),
+                    topic: "orders".into(),
+                    partitions: PARTITIONS,
+                    first_partition: i,
+                    name: format!("p{i}r{round}"),
+                    history: history.clone(),
+                    stop: stop.clone(),
+                };
+                tokio::spawn(producer.run())
+            })
+            .collect();
+        tokio::time::sleep(run_for).await;
+        stop.store(true, Ordering::Relaxed);
+        for p in producers {
+            retries += p.await??.retries;
+        }
+        if retries > 0 {
+            break;
+        }
+        eprintln!("round {round}: no request failed through to its client yet; producing again");
     }
     Ok((history, retries))
 }
@@ -71,7 +83,10 @@ async fn check(name: &str, clients: &[Client], history: &History, retries: usize
     for kind in ["Error", "Cut", "LostAck"] {
         ensure!(counts.get(kind).copied().unwrap_or(0) > 0, "{name}: no {kind} fault injected: {counts:?}");
     }
-    ensure!(retries > 0, "{name}: some requests failed through to the client and were retried");
+    ensure!(
+        retries > 0,
+        "{name}: no request failed through to its client (to be retried) in {MAX_ROUNDS} rounds"
+    );
     eprintln!("{name}: faults {counts:?}, {retries} client retries, {report:?}");
     Ok(())
 }
