@@ -357,13 +357,10 @@ async fn write_segment(
             writer.add_chunk(key.topic.as_str(), key.partition, records)?;
         }
         let mut segment = writer.finish();
-        // the entries in the batch's order, as the commit pairs them with its keys
-        let mut entries: Vec<Option<ChunkEntry>> =
-            std::iter::repeat_with(|| None).take(order.len()).collect();
-        for (entry, &i) in std::mem::take(&mut segment.chunks).into_iter().zip(&order) {
-            entries[i] = Some(entry);
-        }
-        segment.chunks = entries.into_iter().flatten().collect();
+        // the entries back in the batch's order, as the commit pairs them with its keys
+        let mut entries: Vec<(usize, ChunkEntry)> = order.into_iter().zip(segment.chunks).collect();
+        entries.sort_unstable_by_key(|(i, _)| *i);
+        segment.chunks = entries.into_iter().map(|(_, entry)| entry).collect();
         let records: Vec<Vec<Record>> = chunks.into_iter().map(|(_, r)| r).collect();
         Ok((segment, records))
     })
