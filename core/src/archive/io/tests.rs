@@ -114,7 +114,7 @@ impl ObjectStore for SlowParts {
 }
 
 #[tokio::test]
-async fn a_large_file_uploads_one_part_at_a_time_and_reads_back_whole() {
+async fn a_large_file_uploads_two_parts_at_most_at_once_and_reads_back_whole() {
     let parts = Arc::new(Parts::default());
     let store = Arc::new(SlowParts { inner: InMemory::new(), parts: parts.clone() });
     let topic = TopicName::new("orders".to_owned()).expect("valid name");
