@@ -268,9 +268,9 @@ impl ArchiveWriter {
             return Ok(());
         }
         self.len += bytes.len() as u64;
-        // handed over, not copied into the upload's own buffer, a part at
-        // most at a time: each put waits for the part in flight, so a row
-        // group larger than a part does not start several at once
+        // handed over, not copied into the upload's own buffer, at most a
+        // part per put: each put waits while PARTS_IN_FLIGHT parts upload,
+        // so a row group larger than a part cannot start more at once
         let mut bytes = Bytes::from(bytes);
         while !bytes.is_empty() {
             let part = bytes.split_to(bytes.len().min(self.part_bytes));
