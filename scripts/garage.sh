@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a single-node Garage (S3-compatible) on 127.0.0.1 for the tests.
+# Runs a single-node Garage (S3-compatible) on 127.0.0.1 for the tests and
+# benchmarks, syncing what it acknowledges.
 #
 #   scripts/garage.sh start DIR   install Garage if missing, start it on free
 #                                 ports, create a bucket and key, and write
@@ -29,10 +30,19 @@ start() {
   mkdir -p "$dir/meta" "$dir/data"
   local s3_port rpc_port admin_port
   s3_port=$(free_port); rpc_port=$(free_port); admin_port=$(free_port)
+  # One node and no replicas: it is durable only if it syncs what it
+  # acknowledges, as S3 is; Garage's default does not. Unsynced, its data
+  # also reaches the disk in writeback bursts that stall the Raft log's
+  # flushes on the same disk (docs/BENCHMARKS.md). SHALE_GARAGE_FSYNC=0
+  # turns syncing off, to compare.
+  local fsync=true
+  if [ "${SHALE_GARAGE_FSYNC:-1}" = 0 ]; then fsync=false; fi
   cat > "$dir/garage.toml" <<TOML
 metadata_dir = "$dir/meta"
 data_dir = "$dir/data"
 db_engine = "sqlite"
+data_fsync = $fsync
+metadata_fsync = $fsync
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$rpc_port"
 rpc_public_addr = "127.0.0.1:$rpc_port"
