@@ -30,8 +30,8 @@ start() {
   mkdir -p "$dir/meta" "$dir/data"
   local s3_port rpc_port admin_port
   s3_port=$(free_port); rpc_port=$(free_port); admin_port=$(free_port)
-  # One node and no replicas: it is durable only if it syncs what it
-  # acknowledges, as S3 is; Garage's default does not. Unsynced, its data
+  # One node and no replicas: its answer to a PUT means durable, as S3's
+  # does, only if it syncs first; Garage's default does not. Unsynced, its data
   # also reaches the disk in writeback bursts that stall the Raft log's
   # flushes on the same disk (docs/BENCHMARKS.md). SHALE_GARAGE_FSYNC=0
   # turns syncing off, to compare.
