@@ -69,25 +69,39 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Pins glibc's mmap threshold at its default (128 KiB). Left dynamic, glibc
-/// raises it whenever a large mmapped buffer (a 4 MiB segment) is freed, after
-/// which request bodies are carved from heap arenas that fragment and never
-/// shrink: under overload the gateway's peak RSS grew to several times its
-/// buffer limit (measured in docs/BENCHMARKS.md).
+/// glibc's mmap threshold for a command, pinned so that glibc never moves it.
+///
+/// Processes that hold producers' bodies keep glibc's default, 128 KiB. Left
+/// dynamic, glibc raises it whenever a large mmapped buffer (a 4 MiB segment)
+/// is freed, after which request bodies are carved from heap arenas that
+/// fragment and never shrink: under overload the gateway's peak RSS grew to
+/// several times its buffer limit (measured in docs/BENCHMARKS.md).
+///
+/// A compactor on its own holds no bodies. Its large buffers (chunk GETs,
+/// decompressed chunks, column chunks, upload parts) are then reused heap
+/// memory instead of fresh mappings that fault, zero and unmap, which took
+/// half its CPU (docs/BENCHMARKS.md, eighth session).
+fn mmap_threshold(command: &Command) -> usize {
+    match command {
+        Command::Compactor(_) => 8 << 20,
+        _ => 128 << 10,
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn pin_mmap_threshold() {
-    const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+fn pin_mmap_threshold(bytes: usize) {
+    let Ok(threshold) = libc::c_int::try_from(bytes) else { return };
     // SAFETY: mallopt only changes allocator tuning; it is called once, before
     // any other thread exists, with a valid parameter and value.
     #[allow(unsafe_code)]
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, threshold) };
     if ok != 1 {
         eprintln!("warning: mallopt(M_MMAP_THRESHOLD) failed; memory use may exceed the buffer limit");
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn pin_mmap_threshold() {}
+fn pin_mmap_threshold(_bytes: usize) {}
 
 /// Raises the open-file limit to the hard limit: every connection is a file,
 /// and the usual soft limit (1024) is below the connection cap.
@@ -98,9 +112,10 @@ fn raise_file_limit() {
 }
 
 fn main() -> anyhow::Result<()> {
-    pin_mmap_threshold();
-    raise_file_limit();
+    // parsing starts no thread, so the threshold is still set before any exists
     let cli = Cli::parse();
+    pin_mmap_threshold(mmap_threshold(&cli.command));
+    raise_file_limit();
     init_logs(cli.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -118,4 +133,21 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => bench::run(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_compactor_on_its_own_raises_the_mmap_threshold() {
+        let threshold =
+            |args: &[&str]| Cli::try_parse_from(args).map(|cli| mmap_threshold(&cli.command)).ok();
+        let compactor =
+            ["shale", "compactor", "--controllers", "http://127.0.0.1:7071", "--store", "memory://"];
+        assert_eq!(threshold(&compactor), Some(8 << 20));
+        assert_eq!(threshold(&["shale", "dev"]), Some(128 << 10));
+        let gateway = ["shale", "gateway", "--controllers", "http://127.0.0.1:7071", "--store", "memory://"];
+        assert_eq!(threshold(&gateway), Some(128 << 10));
+    }
 }
