@@ -176,7 +176,13 @@ type Accepted = (TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePer
 async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> Option<Accepted> {
     let slot = slots.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
-        Ok((stream, peer)) => Some((stream, peer, slot)),
+        Ok((stream, peer)) => {
+            // answers and streamed records go out as written, not held back
+            // by Nagle's algorithm until the client acknowledges the last
+            // write (as the Kafka listener does)
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer, slot))
+        }
         Err(e) => {
             // e.g. out of file descriptors: back off instead of spinning
             tracing::warn!(error = %e, "accept failed");
