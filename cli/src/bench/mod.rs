@@ -119,10 +119,11 @@ pub struct LoadBench {
     partitions: u32,
     #[arg(long, default_value_t = 1024)]
     record_bytes: usize,
-    /// Concurrent producers (closed loop). Enough data must be in flight to
-    /// fill segments: producers × batch × record size ≥ flush bytes.
-    #[arg(long, default_value_t = 32)]
-    producers: usize,
+    /// Concurrent producers (closed loop); default: enough to keep as many
+    /// bytes in flight as the PUT ceiling's concurrent segment PUTs
+    /// (producers × batch × record size ≥ 4 × flush bytes: 64 by default).
+    #[arg(long)]
+    producers: Option<usize>,
     /// Records per produce request.
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -150,6 +151,20 @@ pub struct LoadBench {
     /// Write every figure and the configuration to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// Segment PUTs the store's PUT ceiling keeps in flight (`bench all`).
+const CEILING_PUTS: usize = 4;
+
+impl LoadBench {
+    /// Closed-loop producers: as given, or enough that their requests hold
+    /// the bytes of [`CEILING_PUTS`] segments, so that the server, not the
+    /// client, limits a run "as fast as possible".
+    fn producers(&self) -> usize {
+        let in_flight = CEILING_PUTS * self.target.gateway.flush_bytes;
+        let request = (self.batch * self.record_bytes).max(1);
+        self.producers.unwrap_or_else(|| in_flight.div_ceil(request).max(1))
+    }
 }
 
 fn parse_topic_config(s: &str) -> Result<Value, String> {
@@ -252,7 +267,7 @@ fn config(args: &LoadBench, server: &Server, workload: &str) -> Value {
         "gateway_flags": args.target.gateway.to_args(),
         "partitions": args.partitions,
         "record_bytes": args.record_bytes,
-        "producers": args.producers,
+        "producers": args.producers(),
         "batch": args.batch,
         "rate_mib": args.rate_mib,
         "duration_secs": args.duration_secs,
@@ -321,7 +336,7 @@ async fn saturate(args: &LoadBench, server: &Server, http: &reqwest::Client) -> 
     let stats = Stats::new();
     let duration = Duration::from_secs(args.saturate_secs);
     let bar = progress("saturate", duration, stats.clone());
-    producer.closed_loop(args.producers, Instant::now() + duration, stats.clone()).await;
+    producer.closed_loop(args.producers(), Instant::now() + duration, stats.clone()).await;
     bar.finish_and_clear();
     let mib = stats.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
     eprintln!("saturated: {mib:.0} MiB in {} s", args.saturate_secs);
@@ -376,7 +391,7 @@ async fn drive(args: &LoadBench, producer: Arc<Producer>, rate_mib: Option<f64>,
     let until = Instant::now() + Duration::from_secs(args.duration_secs);
     match rate_mib {
         Some(rate) => producer.open_loop(rate * (1 << 20) as f64, until, stats).await,
-        None => producer.closed_loop(args.producers, until, stats).await,
+        None => producer.closed_loop(args.producers(), until, stats).await,
     }
 }
 
@@ -509,7 +524,7 @@ async fn backlog(args: &LoadBench, producer: Arc<Producer>) -> anyhow::Result<Ar
     let bar = progress("backlog", Duration::from_secs(args.duration_secs), produced.clone());
     while produced.bytes.load(Ordering::Relaxed) < args.backlog_mib << 20 {
         let until = Instant::now() + Duration::from_secs(1);
-        producer.clone().closed_loop(args.producers, until, produced.clone()).await;
+        producer.clone().closed_loop(args.producers(), until, produced.clone()).await;
         ensure!(produced.records.load(Ordering::Relaxed) > 0, "no record was acknowledged");
     }
     bar.finish_and_clear();
@@ -668,7 +683,7 @@ async fn all(args: &AllBench) -> anyhow::Result<Report> {
     let store_args = StoreBench {
         store: load.target.store.clone(),
         object_mib: (load.target.gateway.flush_bytes >> 20).max(1),
-        put_concurrency: 4,
+        put_concurrency: CEILING_PUTS,
         range_kib: ((load.target.gateway.flush_bytes >> 10) / load.partitions.max(1) as usize).max(4),
         get_concurrency: load.partitions as usize,
         duration_secs: args.store_duration_secs,
@@ -707,4 +722,32 @@ async fn all(args: &AllBench) -> anyhow::Result<Report> {
     report.merge("e2e:", &e2e_report);
     report.merge("catchup:", &caught_up);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadBench,
+    }
+
+    fn producers(args: &[&str]) -> usize {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("the flags parse");
+        cli.load.producers()
+    }
+
+    #[test]
+    fn closed_loop_producers_hold_as_many_bytes_as_the_ceilings_puts() {
+        // 4 segments of 4 MiB over requests of 256 records of 1 KiB
+        assert_eq!(producers(&[]), 64);
+        assert_eq!(producers(&["--batch", "512"]), 32);
+        assert_eq!(producers(&["--flush-bytes", "1048576", "--record-bytes", "100"]), 164);
+        assert_eq!(producers(&["--producers", "3"]), 3);
+    }
 }
