@@ -523,7 +523,8 @@ async fn backlog(args: &LoadBench, producer: Arc<Producer>) -> anyhow::Result<Ar
     let produced = Stats::new();
     let bar = progress("backlog", Duration::from_secs(args.duration_secs), produced.clone());
     while produced.bytes.load(Ordering::Relaxed) < args.backlog_mib << 20 {
-        let until = Instant::now() + Duration::from_secs(1);
+        // short rounds: the backlog overshoots its size by one round at most
+        let until = Instant::now() + Duration::from_millis(200);
         producer.clone().closed_loop(args.producers(), until, produced.clone()).await;
         ensure!(produced.records.load(Ordering::Relaxed) > 0, "no record was acknowledged");
     }
@@ -590,16 +591,17 @@ async fn catchup(args: &LoadBench) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Backlog into segments (archiving held off), a cold catch-up from the
-/// segments, then the whole backlog archived by a freshly started process
-/// (so its peak RSS is the compactor's and an idle gateway's), then a cold
+/// Backlog into segments (archiving held off) on a controller and a gateway
+/// (or `--cluster`'s), a cold catch-up from the segments, then the whole
+/// backlog archived by a `shale compactor` process started for it, as one is
+/// deployed (so its peak RSS and CPU are the compactor's alone), then a cold
 /// catch-up from the archive.
 async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
-    ensure!(args.target.url.is_none(), "bench archive starts its own shale dev: drop --url");
+    ensure!(args.target.url.is_none(), "bench archive starts its own cluster: drop --url");
     let mut args = args.clone();
     args.topic_config = Some(json!({"archive_after_ms": 365u64 * 24 * 3600 * 1000}));
-    let extra = ["--compact-interval-ms=200".to_owned(), "--gc-grace-ms=5000".to_owned()];
-    let mut server = Server::start_with(&args.target, &extra).await?;
+    let (controllers, gateways) = if args.target.cluster { (3, 2) } else { (1, 1) };
+    let mut server = Server::start_cluster(&args.target, controllers, gateways).await?;
     let http = client(&server)?;
     let (topic, producer) = setup(&args, &server, &http, false).await?;
     let produced = backlog(&args, producer).await?;
@@ -610,13 +612,16 @@ async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
     let (from_segments, segment_secs) = read_back(&args, &server, &http, &topic).await?;
 
     server.restart().await?;
-    // the killed process's compaction leases expire first: time the archiving, not that
+    let extra = ["--compact-interval-ms=200".to_owned(), "--gc-grace-ms=5000".to_owned()];
+    let compactor = server.start_compactor(&extra).await?;
+    let scrape = || Metrics::scrape(&http, &compactor);
+    // time the archiving, not the start: every partition leased first
     let leased = Instant::now();
-    while server.metrics(&http).await?.get("shale_compactor_leased_partitions") < f64::from(args.partitions) {
+    while scrape().await?.get("shale_compactor_leased_partitions") < f64::from(args.partitions) {
         ensure!(leased.elapsed() < Duration::from_secs(120), "the compactor never held every partition");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let before = server.metrics(&http).await?;
+    let before = scrape().await?;
     let patched = http
         .patch(format!("{}/v1/topics/{topic}", server.url))
         .json(&json!({"config": {"archive_after_ms": 0}}))
@@ -625,7 +630,7 @@ async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
     ensure!(patched.status().is_success(), "archiving the topic: {}", patched.text().await?);
     let started = Instant::now();
     let archived = loop {
-        let now = server.metrics(&http).await?;
+        let now = scrape().await?;
         if now.get("shale_compactor_archived_records_total") >= records as f64 {
             break now;
         }
@@ -660,7 +665,6 @@ async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
         "",
     );
     report.add("compactor peak RSS", archived.get("shale_process_peak_resident_bytes") / mib, "MiB");
-    // the process holds an idle gateway and the controller too: an upper bound
     report.add(
         "compactor CPU seconds per GiB archived",
         delta("shale_process_cpu_seconds") / (read / gib),

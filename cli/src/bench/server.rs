@@ -33,6 +33,11 @@ struct Owned {
     controllers: Vec<Child>,
     /// `shale dev`, or the gateways, with their flags.
     gateways: Vec<(Child, Vec<String>)>,
+    /// What a `shale compactor` of the cluster is started with: the
+    /// controllers, the secret and the store.
+    cluster_args: Vec<String>,
+    /// Compactors started with [`Server::start_compactor`].
+    compactors: Vec<Child>,
 }
 
 /// The cluster secret of a benchmark cluster.
@@ -45,13 +50,18 @@ impl Server {
             return Ok(Self { urls: vec![url.clone()], url, token: target.token.clone(), owned: None });
         }
         if target.cluster {
-            return Self::start_cluster(target).await;
+            return Self::start_cluster(target, 3, 2).await;
         }
         Self::start_with(target, &[]).await
     }
 
-    /// Starts three controllers and two gateways on one store.
-    async fn start_cluster(target: &TargetArgs) -> anyhow::Result<Self> {
+    /// Starts `controllers` controllers and `gateways` gateways on one
+    /// store; no compactor until [`Server::start_compactor`].
+    pub async fn start_cluster(
+        target: &TargetArgs,
+        controllers: usize,
+        gateways: usize,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(!target.auth, "--cluster does not take --auth");
         let dir = tempfile::tempdir()?;
         let log = target.server_log.clone().unwrap_or_else(|| dir.path().join("shale.log"));
@@ -62,12 +72,12 @@ impl Server {
         if target.store.store.is_none() {
             store.push(format!("--store=file://{}", dir.path().join("objects").display()));
         }
-        let ports: Vec<u16> = (0..3)
+        let ports: Vec<u16> = (0..controllers)
             .map(|_| Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()))
             .collect::<std::io::Result<_>>()?;
         let peers: Vec<String> =
             ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
-        let mut controllers = Vec::new();
+        let mut controller_children = Vec::new();
         let mut controller_urls = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let mut args = vec![
@@ -80,33 +90,33 @@ impl Server {
             ];
             args.extend(store.iter().cloned());
             let (child, url) = spawn(&args, &log).await?;
-            controllers.push(child);
+            controller_children.push(child);
             controller_urls.push(url);
         }
-        let mut gateways = Vec::new();
+        let mut cluster_args = vec![format!("--controllers={}", controller_urls.join(",")), secret];
+        cluster_args.extend(store);
+        let mut gateways_children = Vec::new();
         let mut urls = Vec::new();
-        for _ in 0..2 {
-            let mut args = vec![
-                "gateway".to_owned(),
-                "--listen=127.0.0.1:0".to_owned(),
-                format!("--controllers={}", controller_urls.join(",")),
-                secret.clone(),
-            ];
-            args.extend(store.iter().cloned());
+        for _ in 0..gateways {
+            let mut args = vec!["gateway".to_owned(), "--listen=127.0.0.1:0".to_owned()];
+            args.extend(cluster_args.iter().cloned());
             args.extend(target.gateway.to_args());
             if target.no_metadata_mirror {
                 args.push("--no-metadata-mirror".into());
             }
             let (child, url) = spawn(&args, &log).await?;
-            gateways.push((child, args));
+            gateways_children.push((child, args));
             urls.push(url);
         }
-        let server = Self {
-            url: urls[0].clone(),
-            urls,
-            token: None,
-            owned: Some(Owned { _dir: dir, log, controllers, gateways }),
+        let owned = Owned {
+            _dir: dir,
+            log,
+            controllers: controller_children,
+            gateways: gateways_children,
+            cluster_args,
+            compactors: Vec::new(),
         };
+        let server = Self { url: urls[0].clone(), urls, token: None, owned: Some(owned) };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -151,7 +161,14 @@ impl Server {
         } else {
             None
         };
-        let owned = Owned { _dir: dir, log, controllers: Vec::new(), gateways: vec![(child, args)] };
+        let owned = Owned {
+            _dir: dir,
+            log,
+            controllers: Vec::new(),
+            gateways: vec![(child, args)],
+            cluster_args: Vec::new(),
+            compactors: Vec::new(),
+        };
         Ok(Self { urls: vec![url.clone()], url, token, owned: Some(owned) })
     }
 
@@ -180,12 +197,24 @@ impl Server {
         Ok(())
     }
 
+    /// Starts a `shale compactor` process against the cluster, with `extra`
+    /// flags; answers the URL of its `/metrics`.
+    pub async fn start_compactor(&mut self, extra: &[String]) -> anyhow::Result<String> {
+        let Some(owned) = &mut self.owned else { bail!("only a started cluster can start a compactor") };
+        anyhow::ensure!(!owned.cluster_args.is_empty(), "a compactor needs a cluster, not shale dev");
+        let mut args = vec!["compactor".to_owned(), "--metrics-listen=127.0.0.1:0".to_owned()];
+        args.extend(owned.cluster_args.iter().cloned());
+        args.extend(extra.iter().cloned());
+        let (child, url) = spawn(&args, &owned.log).await?;
+        owned.compactors.push(child);
+        Ok(url)
+    }
+
     /// One scrape of every gateway's `/metrics`, summed.
     pub async fn metrics(&self, http: &reqwest::Client) -> anyhow::Result<Metrics> {
         let mut sum = Metrics::default();
         for url in &self.urls {
-            let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
-            sum.add(&Metrics::parse(&text));
+            sum.add(&Metrics::scrape(http, &format!("{url}/metrics")).await?);
         }
         Ok(sum)
     }
@@ -198,8 +227,8 @@ async fn spawn(args: &[String], log: &Path) -> anyhow::Result<(Child, String)> {
         .append(true)
         .open(log)
         .with_context(|| format!("opening the server log {}", log.display()))?;
-    let listen =
-        if args.iter().any(|a| a.starts_with("--listen")) { None } else { Some("--listen=127.0.0.1:0") };
+    let listens = args.iter().any(|a| a.starts_with("--listen") || a.starts_with("--metrics-listen"));
+    let listen = if listens { None } else { Some("--listen=127.0.0.1:0") };
     let mut child = Command::new(exe)
         .args(args)
         .args(listen)
@@ -223,6 +252,12 @@ async fn spawn(args: &[String], log: &Path) -> anyhow::Result<(Child, String)> {
 pub struct Metrics(HashMap<String, f64>);
 
 impl Metrics {
+    /// One scrape of the metrics at `url`.
+    pub async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+        let text = http.get(url).send().await?.error_for_status()?.text().await?;
+        Ok(Self::parse(&text))
+    }
+
     fn parse(text: &str) -> Self {
         let series = text
             .lines()
