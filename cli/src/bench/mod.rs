@@ -611,7 +611,7 @@ async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
     server.restart().await?;
     let (from_segments, segment_secs) = read_back(&args, &server, &http, &topic).await?;
 
-    server.restart().await?;
+    // a process of its own: the gateway's warm cache is not the compactor's
     let extra = ["--compact-interval-ms=200".to_owned(), "--gc-grace-ms=5000".to_owned()];
     let compactor = server.start_compactor(&extra).await?;
     let scrape = || Metrics::scrape(&http, &compactor);

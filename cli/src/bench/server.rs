@@ -95,7 +95,7 @@ impl Server {
         }
         let mut cluster_args = vec![format!("--controllers={}", controller_urls.join(",")), secret];
         cluster_args.extend(store);
-        let mut gateways_children = Vec::new();
+        let mut gateway_children = Vec::new();
         let mut urls = Vec::new();
         for _ in 0..gateways {
             let mut args = vec!["gateway".to_owned(), "--listen=127.0.0.1:0".to_owned()];
@@ -105,14 +105,14 @@ impl Server {
                 args.push("--no-metadata-mirror".into());
             }
             let (child, url) = spawn(&args, &log).await?;
-            gateways_children.push((child, args));
+            gateway_children.push((child, args));
             urls.push(url);
         }
         let owned = Owned {
             _dir: dir,
             log,
             controllers: controller_children,
-            gateways: gateways_children,
+            gateways: gateway_children,
             cluster_args,
             compactors: Vec::new(),
         };
