@@ -2,7 +2,10 @@
 //!
 //! Producers record each acknowledged record (partition, offset, key, value).
 //! [`History::verify`] then reads every partition from offset 0 to its high
-//! watermark and checks:
+//! watermark, and at least past its last acknowledged offset (the gateway
+//! asked may lag the one that answered the produce: its high watermark
+//! comes from its mirror, and a read at the acknowledged offset still finds
+//! the record), and checks:
 //! - offsets in each partition are dense from 0 and increasing;
 //! - every acknowledged record is at its acknowledged offset, byte for byte;
 //! - every acknowledged value appears exactly once in the whole topic;
@@ -68,7 +71,8 @@ impl History {
         let acks = self.acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut log: Vec<Vec<Stored>> = Vec::new();
         for p in 0..partitions {
-            log.push(read_partition(client, topic, p).await?);
+            let acked_end = acks.iter().filter(|a| a.partition == p).map(|a| a.offset + 1).max().unwrap_or(0);
+            log.push(read_partition(client, topic, p, acked_end).await?);
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for records in &log {
@@ -116,9 +120,15 @@ impl History {
     }
 }
 
-/// Reads a partition from offset 0 to its high watermark, checking that
-/// offsets are dense and increasing.
-pub async fn read_partition(client: &Client, topic: &str, partition: u32) -> anyhow::Result<Vec<Stored>> {
+/// Reads a partition from offset 0 to its high watermark and at least to
+/// `at_least`, checking that offsets are dense and increasing. It stops
+/// short of `at_least` only when the partition holds nothing more.
+pub async fn read_partition(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    at_least: u64,
+) -> anyhow::Result<Vec<Stored>> {
     let mut out = Vec::new();
     loop {
         let query = format!("offset={}&max_records=5000&max_bytes=4194304", out.len());
@@ -147,7 +157,8 @@ pub async fn read_partition(client: &Client, topic: &str, partition: u32) -> any
             });
         }
         let hwm = body["high_watermark"].as_u64().unwrap_or(0);
-        if out.len() as u64 >= hwm {
+        let read = out.len() as u64;
+        if read >= hwm && (read >= at_least || records.is_empty()) {
             return Ok(out);
         }
         ensure!(
