@@ -13,14 +13,21 @@ use shale_core::segment::ChunkLocation;
 use crate::reads::Registration;
 use crate::{CompactError, Compactor, PassReport, Work};
 
-/// Chunk reads in flight while archiving a partition.
+/// Chunk reads in flight while archiving a partition, at most.
 const PARALLEL_GETS: usize = 8;
+/// Bytes of chunks a partition's reads hold at once (in flight, or decoded
+/// and waiting for the encoder): fewer reads when chunks are large, since a
+/// topic of few partitions has chunks as large as a segment. Eight reads of
+/// 1 MiB chunks held 43 MiB for four partitions.
+const READ_AHEAD_BYTES: u64 = 4 << 20;
 /// Rows handed to the encoder at a time, by payload bytes: under glibc's
 /// mmap threshold (pinned at 128 KiB), so the Arrow builders' buffers are
 /// reused heap memory rather than fresh pages faulted in for every batch.
 const BATCH_BYTES: usize = 96 << 10;
-/// Batches read ahead of the encoder (about 6 MiB).
-const BATCHES_AHEAD: usize = 64;
+/// Batches read ahead of the encoder (about 1.5 MiB): enough to keep it
+/// busy (64 gave no more throughput), few enough that four partitions'
+/// read-ahead stays a small part of the compactor's memory bound.
+const BATCHES_AHEAD: usize = 16;
 
 /// What a written file holds.
 pub(crate) struct Written {
@@ -88,14 +95,15 @@ async fn fill(
     reader.await.map_err(|e| CompactError::Invalid(format!("the chunk reader failed: {e}")))?
 }
 
-/// Reads the chunks, eight reads in flight (shared with the partitions
-/// archived meanwhile), into batches of about [`BATCH_BYTES`]; answers the
+/// Reads the chunks, up to eight reads in flight (shared with the partitions
+/// archived meanwhile, see [`reads_in_flight`]), into batches of about [`BATCH_BYTES`]; answers the
 /// newest timestamp. Stops when the writer hangs up.
 async fn read_batches(
     registration: Registration,
     spans: Vec<ChunkSpan>,
     batches: tokio::sync::mpsc::Sender<RecordBatch>,
 ) -> Result<i64, CompactError> {
+    let in_flight = reads_in_flight(&spans);
     let mut chunks = futures::stream::iter(spans)
         .map(|span| {
             let registration = &registration;
@@ -109,7 +117,7 @@ async fn read_batches(
                 registration.read(at).await.map(|records| (span.base_offset, records))
             }
         })
-        .buffered(PARALLEL_GETS)
+        .buffered(in_flight)
         .boxed();
     let mut batch = BatchBuilder::default();
     let mut max_timestamp_ms = i64::MIN;
@@ -127,6 +135,13 @@ async fn read_batches(
         let _ = batches.send(batch.finish()?).await;
     }
     Ok(max_timestamp_ms)
+}
+
+/// Chunk reads to keep in flight for `spans`: as many of its largest chunk
+/// as [`READ_AHEAD_BYTES`] holds, 1 to [`PARALLEL_GETS`].
+fn reads_in_flight(spans: &[ChunkSpan]) -> usize {
+    let largest = spans.iter().map(|s| u64::from(s.chunk.len)).max().unwrap_or(1).max(1);
+    usize::try_from(READ_AHEAD_BYTES / largest).unwrap_or(PARALLEL_GETS).clamp(1, PARALLEL_GETS)
 }
 
 /// Swaps the written file in for `[first, end)` of the partition.
@@ -160,4 +175,41 @@ pub(crate) async fn swap(
     };
     compactor.controller.replace_range(replace).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shale_controller_client::ChunkFormat;
+
+    use super::*;
+
+    fn spans(lens: &[u32]) -> Vec<ChunkSpan> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| ChunkSpan {
+                base_offset: i as u64 * 100,
+                chunk: ChunkRef {
+                    object: format!("segments/00/{i}.seg"),
+                    position: 0,
+                    len,
+                    record_count: 100,
+                    max_timestamp_ms: 0,
+                    committed_ms: 0,
+                    format: ChunkFormat::Segment,
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn large_chunks_are_read_fewer_at_a_time() {
+        assert_eq!(reads_in_flight(&spans(&[256 << 10; 20])), PARALLEL_GETS);
+        assert_eq!(reads_in_flight(&spans(&[1 << 20; 20])), 4);
+        // one large chunk bounds the whole range
+        assert_eq!(reads_in_flight(&spans(&[256 << 10, 2 << 20, 256 << 10])), 2);
+        assert_eq!(reads_in_flight(&spans(&[4 << 20, 4 << 20])), 1);
+        assert_eq!(reads_in_flight(&spans(&[8 << 20])), 1);
+        assert_eq!(reads_in_flight(&spans(&[0])), PARALLEL_GETS);
+        assert_eq!(reads_in_flight(&[]), PARALLEL_GETS);
+    }
 }

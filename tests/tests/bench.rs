@@ -62,3 +62,26 @@ async fn bench_workloads_report_their_figures() -> anyhow::Result<()> {
     ensure!(text.matches("shale dev started").count() == 2, "server log: {text}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_archive_times_a_compactor_process() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("report.json");
+    let args = ["archive", "--backlog-mib=2", "--partitions=2", "--producers=4", "--batch=16"];
+    let archive = bench(&args, &file).await?;
+    ensure!(archive["backlog"].as_f64() >= Some(2.0), "{archive}");
+    ensure!(archive["archive files"].as_f64() >= Some(2.0), "one file per partition at least: {archive}");
+    ensure!(archive["archive throughput (chunk bytes read)"].as_f64() > Some(0.0), "{archive}");
+    // records compress (zstd chunks), so record bytes archived outrun the chunk bytes read
+    let records = archive["archive throughput"].as_f64().unwrap_or(0.0);
+    ensure!(records > archive["archive throughput (chunk bytes read)"].as_f64().unwrap_or(f64::MAX), "{archive}");
+    // the figures come from the compactor process's own /metrics
+    ensure!(archive["compactor peak RSS"].as_f64() > Some(1.0), "{archive}");
+    ensure!(archive["compactor CPU seconds per GiB archived"].as_f64() > Some(0.0), "{archive}");
+    ensure!(archive["store PUTs per GiB archived"].as_f64() > Some(0.0), "{archive}");
+    // every byte read is written once, compressed, and at most twice with merges
+    let rewritten = archive["bytes rewritten per byte produced"].as_f64().unwrap_or(0.0);
+    ensure!(rewritten > 0.0 && rewritten <= 2.0, "{archive}");
+    ensure!(archive["archive / segments catchup ratio"].as_f64() > Some(0.0), "{archive}");
+    Ok(())
+}

@@ -45,7 +45,8 @@ enum Workload {
     Catchup(LoadBench),
     /// Archive a backlog: compactor throughput, bytes rewritten, requests per
     /// GiB archived, peak RSS, and catch-up from the archive against
-    /// catch-up from segments (starts its own `shale dev`).
+    /// catch-up from segments (starts its own controller and gateway, then a
+    /// `shale compactor` process).
     Archive(LoadBench),
     /// store, produce, e2e and catchup in one run, with ratios to the ceiling.
     All(AllBench),
@@ -647,6 +648,9 @@ async fn archive(args: &LoadBench) -> anyhow::Result<Report> {
     let read = delta("shale_compactor_read_bytes_total");
     let mut report = Report::new("archive", config(&args, &server, "archive"));
     report.add("backlog", produced_bytes / mib, "MiB");
+    // record bytes, as produce and catch-up count theirs; and the stored
+    // (compressed) chunk bytes the compactor read
+    report.add("archive throughput", produced_bytes / mib / archive_secs, "MiB/s");
     report.add("archive throughput (chunk bytes read)", read / mib / archive_secs, "MiB/s");
     report.add("archive files", delta("shale_compactor_archived_files_total"), "");
     report.add(

@@ -169,13 +169,16 @@ impl AsyncFileReader for PrefetchedRowGroup {
 
 /// Bytes of encoded file an [`ArchiveWriter`] gathers before uploading them:
 /// a file smaller than this is one PUT, a larger one a multipart upload in
-/// parts of this size, at most [`PARTS_IN_FLIGHT`] uploading while the next
-/// fills. So a writer holds at most three parts (48 MiB) whatever the
-/// file's size and however slowly the store answers; with object_store's
-/// default of eight in flight, four writers behind a slow store could hold
-/// 36 parts (576 MiB). One in flight stalled the encoder on every upload
-/// (archiving 1 GiB over 4 partitions: median 48.5 MiB/s against 53–56).
-const UPLOAD_PART: usize = 16 << 20;
+/// parts of this size (S3's smallest), at most [`PARTS_IN_FLIGHT`]
+/// uploading while the next fills. So a writer holds at most three parts
+/// (15 MiB) whatever the file's size and however slowly the store answers;
+/// with object_store's default of eight in flight, four writers behind a
+/// slow store could hold 36 parts. One in flight stalled the encoder on
+/// every upload (archiving 1 GiB over 4 partitions: median 48.5 MiB/s
+/// against 53–56). With 16 MiB parts the compactor's peak RSS reached
+/// 308 MiB archiving 1 GiB of four partitions (files of about 96 MiB),
+/// over its 256 MiB bound (docs/BENCHMARKS.md, eleventh session).
+const UPLOAD_PART: usize = 5 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 
 /// Encoded bytes the Parquet encoder has handed over, not yet uploaded.
