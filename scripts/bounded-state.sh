@@ -2,7 +2,8 @@
 # Bounded controller state: produce at saturation against `shale dev` on the
 # local disk for six retention periods (an hour at 10-minute retention, scaled
 # down: retention 60 s, archive after 10 s), and every 30 s print the
-# controller snapshot's size and the objects the bucket holds. Flat columns
+# controller snapshot's size, its index entries (shale_controller_index_entries)
+# and the objects the bucket holds. Flat columns
 # mean the state grows with the files kept, not with the produces.
 #
 #   scripts/bounded-state.sh [SECONDS]        (default 360; SHALE_BIN picks the binary,
@@ -19,10 +20,11 @@ trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
 sleep 2
 sample() {
   local start=$SECONDS
-  printf 'elapsed_s snapshot_bytes segments archive_files\n'
+  printf 'elapsed_s snapshot_bytes index_entries segments archive_files\n'
   while kill -0 "$server" 2>/dev/null; do
-    printf '%s %s %s %s\n' $((SECONDS - start)) \
+    printf '%s %s %s %s %s\n' $((SECONDS - start)) \
       "$(stat -c %s "$dir/controller/state/snapshot.bin" 2>/dev/null || echo 0)" \
+      "$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^shale_controller_index_entries / {print $2}')" \
       "$(find "$dir/objects/segments" -type f 2>/dev/null | wc -l)" \
       "$(find "$dir/objects/archive" -type f 2>/dev/null | wc -l)"
     sleep 30

@@ -54,7 +54,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let node_config =
         NodeConfig { store: Some(store.clone()), ..NodeConfig::new(1, data_dir.join("controller")) };
     let controller = ControllerNode::start_single(node_config).await.context("starting the controller")?;
-    metrics.register(|registry| controller.timings().register(registry.sub_registry_with_prefix("shale")));
+    metrics.register(|registry| {
+        controller.timings().register(registry.sub_registry_with_prefix("shale"));
+        let index = shale_controller::metrics::IndexEntries(controller.clone());
+        registry.sub_registry_with_prefix("shale_controller").register_collector(Box::new(index));
+    });
     let lease = config.lease;
     if auth == AuthMode::Tokens {
         let path = args.auth.admin_token_file.clone().unwrap_or_else(|| data_dir.join("admin.token"));

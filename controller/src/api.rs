@@ -187,7 +187,7 @@ async fn status(State(s): State<ApiState>) -> Json<Status> {
 }
 
 async fn metrics(State(node): State<ControllerNode>) -> Response {
-    let body = crate::metrics::render(&node.status(), node.timings());
+    let body = crate::metrics::render(&node.status(), node.timings(), node.index_entries());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 

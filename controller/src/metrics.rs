@@ -1,14 +1,16 @@
 //! The controller's Prometheus metrics (`GET /metrics` on every node),
 //! rendered from its [`Status`] at each scrape.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 pub use shale_core::store::fine_latency;
 
+use crate::node::ControllerNode;
 use crate::status::Status;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -45,11 +47,35 @@ impl RaftTimings {
     }
 }
 
+const INDEX_ENTRIES: (&str, &str) =
+    ("index_entries", "Index entries across every partition: what the state and its snapshots grow with");
+
+/// `shale_controller_index_entries`, read from the node at each scrape, for
+/// a process that serves the controller's state beside other metrics
+/// (`shale dev`); register it under the `shale_controller` prefix.
+pub struct IndexEntries(pub ControllerNode);
+
+impl std::fmt::Debug for IndexEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexEntries").finish_non_exhaustive()
+    }
+}
+
+impl Collector for IndexEntries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(i64::try_from(self.0.index_entries()).unwrap_or(i64::MAX));
+        let (name, help) = INDEX_ENTRIES;
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+    }
+}
+
 /// The metrics text for one scrape.
-pub fn render(status: &Status, timings: &RaftTimings) -> String {
+pub fn render(status: &Status, timings: &RaftTimings, index_entries: usize) -> String {
     let mut root = Registry::default();
     timings.register(root.sub_registry_with_prefix("shale"));
     let registry = root.sub_registry_with_prefix("shale_controller");
+    let (name, help) = INDEX_ENTRIES;
+    gauge(registry, name, help, i64::try_from(index_entries).unwrap_or(i64::MAX));
     gauge(registry, "term", "Current Raft term", as_i64(Some(status.term)));
     gauge(registry, "is_leader", "1 when this node leads", i64::from(status.is_leader()));
     gauge(registry, "last_applied_index", "Last log index applied (-1: none)", as_i64(status.last_applied));
@@ -101,12 +127,13 @@ mod tests {
         };
         let timings = RaftTimings { append: fine_latency(), apply: fine_latency() };
         timings.append.observe(0.002);
-        let text = render(&status, &timings);
+        let text = render(&status, &timings, 7);
         assert!(text.contains("shale_raft_append_seconds_count 1"), "{text}");
         assert!(text.contains("shale_raft_apply_seconds_count 0"), "{text}");
         assert!(text.contains("shale_controller_follower_lag_entries{node=\"2\"} 50"), "{text}");
         assert!(text.contains("shale_controller_member_matched_index{node=\"1\"} 90"), "{text}");
         assert!(!text.contains("node=\"3\""), "no figure for an unknown match: {text}");
         assert!(text.contains("shale_controller_is_leader 1"), "{text}");
+        assert!(text.contains("shale_controller_index_entries 7"), "{text}");
     }
 }

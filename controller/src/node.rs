@@ -230,12 +230,18 @@ impl ControllerNode {
         self.shared.read().metadata.gateways.live().cloned().collect()
     }
 
-    /// Whether this node, restored from the bucket, may vote yet.
+    /// Index entries across every partition, as this node has applied them:
+    /// what the state machine and its snapshots grow with.
+    pub fn index_entries(&self) -> usize {
+        self.shared.read().metadata.index_entries()
+    }
+
     /// This node's Raft append and apply histograms.
     pub fn timings(&self) -> &RaftTimings {
         &self.timings
     }
 
+    /// Whether this node, restored from the bucket, may vote yet.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }

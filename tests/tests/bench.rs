@@ -74,7 +74,10 @@ async fn bench_archive_times_a_compactor_process() -> anyhow::Result<()> {
     ensure!(archive["archive throughput (chunk bytes read)"].as_f64() > Some(0.0), "{archive}");
     // records compress (zstd chunks), so record bytes archived outrun the chunk bytes read
     let records = archive["archive throughput"].as_f64().unwrap_or(0.0);
-    ensure!(records > archive["archive throughput (chunk bytes read)"].as_f64().unwrap_or(f64::MAX), "{archive}");
+    ensure!(
+        records > archive["archive throughput (chunk bytes read)"].as_f64().unwrap_or(f64::MAX),
+        "{archive}"
+    );
     // the figures come from the compactor process's own /metrics
     ensure!(archive["compactor peak RSS"].as_f64() > Some(1.0), "{archive}");
     ensure!(archive["compactor CPU seconds per GiB archived"].as_f64() > Some(0.0), "{archive}");
