@@ -18,15 +18,16 @@ const PARALLEL_GETS: usize = 8;
 /// Bytes of chunks a partition's reads hold at once (in flight, or decoded
 /// and waiting for the encoder): fewer reads when chunks are large, since a
 /// topic of few partitions has chunks as large as a segment. Eight reads of
-/// 1 MiB chunks held 43 MiB for four partitions.
+/// 1 MiB chunks could hold 43 MiB, decoded, for four partitions.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
 /// Rows handed to the encoder at a time, by payload bytes: under glibc's
 /// mmap threshold (pinned at 128 KiB), so the Arrow builders' buffers are
 /// reused heap memory rather than fresh pages faulted in for every batch.
 const BATCH_BYTES: usize = 96 << 10;
 /// Batches read ahead of the encoder (about 1.5 MiB): enough to keep it
-/// busy (64 gave no more throughput), few enough that four partitions'
-/// read-ahead stays a small part of the compactor's memory bound.
+/// busy (64 gave no more throughput, docs/BENCHMARKS.md, seventh archive
+/// round), few enough that four partitions' read-ahead stays a small part
+/// of the compactor's memory bound.
 const BATCHES_AHEAD: usize = 16;
 
 /// What a written file holds.
@@ -95,9 +96,10 @@ async fn fill(
     reader.await.map_err(|e| CompactError::Invalid(format!("the chunk reader failed: {e}")))?
 }
 
-/// Reads the chunks, up to eight reads in flight (shared with the partitions
-/// archived meanwhile, see [`reads_in_flight`]), into batches of about [`BATCH_BYTES`]; answers the
-/// newest timestamp. Stops when the writer hangs up.
+/// Reads the chunks, up to eight reads in flight ([`reads_in_flight`];
+/// shared with the partitions archived meanwhile), into batches of about
+/// [`BATCH_BYTES`]; answers the newest timestamp. Stops when the writer
+/// hangs up.
 async fn read_batches(
     registration: Registration,
     spans: Vec<ChunkSpan>,
