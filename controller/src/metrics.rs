@@ -26,6 +26,10 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, g);
 }
 
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn as_i64(v: Option<u64>) -> i64 {
     v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
@@ -63,7 +67,7 @@ impl std::fmt::Debug for IndexEntries {
 
 impl Collector for IndexEntries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauge = ConstGauge::new(i64::try_from(self.0.index_entries()).unwrap_or(i64::MAX));
+        let gauge = ConstGauge::new(count(self.0.index_entries()));
         let (name, help) = INDEX_ENTRIES;
         gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
     }
@@ -75,7 +79,7 @@ pub fn render(status: &Status, timings: &RaftTimings, index_entries: usize) -> S
     timings.register(root.sub_registry_with_prefix("shale"));
     let registry = root.sub_registry_with_prefix("shale_controller");
     let (name, help) = INDEX_ENTRIES;
-    gauge(registry, name, help, i64::try_from(index_entries).unwrap_or(i64::MAX));
+    gauge(registry, name, help, count(index_entries));
     gauge(registry, "term", "Current Raft term", as_i64(Some(status.term)));
     gauge(registry, "is_leader", "1 when this node leads", i64::from(status.is_leader()));
     gauge(registry, "last_applied_index", "Last log index applied (-1: none)", as_i64(status.last_applied));
