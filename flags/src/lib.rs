@@ -98,7 +98,9 @@ pub struct GatewayArgs {
     /// Flush a batch once it holds this many bytes.
     #[arg(long, env = "SHALE_FLUSH_BYTES", default_value_t = 4 << 20)]
     pub flush_bytes: usize,
-    /// Flush a batch once it is this many milliseconds old; 0 = one segment per request.
+    /// Flush a batch below `--flush-bytes` this many milliseconds after the
+    /// previous flush, or at once if that is past (after a full segment: this
+    /// long after the batch's first request). 0 = one segment per request.
     #[arg(long, env = "SHALE_FLUSH_INTERVAL_MS", default_value_t = 50)]
     pub flush_interval_ms: u64,
     /// Bytes buffered or in flight before producers get 429.

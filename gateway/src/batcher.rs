@@ -1,8 +1,8 @@
 //! The write path. Producers' records for all partitions gather in one batch;
-//! a batch is flushed when it holds `flush_bytes` or is `flush_interval` old.
-//! One flush is one PUT of one segment object. Segments are written
-//! concurrently (up to `max_flushes_in_flight`) but committed strictly in
-//! flush order, and a producer is answered only after its commit is applied.
+//! a batch is flushed when it holds `flush_bytes`, or `flush_interval` after
+//! the previous flush (see [`run_batches`]). One flush is one PUT of one
+//! segment object. Segments are written concurrently (up to
+//! `max_flushes_in_flight`) but committed strictly in flush order, and a producer is answered only after its commit is applied.
 //! Commits are grouped: every segment written while the previous commit was
 //! under way goes in the next one, one Raft entry (one fsync) for them all.
 //! Memory is bounded: every byte is counted against `buffer_bytes` from
@@ -309,9 +309,22 @@ impl Flusher {
     }
 }
 
+/// Gathers appends into batches. A batch leaves when it holds `flush_bytes`,
+/// else `flush_interval` after the previous flush, or at once if that is
+/// already past (with whatever queued behind its first request). So a flush
+/// below `flush_bytes` follows the previous one by an interval at least (the
+/// PUTs the interval bounds), but a request that comes further from the last
+/// flush than the interval does not wait it out alone. After a full segment
+/// the next batch lingers for an interval from its first request: a loaded
+/// gateway's producers, answered together by one group commit, are about to
+/// send again, and their requests should fill a segment, not leave one by one.
 async fn run_batches(mut rx: mpsc::Receiver<Append>, config: GatewayConfig, flusher: Flusher) {
+    let interval = config.flush_interval;
     let mut batch = Batch::default();
     let mut deadline: Option<tokio::time::Instant> = None;
+    // when the last flush had its slot (so after a wait for a slot the next
+    // batch still gathers), and whether it was full
+    let mut last_flush: Option<(tokio::time::Instant, bool)> = None;
     loop {
         let next = match deadline {
             None => rx.recv().await,
@@ -319,18 +332,36 @@ async fn run_batches(mut rx: mpsc::Receiver<Append>, config: GatewayConfig, flus
                 append = rx.recv() => append,
                 () = tokio::time::sleep_until(at) => {
                     flusher.flush(std::mem::take(&mut batch)).await;
+                    last_flush = Some((tokio::time::Instant::now(), false));
                     deadline = None;
                     continue;
                 }
             },
         };
         let Some(append) = next else { break };
+        let first = batch.waiters.is_empty();
         batch.add(append);
-        if batch.bytes >= config.flush_bytes || config.flush_interval.is_zero() {
+        let now = tokio::time::Instant::now();
+        let due = match last_flush {
+            None => now,
+            Some((_, true)) => now + interval,
+            Some((at, false)) => at + interval,
+        };
+        let at_once = first && due <= now;
+        if at_once && !interval.is_zero() {
+            // a zero interval flushes each request alone
+            while batch.bytes < config.flush_bytes {
+                let Ok(append) = rx.try_recv() else { break };
+                batch.add(append);
+            }
+        }
+        if batch.bytes >= config.flush_bytes || at_once {
+            let full = batch.bytes >= config.flush_bytes;
             flusher.flush(std::mem::take(&mut batch)).await;
+            last_flush = Some((tokio::time::Instant::now(), full));
             deadline = None;
-        } else if deadline.is_none() {
-            deadline = Some(tokio::time::Instant::now() + config.flush_interval);
+        } else if first {
+            deadline = Some(due);
         }
     }
     if !batch.waiters.is_empty() {

@@ -223,3 +223,94 @@ async fn a_segment_lays_chunks_out_by_partition_whatever_order_records_came_in()
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "chunks in partition order: {positions:?}");
     node.shutdown().await;
 }
+
+/// A single-node controller with topic "orders" (one partition) and a
+/// batcher over an in-memory store, for the flush-interval tests.
+struct Pacing {
+    _dir: tempfile::TempDir,
+    node: ControllerNode,
+    topic: TopicName,
+    topic_id: u64,
+    batcher: Batcher,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl Pacing {
+    async fn start(config: GatewayConfig) -> Pacing {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = ControllerNode::start_single(NodeConfig::new(1, dir.path().to_owned()))
+            .await
+            .expect("controller");
+        let topic = TopicName::new("orders").expect("name");
+        let info = node.create_topic(topic.clone(), 1, TopicConfig::default(), 1).await.expect("topic");
+        let metrics = Arc::new(GatewayMetrics::new());
+        let parts = BatcherParts {
+            store: Arc::new(InMemory::new()),
+            controller: Arc::new(node.clone()),
+            cache: new_cache(1 << 20),
+            metrics: metrics.clone(),
+            clock: Arc::new(SystemClock),
+        };
+        let batcher = Batcher::start(&GatewayConfig { hedge_percentile: 0.0, ..config }, parts);
+        Pacing { _dir: dir, node, topic, topic_id: info.id, batcher, metrics }
+    }
+
+    /// Produces one record of `bytes` bytes; answers how long its ack took.
+    async fn produce(&self, bytes: usize) -> Duration {
+        let record =
+            Record { timestamp_ms: 1, key: None, value: Some(vec![7; bytes].into()), headers: vec![] };
+        let permit = self.batcher.reserve(bytes).expect("room");
+        let started = Instant::now();
+        let records = vec![PartitionedRecord { partition: 0, record }];
+        self.batcher.append(self.topic.clone(), self.topic_id, records, None, permit).await.expect("acked");
+        started.elapsed()
+    }
+}
+
+/// The flush interval amortises PUTs over requests that come close together;
+/// it is not a wait added to every request. A request that finds the last
+/// flush at least an interval old leaves at once; requests that come sooner
+/// gather into one segment that leaves an interval after the previous flush.
+#[tokio::test]
+async fn a_request_leaves_at_once_when_the_last_flush_is_an_interval_old() {
+    const INTERVAL: Duration = Duration::from_secs(2);
+    let pacing = Pacing::start(GatewayConfig { flush_interval: INTERVAL, ..GatewayConfig::default() }).await;
+
+    let first = pacing.produce(1).await;
+    assert!(first < INTERVAL / 2, "nothing was flushed before: it leaves at once ({first:?})");
+    assert_eq!(pacing.metrics.segments_flushed.get(), 1);
+
+    let gathered = futures::future::join_all((0..5).map(|_| pacing.produce(1))).await;
+    for took in &gathered {
+        assert!(*took >= INTERVAL / 2, "sent right after a flush: it waits for the interval ({took:?})");
+    }
+    assert_eq!(pacing.metrics.segments_flushed.get(), 2, "the five went in one segment");
+
+    tokio::time::sleep(INTERVAL + INTERVAL / 4).await;
+    let late = pacing.produce(1).await;
+    assert!(late < INTERVAL / 2, "the last flush is older than the interval: it leaves at once ({late:?})");
+    assert_eq!(pacing.metrics.segments_flushed.get(), 3);
+    let read = pacing.node.read_partition(&pacing.topic, 0, 0, 10, Duration::ZERO).await.expect("read");
+    assert_eq!(read.high_watermark, 7, "every record committed once");
+    pacing.node.shutdown().await;
+}
+
+/// A full segment marks a loaded gateway: the next batch lingers for the
+/// interval from its first request even when the last flush is older, since
+/// the producers a group commit answered together are about to send again.
+#[tokio::test]
+async fn after_a_full_segment_the_next_batch_lingers() {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    let config = GatewayConfig { flush_interval: INTERVAL, flush_bytes: 1000, ..GatewayConfig::default() };
+    let pacing = Pacing::start(config).await;
+    pacing.produce(2000).await;
+    assert_eq!(pacing.metrics.segments_flushed.get(), 1, "a full segment leaves at once");
+    tokio::time::sleep(INTERVAL + INTERVAL / 4).await;
+    let after_full = pacing.produce(10).await;
+    assert!(after_full >= INTERVAL / 2, "after a full segment it lingers ({after_full:?})");
+    tokio::time::sleep(INTERVAL + INTERVAL / 4).await;
+    let after_partial = pacing.produce(10).await;
+    assert!(after_partial < INTERVAL / 2, "after a partial one it leaves at once ({after_partial:?})");
+    assert_eq!(pacing.metrics.segments_flushed.get(), 3);
+    pacing.node.shutdown().await;
+}
