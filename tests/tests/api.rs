@@ -147,6 +147,10 @@ async fn a_full_buffer_answers_429_with_retry_after() -> anyhow::Result<()> {
     let shale = Shale::start(dir.path(), &Backend::Local, "overload", &slow).await?;
     let c = shale.client();
     c.create_topic("t", 1).await?;
+    // a flush leaves at once when the last is an interval old; right after
+    // this one, the next batch waits the 3 s interval, holding its bytes
+    let (status, _) = c.post_json("/v1/topics/t/records", &json!({"records": [{"value": "a"}]})).await?;
+    ensure!(status == 200, "the first produce is flushed at once");
     let body = json!({"records": [{"value": "z".repeat(6000)}]});
     let first = {
         let (c, body) = (c.clone(), body.clone());
