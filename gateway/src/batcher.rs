@@ -2,7 +2,8 @@
 //! a batch is flushed when it holds `flush_bytes`, or `flush_interval` after
 //! the previous flush (see [`run_batches`]). One flush is one PUT of one
 //! segment object. Segments are written concurrently (up to
-//! `max_flushes_in_flight`) but committed strictly in flush order, and a producer is answered only after its commit is applied.
+//! `max_flushes_in_flight`) but committed strictly in flush order, and a
+//! producer is answered only after its commit is applied.
 //! Commits are grouped: every segment written while the previous commit was
 //! under way goes in the next one, one Raft entry (one fsync) for them all.
 //! Memory is bounded: every byte is counted against `buffer_bytes` from
