@@ -33,7 +33,8 @@ pub const RANGES: &str = "/api/ranges";
 pub const TIME: &str = "/api/time";
 /// Groups: `GET /api/groups` and `GET|DELETE /api/groups/{g}` (from the
 /// leader), `POST|DELETE /api/groups/{g}/members/{m}` (heartbeat, leave),
-/// `POST /api/groups/{g}/offsets` (commit), `POST /api/groups/{g}/reset`.
+/// `POST /api/groups/{g}/offsets` (commit), `POST /api/groups/{g}/reset`,
+/// `POST /api/groups/{g}/classic` (Kafka's classic protocol).
 pub const GROUPS: &str = "/api/groups";
 /// The metadata feed (`GET`, [`crate::watch::WatchQuery`]).
 pub const WATCH: &str = "/api/watch";

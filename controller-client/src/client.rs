@@ -161,6 +161,16 @@ pub trait Controller: Send + Sync + 'static {
 
     async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError>;
 
+    /// A request of Kafka's classic group protocol. A join or sync that
+    /// waits for other members answers `Pending` within a few seconds; ask
+    /// again. Heartbeats, and joins and syncs that change nothing, cost no
+    /// Raft entry.
+    async fn classic_group(
+        &self,
+        group: &str,
+        request: crate::classic::ClassicRequest,
+    ) -> Result<crate::classic::ClassicAnswer, ControllerError>;
+
     async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError>;
 
     /// Sets the offsets of a group without members.
@@ -264,6 +274,14 @@ pub mod replies {
     pub fn member(reply: CommandReply) -> Result<crate::group::MemberAssignment, ControllerError> {
         match reply {
             CommandReply::Member(assignment) => Ok(assignment),
+            CommandReply::Failed(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn classic(reply: CommandReply) -> Result<crate::classic::ClassicAnswer, ControllerError> {
+        match reply {
+            CommandReply::Classic(answer) => Ok(answer),
             CommandReply::Failed(e) => Err(e.into()),
             other => Err(unexpected(other)),
         }

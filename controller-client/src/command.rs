@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::auth::{TokenInfo, TokenRecord};
+use crate::classic::{ClassicAnswer, ClassicRequest};
 use crate::group::{CommitOffsets, MemberAssignment, OffsetCommit};
 use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
@@ -111,6 +112,20 @@ pub enum Command {
     DeleteGroup {
         group: String,
     },
+    /// A request of Kafka's classic group protocol (join, the leader's
+    /// sync, leave); `now_ms` is the leader's clock.
+    Classic {
+        group: String,
+        request: ClassicRequest,
+        now_ms: i64,
+    },
+    /// Ends the sessions of classic members the leader no longer hears
+    /// from, and the rebalance rounds whose deadline passed.
+    ClassicExpire {
+        group: String,
+        members: Vec<String>,
+        now_ms: i64,
+    },
 }
 
 /// A segment object already written to the store, to be committed: each chunk
@@ -200,6 +215,7 @@ pub enum CommandReply {
     Member(MemberAssignment),
     /// A group command other than a join was applied.
     GroupChanged,
+    Classic(ClassicAnswer),
     Failed(MetaError),
 }
 

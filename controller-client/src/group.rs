@@ -142,13 +142,25 @@ pub struct GroupInfo {
     pub group_epoch: u64,
     pub members: Vec<MemberInfo>,
     pub offsets: Vec<CommittedOffset>,
+    /// The group's classic-protocol side, if Kafka clients of the classic
+    /// protocol ever joined it.
+    #[serde(default)]
+    pub classic: Option<crate::classic::ClassicInfo>,
 }
 
 impl GroupInfo {
+    /// Whether any member, of either protocol, is in the group.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty() || self.classic.as_ref().is_some_and(|c| !c.members.is_empty())
+    }
+
     /// `empty` (no members), `reconciling` (a partition is being revoked or
     /// waits for its new owner) or `stable`.
     pub fn state(&self, subscribed_partitions: usize) -> &'static str {
         let assigned: usize = self.members.iter().map(|m| m.assignment.len()).sum();
+        if let Some(classic) = self.classic.as_ref().filter(|c| !c.members.is_empty()) {
+            return if classic.state == "Stable" { "stable" } else { "reconciling" };
+        }
         if self.members.is_empty() {
             "empty"
         } else if self.members.iter().any(|m| !m.revoking.is_empty()) || assigned < subscribed_partitions {

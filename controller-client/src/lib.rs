@@ -7,12 +7,14 @@
 //! - [`command`]: the commands replicated through the Raft log.
 //! - [`api`]: the controller's HTTP routes and their bodies.
 //! - [`group`]: consumer groups: joins, assignments, commits.
+//! - [`classic`]: Kafka's classic group protocol (client-side assignment).
 //! - [`auth`]: tokens, principals and grants on the public API.
 //! - [`secret`]: the cluster credential.
 //! - [`watch`]: the metadata feed gateways mirror.
 
 pub mod api;
 pub mod auth;
+pub mod classic;
 pub mod client;
 pub mod command;
 pub mod group;

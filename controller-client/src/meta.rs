@@ -164,6 +164,11 @@ pub enum MetaError {
     /// The operation needs a group without live members.
     #[error("group {0} has live members")]
     GroupNotEmpty(String),
+    /// A member of one protocol joining a group of the other: a group's
+    /// kind is fixed by its first member (Kafka's classic protocol, with
+    /// client-side assignment, or Shale's server-side assignment).
+    #[error("{0}")]
+    GroupKindMismatch(String),
 }
 
 /// A partition as shown to clients.

@@ -19,6 +19,7 @@ use crate::api::{
     self, CreateTopicRequest, HeartbeatRequest, LeaveRequest, ReadQuery, TimeQuery, UpdateTopicRequest,
 };
 use crate::auth::{TokenInfo, TokenRecord};
+use crate::classic::{ClassicAnswer, ClassicRequest};
 use crate::client::{Controller, ControllerError, PartitionRead, SegmentOutcomes};
 use crate::command::{CommitSegment, ReplaceRange};
 use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit};
@@ -400,6 +401,14 @@ impl Controller for RemoteController {
 
     async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError> {
         self.write(Method::DELETE, &format!("{}/{group}/members/{member_id}", api::GROUPS), &()).await
+    }
+
+    async fn classic_group(
+        &self,
+        group: &str,
+        request: ClassicRequest,
+    ) -> Result<ClassicAnswer, ControllerError> {
+        self.write(Method::POST, &format!("{}/{group}/classic", api::GROUPS), &request).await
     }
 
     async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError> {

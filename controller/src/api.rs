@@ -18,6 +18,7 @@ use shale_controller_client::api::{
     UpdateTopicRequest,
 };
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
+use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
 };
@@ -73,6 +74,7 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
         .route("/api/groups/{group}", get(describe_group).delete(delete_group))
         .route("/api/groups/{group}/members/{member}", post(group_heartbeat).delete(leave_group))
         .route("/api/groups/{group}/offsets", post(commit_offsets))
+        .route("/api/groups/{group}/classic", post(classic_group))
         .route("/api/groups/{group}/reset", post(reset_offsets))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
         .with_state(state);
@@ -238,6 +240,14 @@ async fn leave_group(
     Path((group, member)): Path<(String, String)>,
 ) -> ApiResult<()> {
     Json(s.node.leave_group(&group, &member).await)
+}
+
+async fn classic_group(
+    State(s): State<ApiState>,
+    Path(group): Path<String>,
+    Json(request): Json<ClassicRequest>,
+) -> ApiResult<ClassicAnswer> {
+    Json(s.node.classic_group(&group, request).await)
 }
 
 async fn commit_offsets(

@@ -15,6 +15,7 @@ use shale_core::{Clock, Offset, PartitionId, SystemClock, TopicName};
 use tokio::time::Instant;
 
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
+use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::client::replies;
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MAX_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat, OffsetCommit,
@@ -32,6 +33,8 @@ use crate::recovery::Recovery;
 use crate::status::{FollowerEvent, FollowerWatch, MemberStatus, Status};
 use crate::store::{LogStore, SNAPSHOT_FILE, SharedState, StateMachineStore, bucket};
 use crate::types::{Command, CommandReply, LogId, NodeId, Raft, ReplaceRange, TypeConfig};
+
+mod classic;
 
 /// Largest command proposed (encoded); the log's files hold 16 MiB each.
 const MAX_COMMAND_BYTES: usize = 8 << 20;
@@ -265,7 +268,9 @@ impl ControllerNode {
             | Command::ReplaceRange(ReplaceRange { now_ms, .. })
             | Command::JoinGroup { now_ms, .. }
             | Command::CommitOffsets { now_ms, .. }
-            | Command::ResetOffsets { now_ms, .. } => *now_ms = SystemClock.now_ms(),
+            | Command::ResetOffsets { now_ms, .. }
+            | Command::Classic { now_ms, .. }
+            | Command::ClassicExpire { now_ms, .. } => *now_ms = SystemClock.now_ms(),
             // the idempotency window runs on the leader's clock, not on
             // whatever a gateway's clock says
             Command::CommitSegment(commit) => commit.committed_ms = SystemClock.now_ms(),
@@ -432,6 +437,7 @@ async fn keep(node: ControllerNode, store: Option<Arc<dyn ObjectStore>>, data_di
             tracing::warn!(error = %e, "cannot end expired gateway leases");
         }
         let leading_since_ms = now_ms - leading_since.map_or(0, |t| t.elapsed().as_millis() as i64);
+        node.expire_classic(now_ms, leading_since_ms).await;
         for (group, members) in node.expired_members(now_ms, leading_since_ms) {
             if let Err(e) = node.write(Command::LeaveGroup { group: group.clone(), members }).await {
                 tracing::warn!(%group, error = %e, "cannot end expired group sessions");
@@ -505,7 +511,11 @@ impl ControllerNode {
         let mut sessions = lock(&self.sessions);
         // a member heard from recently may be joining (its entry not applied yet)
         sessions.retain(|(g, m), seen| {
-            let member = state.metadata.groups.get(g).is_some_and(|g| g.members.contains_key(m));
+            let member = state
+                .metadata
+                .groups
+                .get(g)
+                .is_some_and(|g| g.members.contains_key(m) || g.classic.members.contains_key(m));
             member || now_ms.saturating_sub(*seen) < MAX_SESSION_TIMEOUT_MS as i64
         });
         let mut expired = Vec::new();
@@ -715,6 +725,14 @@ impl Controller for ControllerNode {
                 replies::group_changed(self.write(command).await?)
             }
         }
+    }
+
+    async fn classic_group(
+        &self,
+        group: &str,
+        request: ClassicRequest,
+    ) -> Result<ClassicAnswer, ControllerError> {
+        self.classic(group, request).await
     }
 
     async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError> {

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     StaleMember,
     /// The operation needs a group without live members.
     GroupNotEmpty,
+    /// The group's members use the other group protocol (Kafka's classic
+    /// protocol, or Shale's server-side assignment): a group's kind is fixed
+    /// by its first member.
+    InconsistentGroupProtocol,
     /// A single record exceeds the record size limit.
     RecordTooLarge,
     /// The request body exceeds the request size limit.
@@ -79,7 +83,7 @@ impl ErrorCode {
                 (404, false)
             }
             MethodNotAllowed => (405, false),
-            TopicExists | TokenExists | StaleMember | GroupNotEmpty => (409, false),
+            TopicExists | TokenExists | StaleMember | GroupNotEmpty | InconsistentGroupProtocol => (409, false),
             RecordTooLarge | RequestTooLarge => (413, false),
             OffsetMismatch => (412, false),
             OffsetOutOfRange => (416, false),
@@ -122,6 +126,7 @@ impl ErrorCode {
             MemberNotFound => "member_not_found",
             StaleMember => "stale_member",
             GroupNotEmpty => "group_not_empty",
+            InconsistentGroupProtocol => "inconsistent_group_protocol",
             RecordTooLarge => "record_too_large",
             RequestTooLarge => "request_too_large",
             OffsetOutOfRange => "offset_out_of_range",
@@ -159,6 +164,7 @@ mod tests {
             ErrorCode::MemberNotFound,
             ErrorCode::StaleMember,
             ErrorCode::GroupNotEmpty,
+            ErrorCode::InconsistentGroupProtocol,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

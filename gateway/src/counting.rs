@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
@@ -165,6 +166,15 @@ impl Controller for Counting {
     async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError> {
         self.count("leave_group");
         self.inner.leave_group(group, member_id).await
+    }
+
+    async fn classic_group(
+        &self,
+        group: &str,
+        request: ClassicRequest,
+    ) -> Result<ClassicAnswer, ControllerError> {
+        self.count("classic_group");
+        self.inner.classic_group(group, request).await
     }
 
     async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError> {

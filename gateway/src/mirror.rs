@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
@@ -423,6 +424,14 @@ impl Controller for Mirror {
 
     async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ControllerError> {
         self.inner.leave_group(group, member_id).await
+    }
+
+    async fn classic_group(
+        &self,
+        group: &str,
+        request: ClassicRequest,
+    ) -> Result<ClassicAnswer, ControllerError> {
+        self.inner.classic_group(group, request).await
     }
 
     async fn commit_offsets(&self, group: &str, commit: CommitOffsets) -> Result<(), ControllerError> {

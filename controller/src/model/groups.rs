@@ -26,6 +26,7 @@ use shale_controller_client::group::{
 };
 use shale_core::{Offset, TopicName};
 
+use super::classic::ClassicGroup;
 use super::{MetaError, Metadata, TopicState};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,10 @@ pub struct GroupState {
     pub epoch: u64,
     pub members: BTreeMap<String, MemberState>,
     pub offsets: BTreeMap<TopicPartition, Committed>,
+    /// Members of Kafka's classic protocol; a group has these or `members`,
+    /// never both.
+    #[serde(default)]
+    pub classic: ClassicGroup,
 }
 
 impl GroupState {
@@ -84,7 +89,18 @@ impl GroupState {
                     committed_ms: c.committed_ms,
                 })
                 .collect(),
+            classic: (self.classic.generation > 0 || !self.classic.is_empty()).then(|| self.classic.info()),
         }
+    }
+
+    /// Whether any member, of either protocol, is in the group.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty() || !self.classic.is_empty()
+    }
+
+    /// Whether nothing is left of the group worth keeping.
+    pub(super) fn is_vacant(&self) -> bool {
+        !self.has_members() && self.offsets.is_empty()
     }
 
     pub fn assignment(&self, group: &str, member_id: &str) -> Option<MemberAssignment> {
@@ -247,6 +263,12 @@ impl Metadata {
             return Err(MetaError::TopicNotFound(missing.to_string()));
         }
         let g = self.groups.entry(group.to_owned()).or_default();
+        if !g.classic.is_empty() {
+            return Err(MetaError::GroupKindMismatch(format!(
+                "group {group} has members of Kafka's classic protocol (client-side assignment); \
+                 a group's kind is fixed by its first member: use another group"
+            )));
+        }
         // static membership: a new member id for a known instance takes over
         // the old member's assignment, with no rebalance
         let replaced = instance_id.and_then(|instance| {
@@ -316,7 +338,7 @@ impl Metadata {
             return Err(member_not_found(group, &members[0].0));
         }
         g.reconcile(&self.topics);
-        if g.members.is_empty() && g.offsets.is_empty() {
+        if g.is_vacant() {
             self.groups.remove(group);
         }
         Ok(())
@@ -339,6 +361,16 @@ impl Metadata {
         match &commit.member {
             Some((id, epoch)) => {
                 let g = g.ok_or_else(|| MetaError::GroupNotFound(group.to_owned()))?;
+                if g.classic.members.contains_key(id) {
+                    // Kafka's rule: the member's generation, not while the
+                    // leader's assignment is awaited
+                    let generation = i32::try_from(*epoch).unwrap_or(i32::MAX);
+                    g.classic.check_commit(id, generation).map_err(|e| {
+                        MetaError::StaleMember(format!("member {id} of group {group}: {e:?}"))
+                    })?;
+                    self.set_offsets(group, &commit.offsets, now_ms);
+                    return Ok(());
+                }
                 let m = g.members.get(id).ok_or_else(|| member_not_found(group, id))?;
                 if *epoch != m.epoch {
                     return Err(MetaError::StaleMember(format!(
@@ -357,7 +389,7 @@ impl Metadata {
                 }
             }
             None => {
-                if g.is_some_and(|g| !g.members.is_empty()) {
+                if g.is_some_and(GroupState::has_members) {
                     return Err(MetaError::GroupNotEmpty(group.to_owned()));
                 }
             }
@@ -373,7 +405,7 @@ impl Metadata {
         now_ms: i64,
     ) -> Result<(), MetaError> {
         group::validate_id("a group id", group).map_err(MetaError::Invalid)?;
-        if self.groups.get(group).is_some_and(|g| !g.members.is_empty()) {
+        if self.groups.get(group).is_some_and(GroupState::has_members) {
             return Err(MetaError::GroupNotEmpty(group.to_owned()));
         }
         if offsets.len() > MAX_COMMIT_OFFSETS {
@@ -389,7 +421,7 @@ impl Metadata {
     pub(super) fn delete_group(&mut self, group: &str) -> Result<(), MetaError> {
         match self.groups.get(group) {
             None => Err(MetaError::GroupNotFound(group.to_owned())),
-            Some(g) if !g.members.is_empty() => Err(MetaError::GroupNotEmpty(group.to_owned())),
+            Some(g) if g.has_members() => Err(MetaError::GroupNotEmpty(group.to_owned())),
             Some(_) => {
                 self.groups.remove(group);
                 Ok(())
@@ -407,7 +439,7 @@ impl Metadata {
             });
             g.reconcile(topics);
         }
-        self.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+        self.groups.retain(|_, g| !g.is_vacant());
     }
 
     fn check_offset(&self, o: &OffsetCommit) -> Result<(), MetaError> {

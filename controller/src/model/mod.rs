@@ -15,11 +15,13 @@ pub use shale_controller_client::meta::{
     MetaError, OffsetRun, PartitionInfo, TopicConfig, TopicInfo,
 };
 
+mod classic;
 mod compaction;
 mod groups;
 mod idempotency;
 mod leadership;
 mod retention;
+pub use classic::{ClassicGroup, Step as ClassicStep};
 pub use groups::{Committed, GroupState, MemberState};
 pub use idempotency::{IDEMPOTENCY_MAX_ENTRIES, IDEMPOTENCY_WINDOW_MS, IdempotencyWindow};
 pub use leadership::{Gateways, MAX_LEASE_MS, MIN_LEASE_MS, Role};
@@ -174,6 +176,13 @@ impl Metadata {
                 group_reply(self.reset_offsets(group, offsets, *now_ms))
             }
             Command::DeleteGroup { group } => group_reply(self.delete_group(group)),
+            Command::Classic { group, request, now_ms } => {
+                CommandReply::Classic(self.classic(group, request, *now_ms))
+            }
+            Command::ClassicExpire { group, members, now_ms } => {
+                self.classic_expire(group, members, *now_ms);
+                CommandReply::GroupChanged
+            }
         }
     }
 

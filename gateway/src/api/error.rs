@@ -122,6 +122,7 @@ impl From<MetaError> for ApiError {
             MetaError::MemberNotFound { .. } => ErrorCode::MemberNotFound,
             MetaError::StaleMember(_) => ErrorCode::StaleMember,
             MetaError::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
+            MetaError::GroupKindMismatch(_) => ErrorCode::InconsistentGroupProtocol,
         };
         ApiError::new(code, e.to_string())
     }

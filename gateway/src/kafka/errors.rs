@@ -34,6 +34,8 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const FENCED_INSTANCE_ID: i16 = 82;
+pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
 
 /// The Kafka error code for a Shale error.
@@ -54,6 +56,7 @@ pub fn code(e: &ApiError) -> i16 {
         ErrorCode::MemberNotFound => UNKNOWN_MEMBER_ID,
         ErrorCode::StaleMember => ILLEGAL_GENERATION,
         ErrorCode::GroupNotEmpty => NON_EMPTY_GROUP,
+        ErrorCode::InconsistentGroupProtocol => INCONSISTENT_GROUP_PROTOCOL,
         ErrorCode::RecordTooLarge | ErrorCode::RequestTooLarge => MESSAGE_TOO_LARGE,
         // retryable: the client tries again, safely with an idempotent producer
         ErrorCode::RequestTimeout | ErrorCode::Overloaded | ErrorCode::OutcomeUnknown => REQUEST_TIMED_OUT,

@@ -1,24 +1,16 @@
-//! Kafka's classic group protocol mapped onto Shale's groups, whose
-//! assignment the controller computes:
+//! Kafka's group APIs. The classic protocol (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup) is served as Kafka serves it, by the controller
+//! (`shale_controller_client::classic`): the leader gets every member's
+//! metadata and its assignment is relayed as opaque bytes, so any
+//! client-side assignor and any protocol type (consumers, Connect workers)
+//! works. A join or sync that waits for other members is asked of the
+//! controller again until it completes.
 //!
-//! - JoinGroup joins (or heartbeats in) the Shale group with the topics of
-//!   the member's subscription, and answers with the member as its own
-//!   leader and only member, at the member's epoch as the generation.
-//! - SyncGroup ignores the assignment the client computed and answers the
-//!   controller's, as a consumer protocol assignment; if the epoch moved
-//!   since the join, it answers REBALANCE_IN_PROGRESS so the client joins
-//!   again.
-//! - Heartbeat answers REBALANCE_IN_PROGRESS whenever the controller moved
-//!   the member to a new epoch (partitions to revoke or to take up); the
-//!   client then commits, joins again and gets its new partitions.
-//! - OffsetCommit and OffsetFetch read and write the group's offsets, the
-//!   same ones `/v1/groups/{group}/offsets` shows.
-//!
-//! So HTTP members and Kafka members of one group share its partitions and
-//! its committed offsets.
+//! OffsetCommit and OffsetFetch read and write the group's offsets, the
+//! same ones `/v1/groups/{group}/offsets` shows.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
+use std::time::Duration;
+
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::offset_commit_response::{
@@ -28,64 +20,40 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use shale_controller_client::auth::{Operation, Principal};
-use shale_controller_client::group::{
-    CommitOffsets, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat,
-    OffsetCommit, validate_id,
+use shale_controller_client::classic::{
+    ClassicAnswer, ClassicError, ClassicJoin, ClassicProtocol, ClassicRequest, ClassicSync,
 };
+use shale_controller_client::group::{CommitOffsets, OffsetCommit, validate_id};
 use shale_core::{ErrorCode, TopicName};
+use tokio::time::Instant;
 
 use super::Session;
 use super::errors::{self, NONE, REBALANCE_IN_PROGRESS};
 use super::requests::Response;
 use crate::api::{ApiError, require};
 
-/// The only protocol type served: consumers (not Connect workers).
+/// The consumers' protocol type, whose subscriptions name topics.
 const CONSUMER: &str = "consumer";
+/// Longest a SyncGroup waits for the leader's assignment.
+const SYNC_WAIT: Duration = Duration::from_secs(60);
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// A Kafka generation for a Shale member epoch.
-fn generation(epoch: u64) -> i32 {
-    i32::try_from(epoch).unwrap_or(i32::MAX)
-}
-
 /// The topics of a consumer protocol subscription (`version` i16, then
 /// the subscription at that version, read at most at the newest known).
-fn subscribed_topics(metadata: &Bytes) -> Result<Vec<String>, String> {
-    let mut buf = metadata.clone();
-    if buf.remaining() < 2 {
+fn subscribed_topics(metadata: &[u8]) -> Result<Vec<String>, String> {
+    let mut buf = bytes::Bytes::copy_from_slice(metadata);
+    if buf.len() < 2 {
         return Err("subscription metadata too short".into());
     }
-    let version = buf.get_i16().clamp(0, 3);
+    let version = i16::from_be_bytes([buf[0], buf[1]]).clamp(0, 3);
+    bytes::Buf::advance(&mut buf, 2);
     let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).map_err(|e| e.to_string())?;
     Ok(subscription.topics.iter().map(|t| t.to_string()).collect())
-}
-
-/// The member's partitions as a consumer protocol assignment (version 0,
-/// which every client reads): what it owns and does not have to revoke.
-fn assignment_bytes(answer: &MemberAssignment) -> Result<Bytes, String> {
-    let mut by_topic: Vec<AssignedTopic> = Vec::new();
-    for p in &answer.assignment {
-        let revoked = answer.revoke.iter().any(|r| r.topic == p.topic && r.partition == p.partition);
-        if revoked {
-            continue;
-        }
-        let name = kafka_protocol::messages::TopicName(text(p.topic.to_string()));
-        let index = i32::try_from(p.partition).unwrap_or(i32::MAX);
-        match by_topic.iter_mut().find(|t| t.topic == name) {
-            Some(t) => t.partitions.push(index),
-            None => by_topic.push(AssignedTopic::default().with_topic(name).with_partitions(vec![index])),
-        }
-    }
-    let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(by_topic);
-    let mut buf = BytesMut::new();
-    buf.put_i16(0);
-    assignment.encode(&mut buf, 0).map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
 }
 
 /// A member id for a client that joins without one.
@@ -99,7 +67,50 @@ fn new_member_id(client_id: &str) -> String {
     format!("{client}-{}", ulid::Ulid::new())
 }
 
+/// Kafka's code for a classic refusal.
+fn classic_code(e: ClassicError) -> i16 {
+    match e {
+        ClassicError::UnknownMemberId => errors::UNKNOWN_MEMBER_ID,
+        ClassicError::IllegalGeneration => errors::ILLEGAL_GENERATION,
+        ClassicError::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+        ClassicError::InconsistentGroupProtocol => errors::INCONSISTENT_GROUP_PROTOCOL,
+        ClassicError::FencedInstanceId => errors::FENCED_INSTANCE_ID,
+        ClassicError::InvalidSessionTimeout => errors::INVALID_SESSION_TIMEOUT,
+        ClassicError::GroupMaxSizeReached => errors::GROUP_MAX_SIZE_REACHED,
+        ClassicError::InvalidRequest => errors::INVALID_REQUEST,
+    }
+}
+
+fn optional_text(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
 impl Session {
+    /// Asks the controller until the answer is not `Pending` or `wait` is
+    /// over (then None).
+    async fn classic_until_done(
+        &self,
+        group: &str,
+        request: ClassicRequest,
+        wait: Duration,
+    ) -> Result<Option<ClassicAnswer>, i16> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let answer = self
+                .state
+                .controller
+                .classic_group(group, request.clone())
+                .await
+                .map_err(|e| errors::group_code(&ApiError::from(e)))?;
+            if answer != ClassicAnswer::Pending {
+                return Ok(Some(answer));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
     pub(super) async fn join_group(
         &self,
         principal: &Principal,
@@ -114,175 +125,200 @@ impl Session {
         if validate_id("a group id", &group).is_err() {
             return fail(errors::INVALID_GROUP_ID);
         }
-        if request.protocol_type.as_str() != CONSUMER {
-            return fail(errors::INCONSISTENT_GROUP_PROTOCOL);
+        let instance_id = optional_text(&request.group_instance_id);
+        if instance_id.as_ref().is_some_and(|i| validate_id("an instance id", i).is_err()) {
+            return fail(errors::INVALID_REQUEST);
         }
-        let Some(protocol) = request.protocols.first() else {
-            return fail(errors::INCONSISTENT_GROUP_PROTOCOL);
-        };
-        let session_timeout_ms = u64::try_from(request.session_timeout_ms).unwrap_or(0);
-        if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&session_timeout_ms) {
-            return fail(errors::INVALID_SESSION_TIMEOUT);
-        }
-        let mut member = request.member_id.to_string();
-        if member.is_empty() {
-            member = new_member_id(client_id);
-            if version >= 4 {
-                // Kafka's handshake: the client joins again with this id
+        let mut member_id = request.member_id.to_string();
+        let fresh = member_id.is_empty();
+        if fresh {
+            member_id = new_member_id(client_id);
+            // Kafka's handshake for dynamic members: join again with this id
+            if version >= 4 && instance_id.is_none() {
                 return Response::JoinGroup(
                     JoinGroupResponse::default()
                         .with_error_code(errors::MEMBER_ID_REQUIRED)
                         .with_generation_id(-1)
-                        .with_member_id(text(member)),
+                        .with_member_id(text(member_id)),
                 );
             }
         }
-        if validate_id("a member id", &member).is_err() {
+        if validate_id("a member id", &member_id).is_err() {
             return fail(errors::UNKNOWN_MEMBER_ID);
         }
-        let topics = match subscribed_topics(&protocol.metadata) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "kafka join: subscription unreadable");
-                return fail(errors::INCONSISTENT_GROUP_PROTOCOL);
+        let protocol_type = request.protocol_type.to_string();
+        if protocol_type == CONSUMER {
+            // a consumer may only join for topics it may read
+            for protocol in &request.protocols {
+                let topics = match subscribed_topics(&protocol.metadata) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "kafka join: subscription unreadable");
+                        return fail(errors::INCONSISTENT_GROUP_PROTOCOL);
+                    }
+                };
+                for t in topics {
+                    let Ok(name) = TopicName::new(t) else { return fail(errors::INVALID_TOPIC_EXCEPTION) };
+                    if require(principal, Operation::Consume, name.as_str()).is_err() {
+                        return fail(errors::TOPIC_AUTHORIZATION_FAILED);
+                    }
+                }
             }
+        }
+        let session_timeout_ms = u64::try_from(request.session_timeout_ms).unwrap_or(0);
+        // before v1 the session timeout is also the rebalance timeout
+        let rebalance_timeout_ms = if version >= 1 {
+            u64::try_from(request.rebalance_timeout_ms).unwrap_or(0)
+        } else {
+            session_timeout_ms
         };
-        let mut names = Vec::with_capacity(topics.len());
-        for t in topics {
-            let Ok(name) = TopicName::new(t) else { return fail(errors::INVALID_TOPIC_EXCEPTION) };
-            if require(principal, Operation::Consume, name.as_str()).is_err() {
-                return fail(errors::TOPIC_AUTHORIZATION_FAILED);
-            }
-            names.push(name);
-        }
-        let instance_id = request.group_instance_id.as_ref().map(|i| i.to_string());
-        if instance_id.as_ref().is_some_and(|i| validate_id("an instance id", i).is_err()) {
-            return fail(errors::INVALID_REQUEST);
-        }
-        let heartbeat =
-            MemberHeartbeat { topics: Some(names), session_timeout_ms, instance_id, member_epoch: None };
-        match self.state.controller.group_heartbeat(&group, &member, heartbeat).await {
-            Ok(answer) => {
-                let me = JoinGroupResponseMember::default()
-                    .with_member_id(text(member.clone()))
-                    .with_group_instance_id(request.group_instance_id.clone())
-                    .with_metadata(protocol.metadata.clone());
+        let join = ClassicJoin {
+            member_id: member_id.clone(),
+            fresh,
+            instance_id,
+            protocol_type,
+            protocols: request
+                .protocols
+                .iter()
+                .map(|p| ClassicProtocol { name: p.name.to_string(), metadata: p.metadata.to_vec() })
+                .collect(),
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            client_id: client_id.to_owned(),
+            client_host: format!("/{}", self.peer.ip()),
+        };
+        // the round ends by the rebalance timeout; a little more for the last ask
+        let wait = Duration::from_millis(rebalance_timeout_ms.saturating_add(5_000));
+        match self.classic_until_done(&group, ClassicRequest::Join(join), wait).await {
+            Ok(Some(ClassicAnswer::Joined { generation, protocol_type, protocol, leader, member_id, members })) => {
+                let members = members
+                    .into_iter()
+                    .map(|m| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(text(m.member_id))
+                            .with_group_instance_id(m.instance_id.map(text))
+                            .with_metadata(m.metadata.into())
+                    })
+                    .collect();
                 Response::JoinGroup(
                     JoinGroupResponse::default()
                         .with_error_code(NONE)
-                        .with_generation_id(generation(answer.member_epoch))
-                        .with_protocol_type(Some(text(CONSUMER)))
-                        .with_protocol_name(Some(protocol.name.clone()))
-                        .with_leader(text(member.clone()))
-                        .with_member_id(text(member))
-                        .with_members(vec![me]),
+                        .with_generation_id(generation)
+                        .with_protocol_type(Some(text(protocol_type)))
+                        .with_protocol_name(Some(text(protocol)))
+                        .with_leader(text(leader))
+                        .with_member_id(text(member_id))
+                        .with_members(members),
                 )
             }
-            Err(e) => fail(errors::group_code(&ApiError::from(e))),
+            Ok(Some(ClassicAnswer::Refused(e))) => fail(classic_code(e)),
+            Ok(Some(other)) => {
+                tracing::warn!(?other, "kafka join: unexpected controller answer");
+                fail(errors::UNKNOWN_SERVER_ERROR)
+            }
+            Ok(None) => fail(REBALANCE_IN_PROGRESS),
+            Err(code) => fail(code),
         }
     }
 
-    pub(super) async fn sync_group(&self, principal: &Principal, request: SyncGroupRequest) -> Response {
+    pub(super) async fn sync_group(&self, request: SyncGroupRequest) -> Response {
         let fail = |code: i16| Response::SyncGroup(SyncGroupResponse::default().with_error_code(code));
-        let (group, member) = (request.group_id.0.to_string(), request.member_id.to_string());
-        let epoch = match self.member_heartbeat(&group, &member, request.generation_id).await {
-            Ok(answer) => answer,
-            Err(code) => return fail(code),
+        let group = request.group_id.0.to_string();
+        if validate_id("a group id", &group).is_err() {
+            return fail(errors::INVALID_GROUP_ID);
+        }
+        let sync = ClassicSync {
+            member_id: request.member_id.to_string(),
+            instance_id: optional_text(&request.group_instance_id),
+            generation: request.generation_id,
+            assignments: request
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
+                .collect(),
         };
-        if generation(epoch.member_epoch) != request.generation_id {
-            return fail(REBALANCE_IN_PROGRESS);
-        }
-        if let Some(p) =
-            epoch.assignment.iter().find(|p| !principal.allows(Operation::Consume, p.topic.as_str()))
-        {
-            tracing::debug!(topic = %p.topic, "kafka sync: a partition the principal may not read");
-            return fail(errors::TOPIC_AUTHORIZATION_FAILED);
-        }
-        match assignment_bytes(&epoch) {
-            Ok(bytes) => Response::SyncGroup(
-                SyncGroupResponse::default()
-                    .with_error_code(NONE)
-                    .with_protocol_type(request.protocol_type)
-                    .with_protocol_name(request.protocol_name)
-                    .with_assignment(bytes),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "encoding a kafka assignment failed");
+        match self.classic_until_done(&group, ClassicRequest::Sync(sync), SYNC_WAIT).await {
+            Ok(Some(ClassicAnswer::Synced { protocol_type, protocol, assignment })) => {
+                let mismatch = request.protocol_type.as_ref().is_some_and(|t| t.as_str() != protocol_type)
+                    || request.protocol_name.as_ref().is_some_and(|p| p.as_str() != protocol);
+                if mismatch {
+                    return fail(errors::INCONSISTENT_GROUP_PROTOCOL);
+                }
+                Response::SyncGroup(
+                    SyncGroupResponse::default()
+                        .with_error_code(NONE)
+                        .with_protocol_type(Some(text(protocol_type)))
+                        .with_protocol_name(Some(text(protocol)))
+                        .with_assignment(assignment.into()),
+                )
+            }
+            Ok(Some(ClassicAnswer::Refused(e))) => fail(classic_code(e)),
+            Ok(Some(other)) => {
+                tracing::warn!(?other, "kafka sync: unexpected controller answer");
                 fail(errors::UNKNOWN_SERVER_ERROR)
             }
+            Ok(None) => fail(REBALANCE_IN_PROGRESS),
+            Err(code) => fail(code),
         }
     }
 
     pub(super) async fn heartbeat(&self, request: HeartbeatRequest) -> Response {
-        let (group, member) = (request.group_id.0.to_string(), request.member_id.to_string());
-        let code = match self.member_heartbeat(&group, &member, request.generation_id).await {
-            Ok(answer) if generation(answer.member_epoch) != request.generation_id => REBALANCE_IN_PROGRESS,
-            Ok(_) => NONE,
-            Err(code) => code,
+        let group = request.group_id.0.to_string();
+        let heartbeat = ClassicRequest::Heartbeat {
+            member_id: request.member_id.to_string(),
+            instance_id: optional_text(&request.group_instance_id),
+            generation: request.generation_id,
+        };
+        let code = if validate_id("a group id", &group).is_err() {
+            errors::INVALID_GROUP_ID
+        } else {
+            match self.state.controller.classic_group(&group, heartbeat).await {
+                Ok(ClassicAnswer::Refused(e)) => classic_code(e),
+                Ok(_) => NONE,
+                Err(e) => errors::group_code(&ApiError::from(e)),
+            }
         };
         Response::Heartbeat(HeartbeatResponse::default().with_error_code(code))
     }
 
-    /// A heartbeat of a member that joined, presenting its generation.
-    async fn member_heartbeat(
-        &self,
-        group: &str,
-        member: &str,
-        generation: i32,
-    ) -> Result<MemberAssignment, i16> {
-        if validate_id("a group id", group).is_err() {
-            return Err(errors::INVALID_GROUP_ID);
-        }
-        if validate_id("a member id", member).is_err() {
-            return Err(errors::UNKNOWN_MEMBER_ID);
-        }
-        let epoch = u64::try_from(generation).map_err(|_| errors::ILLEGAL_GENERATION)?;
-        let heartbeat = MemberHeartbeat {
-            topics: None,
-            // unchanged: a heartbeat without topics keeps the member's session
-            session_timeout_ms: 0,
-            instance_id: None,
-            member_epoch: Some(epoch),
-        };
-        self.state.controller.group_heartbeat(group, member, heartbeat).await.map_err(|e| {
-            let e = ApiError::from(e);
-            if matches!(e.code, ErrorCode::GroupNotFound) {
-                errors::UNKNOWN_MEMBER_ID
-            } else {
-                errors::group_code(&e)
-            }
-        })
-    }
-
     pub(super) async fn leave_group(&self, request: LeaveGroupRequest, version: i16) -> Response {
         let group = request.group_id.0.to_string();
-        let members: Vec<(String, Option<StrBytes>)> = if version >= 3 {
-            request.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.clone())).collect()
+        let members: Vec<(String, Option<String>)> = if version >= 3 {
+            request.members.iter().map(|m| (m.member_id.to_string(), optional_text(&m.group_instance_id))).collect()
         } else {
             vec![(request.member_id.to_string(), None)]
         };
-        let mut answers = Vec::with_capacity(members.len());
-        let mut first_error = NONE;
-        for (member, instance) in members {
-            let code = match self.state.controller.leave_group(&group, &member).await {
-                Ok(()) => NONE,
-                Err(e) => errors::group_code(&ApiError::from(e)),
-            };
-            if first_error == NONE {
-                first_error = code;
-            }
-            answers.push(
-                MemberResponse::default()
-                    .with_member_id(text(member))
-                    .with_group_instance_id(instance)
-                    .with_error_code(code),
-            );
-        }
-        // before v3 one member leaves, and its error is the answer's
-        let response = if version >= 3 {
-            LeaveGroupResponse::default().with_members(answers)
+        let outcomes = if validate_id("a group id", &group).is_err() {
+            Err(errors::INVALID_GROUP_ID)
         } else {
-            LeaveGroupResponse::default().with_error_code(first_error)
+            let leave = ClassicRequest::Leave { members: members.clone() };
+            match self.state.controller.classic_group(&group, leave).await {
+                Ok(ClassicAnswer::Left(outcomes)) => Ok(outcomes),
+                Ok(ClassicAnswer::Refused(e)) => Err(classic_code(e)),
+                Ok(other) => {
+                    tracing::warn!(?other, "kafka leave: unexpected controller answer");
+                    Err(errors::UNKNOWN_SERVER_ERROR)
+                }
+                Err(e) => Err(errors::group_code(&ApiError::from(e))),
+            }
+        };
+        let response = match outcomes {
+            Err(code) => LeaveGroupResponse::default().with_error_code(code),
+            // before v3 one member leaves, and its error is the answer's
+            Ok(outcomes) if version < 3 => LeaveGroupResponse::default()
+                .with_error_code(outcomes.first().copied().flatten().map_or(NONE, classic_code)),
+            Ok(outcomes) => LeaveGroupResponse::default().with_members(
+                members
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|((member, instance), outcome)| {
+                        MemberResponse::default()
+                            .with_member_id(text(member))
+                            .with_group_instance_id(instance.map(text))
+                            .with_error_code(outcome.map_or(NONE, classic_code))
+                    })
+                    .collect(),
+            ),
         };
         Response::LeaveGroup(response)
     }
@@ -338,43 +374,39 @@ impl Session {
         Response::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
     }
 
-    /// Commits as the member, at its current epoch: an eager client commits
-    /// with the generation it joined at after the controller announced a
-    /// newer epoch, which Shale would refuse as stale. The controller still
-    /// refuses partitions the member neither owns nor is revoking, which is
-    /// what keeps a zombie from overwriting another member's progress.
-    /// Without a member (generation -1, the client assigns its own
-    /// partitions), the group must have no live members, as in Kafka.
+    /// Commits as the member at the generation it presents; the controller
+    /// refuses a stale one, so a member that missed a rebalance cannot
+    /// overwrite another's progress. Without a member (generation -1, a
+    /// client that assigns its own partitions), the group must have no live
+    /// members, as in Kafka.
     async fn commit(&self, group: &str, request: &OffsetCommitRequest, offsets: Vec<OffsetCommit>) -> i16 {
         if validate_id("a group id", group).is_err() {
             return errors::INVALID_GROUP_ID;
         }
         let member_id = request.member_id.to_string();
-        let member = if request.generation_id_or_member_epoch < 0 && member_id.is_empty() {
-            None
-        } else {
-            match self.state.controller.describe_group(group).await {
-                Ok(g) => match g.members.iter().find(|m| m.member_id == member_id) {
-                    Some(m) => Some((member_id, m.member_epoch)),
-                    None => return errors::UNKNOWN_MEMBER_ID,
-                },
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    return if e.code == ErrorCode::GroupNotFound {
-                        errors::UNKNOWN_MEMBER_ID
-                    } else {
-                        errors::group_code(&e)
-                    };
-                }
-            }
-        };
+        let generation = request.generation_id_or_member_epoch;
+        let member = (generation >= 0 || !member_id.is_empty())
+            .then(|| (member_id, u64::try_from(generation).unwrap_or(u64::MAX)));
+        let by_member = member.is_some();
         match self.state.controller.commit_offsets(group, CommitOffsets { member, offsets }).await {
             Ok(()) => NONE,
-            Err(e) => {
-                let e = ApiError::from(e);
-                // Kafka's answer to a member whose partitions moved on
-                if e.code == ErrorCode::StaleMember { REBALANCE_IN_PROGRESS } else { errors::group_code(&e) }
-            }
+            Err(e) => match ApiError::from(e) {
+                e if e.code == ErrorCode::StaleMember => self.stale_generation_code(group).await,
+                e if by_member && matches!(e.code, ErrorCode::GroupNotFound | ErrorCode::MemberNotFound) => {
+                    errors::UNKNOWN_MEMBER_ID
+                }
+                e => errors::group_code(&e),
+            },
+        }
+    }
+
+    /// Kafka's answer to a commit at a generation not current:
+    /// REBALANCE_IN_PROGRESS while the leader's assignment is awaited, else
+    /// ILLEGAL_GENERATION.
+    async fn stale_generation_code(&self, group: &str) -> i16 {
+        match self.state.controller.describe_group(group).await {
+            Ok(g) if g.classic.as_ref().is_some_and(|c| c.state == "CompletingRebalance") => REBALANCE_IN_PROGRESS,
+            _ => errors::ILLEGAL_GENERATION,
         }
     }
 

@@ -199,7 +199,7 @@ impl Session {
             Request::DeleteTopics(r) => Handled::Answer(self.delete_topics(&principal, r).await),
             Request::DescribeConfigs(r) => Handled::Answer(self.describe_configs(&principal, r).await),
             Request::JoinGroup(r) => Handled::Answer(self.join_group(&principal, r, version, client).await),
-            Request::SyncGroup(r) => Handled::Answer(self.sync_group(&principal, r).await),
+            Request::SyncGroup(r) => Handled::Answer(self.sync_group(r).await),
             Request::Heartbeat(r) => Handled::Answer(self.heartbeat(r).await),
             Request::LeaveGroup(r) => Handled::Answer(self.leave_group(r, version).await),
             Request::OffsetCommit(r) => Handled::Answer(self.offset_commit(&principal, r).await),
