@@ -123,6 +123,9 @@ impl ClassicGroup {
 
     /// Whether a join needs the log, or what to answer from the state.
     pub fn join_step(&self, join: &ClassicJoin) -> Step {
+        if let Some(e) = self.join_refusal(join) {
+            return Step::Answer(ClassicAnswer::Refused(e));
+        }
         let Some(m) = self.members.get(&join.member_id) else { return Step::Write };
         let unchanged = m.protocols == join.protocols
             && m.instance_id == join.instance_id
@@ -142,34 +145,45 @@ impl ClassicGroup {
         }
     }
 
-    pub fn join(&mut self, join: &ClassicJoin, now_ms: i64) -> ClassicAnswer {
+    /// Why a join is refused, if it is: checked on the state alone, so a
+    /// refusal costs no log entry. A member id the group does not know
+    /// joins as a new member: it is the one the gateway handed out with
+    /// MEMBER_ID_REQUIRED (Kafka's pending member).
+    fn join_refusal(&self, join: &ClassicJoin) -> Option<ClassicError> {
         if let Err(e) = validate_join(join) {
-            return ClassicAnswer::Refused(e);
+            return Some(e);
         }
         if !self.members.is_empty()
             && (join.protocol_type != self.protocol_type
-                || !join.protocols.iter().any(|p| self.all_offer(&p.name, None)))
+                || !join.protocols.iter().any(|p| self.all_offer(&p.name, Some(&join.member_id))))
         {
-            return ClassicAnswer::Refused(ClassicError::InconsistentGroupProtocol);
+            return Some(ClassicError::InconsistentGroupProtocol);
+        }
+        let holder = join.instance_id.as_deref().and_then(|i| self.holder(i));
+        if holder.is_some_and(|old| *old != join.member_id) && !join.fresh {
+            return Some(ClassicError::FencedInstanceId);
+        }
+        let new = !self.members.contains_key(&join.member_id) && holder.is_none();
+        if new && self.members.len() >= MAX_MEMBERS {
+            return Some(ClassicError::GroupMaxSizeReached);
+        }
+        None
+    }
+
+    pub fn join(&mut self, join: &ClassicJoin, now_ms: i64) -> ClassicAnswer {
+        if let Some(e) = self.join_refusal(join) {
+            return ClassicAnswer::Refused(e);
         }
         let member_id = join.member_id.clone();
         let holder = join.instance_id.as_deref().and_then(|i| self.holder(i)).cloned();
-        match (&holder, self.members.contains_key(&member_id)) {
-            // a static member back under a new id takes its old id's place
-            (Some(old), false) if join.fresh => {
-                if let Some(previous) = self.members.remove(old) {
-                    self.members.insert(member_id.clone(), previous);
-                }
-                if self.leader.as_ref() == Some(old) {
-                    self.leader = Some(member_id.clone());
-                }
+        // a static member back under a new id takes its old id's place
+        if let Some(old) = holder.as_ref().filter(|old| **old != member_id) {
+            if let Some(previous) = self.members.remove(old) {
+                self.members.insert(member_id.clone(), previous);
             }
-            (Some(old), _) if *old != member_id => return ClassicAnswer::Refused(ClassicError::FencedInstanceId),
-            (_, false) if !join.fresh => return ClassicAnswer::Refused(ClassicError::UnknownMemberId),
-            _ => {}
-        }
-        if !self.members.contains_key(&member_id) && self.members.len() >= MAX_MEMBERS {
-            return ClassicAnswer::Refused(ClassicError::GroupMaxSizeReached);
+            if self.leader.as_ref() == Some(old) {
+                self.leader = Some(member_id.clone());
+            }
         }
         self.protocol_type = join.protocol_type.clone();
         let existing = self.members.get(&member_id).cloned();

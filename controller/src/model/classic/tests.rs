@@ -101,9 +101,13 @@ fn protocols_must_be_shared_and_types_equal() {
     let mut connect = join_of("b", &[("range", b"")]);
     connect.protocol_type = "connect".into();
     assert_eq!(g.join(&connect, 1), ClassicAnswer::Refused(ClassicError::InconsistentGroupProtocol));
-    let mut unknown = join_of("z", &[("range", b"")]);
-    unknown.fresh = false;
-    assert_eq!(g.join(&unknown, 1), ClassicAnswer::Refused(ClassicError::UnknownMemberId));
+    // refusals are answered from the state, costing no log entry
+    assert_eq!(g.join_step(&other), Step::Answer(ClassicAnswer::Refused(ClassicError::InconsistentGroupProtocol)));
+    // an id handed out with MEMBER_ID_REQUIRED joins as a new member
+    let mut pending = join_of("z", &[("range", b"")]);
+    pending.fresh = false;
+    assert_eq!(g.join(&pending, 1), ClassicAnswer::Pending);
+    assert!(g.members.contains_key("z"));
 }
 
 #[test]
