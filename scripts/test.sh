@@ -2,7 +2,7 @@
 # The test command: starts Garage (installing it if missing), installs
 # Schemathesis, DuckDB (with its httpfs extension), pyarrow, python-hcl2,
 # checkov and the Kafka clients (confluent-kafka, kafka-python, kafkajs,
-# kcat) into caches (if missing), builds the shale binary the end-to-end tests run,
+# kcat, Apache Kafka's Java client and tools) into caches (if missing), builds the shale binary the end-to-end tests run,
 # runs every test, stops Garage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +60,20 @@ if ! command -v kcat >/dev/null; then
   fi
 fi
 export SHALE_KCAT="$(command -v kcat)"
+# Apache Kafka's Java client and tools (tests/java/pom.xml, pinned to 4.4.0)
+# from Maven Central, copied into the cache once per version of the pom; the
+# checks are compiled on each run (seconds) and run on one JVM per suite
+java_cache="$cache/kafka-java"
+pom_stamp=$(sha256sum tests/java/pom.xml | cut -d' ' -f1)
+if [ "$(cat "$java_cache/.shale-packages" 2>/dev/null)" != "$pom_stamp" ]; then
+  echo "installing Apache Kafka's Java client and tools into $java_cache" >&2
+  rm -rf "$java_cache"
+  mvn -q -B -f tests/java/pom.xml dependency:copy-dependencies -DoutputDirectory="$java_cache/lib"
+  echo "$pom_stamp" > "$java_cache/.shale-packages"
+fi
+rm -rf "$java_cache/classes"
+javac -nowarn -d "$java_cache/classes" -cp "$java_cache/lib/*" tests/java/src/main/java/dev/shale/checks/*.java
+export SHALE_KAFKA_JAVA_CLASSPATH="$java_cache/classes:$java_cache/lib/*"
 
 cargo build --bin shale --bin shale-lambda
 log="$garage_dir/cargo-test.log"

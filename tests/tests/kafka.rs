@@ -1,8 +1,10 @@
 //! The Kafka listener of the real `shale` binary, driven by clients nobody
 //! on this project wrote: librdkafka (kcat and confluent-kafka),
-//! kafka-python and kafkajs, installed by the test command
-//! (`scripts/test.sh` sets SHALE_KCAT, SHALE_KAFKA_PYTHON and
-//! SHALE_KAFKAJS_MODULES). The client scripts are in `tests/kafka/`.
+//! kafka-python, kafkajs, and Apache Kafka's own Java client and tools,
+//! installed by the test command (`scripts/test.sh` sets SHALE_KCAT,
+//! SHALE_KAFKA_PYTHON, SHALE_KAFKAJS_MODULES and
+//! SHALE_KAFKA_JAVA_CLASSPATH). The client scripts are in `tests/kafka/`,
+//! the Java checks in `tests/java/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,6 +92,24 @@ async fn kafka_python_and_kafkajs_round_trip_and_consume_in_groups() -> anyhow::
         .env("KAFKA_BOOTSTRAP", &kafka)
         .env("NODE_PATH", client("SHALE_KAFKAJS_MODULES")?);
     run(node, "kafkajs").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_java_client_and_kafkas_tools_work_against_shale() -> anyhow::Result<()> {
+    eprintln!("local disk only: the store is exercised by the librdkafka test on every backend");
+    let classpath = client("SHALE_KAFKA_JAVA_CLASSPATH")?;
+    let dir = tempfile::tempdir()?;
+    let (shale, kafka) = start(dir.path(), &Backend::Local, "kafka-java").await?;
+    // one JVM for every check
+    let mut java = Command::new("java");
+    java.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+        .args(["-cp", &classpath, "dev.shale.checks.Checks", &kafka, &shale.url])
+        .args(["round_trip", "cooperative_group", "tools"]);
+    let out = run(java, "the Java client and Kafka's tools").await?;
+    for check in ["round_trip", "cooperative_group", "tools"] {
+        ensure!(out.contains(&format!("java check {check} passed")), "{check} did not report passing:\n{out}");
+    }
     Ok(())
 }
 

@@ -26,7 +26,7 @@ use crate::api::{ApiError, require};
 /// Partitions of a topic created without a count (`num_partitions` -1).
 const DEFAULT_PARTITIONS: u32 = 1;
 /// DescribeConfigs resource type of a topic.
-const TOPIC_RESOURCE: i8 = 2;
+pub const TOPIC_RESOURCE: i8 = 2;
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())

@@ -13,6 +13,7 @@
 //!
 //! `docs/KAFKA.md` lists the APIs and how each maps onto Shale.
 
+mod admin;
 mod errors;
 mod groups;
 mod metadata;

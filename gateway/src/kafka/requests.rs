@@ -32,6 +32,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {
@@ -204,6 +211,15 @@ impl Session {
             Request::LeaveGroup(r) => Handled::Answer(self.leave_group(r, version).await),
             Request::OffsetCommit(r) => Handled::Answer(self.offset_commit(&principal, r).await),
             Request::OffsetFetch(r) => Handled::Answer(self.offset_fetch(&principal, r).await),
+            Request::ListGroups(r) => Handled::Answer(self.list_groups(&principal, r).await),
+            Request::DescribeGroups(r) => Handled::Answer(self.describe_groups(&principal, r).await),
+            Request::DeleteGroups(r) => Handled::Answer(self.delete_groups(&principal, r).await),
+            Request::CreatePartitions(r) => Handled::Answer(self.create_partitions(&principal, r).await),
+            Request::AlterConfigs(r) => Handled::Answer(self.alter_configs(&principal, r).await),
+            Request::IncrementalAlterConfigs(r) => {
+                Handled::Answer(self.incremental_alter_configs(&principal, r).await)
+            }
+            Request::DescribeCluster(_) => Handled::Answer(self.describe_cluster()),
             other => {
                 // supports() let it through, so this is a table mistake
                 let key = api_key_of(&other);
@@ -236,6 +252,13 @@ fn api_key_of(request: &Request) -> Option<ApiKey> {
         Request::DeleteTopics(_) => ApiKey::DeleteTopics,
         Request::InitProducerId(_) => ApiKey::InitProducerId,
         Request::DescribeConfigs(_) => ApiKey::DescribeConfigs,
+        Request::DescribeGroups(_) => ApiKey::DescribeGroups,
+        Request::ListGroups(_) => ApiKey::ListGroups,
+        Request::DeleteGroups(_) => ApiKey::DeleteGroups,
+        Request::CreatePartitions(_) => ApiKey::CreatePartitions,
+        Request::AlterConfigs(_) => ApiKey::AlterConfigs,
+        Request::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
+        Request::DescribeCluster(_) => ApiKey::DescribeCluster,
         _ => return None,
     })
 }

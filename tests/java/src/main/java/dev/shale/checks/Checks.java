@@ -37,6 +37,7 @@ public final class Checks {
             switch (check) {
                 case "round_trip" -> roundTrip();
                 case "cooperative_group" -> cooperativeGroup();
+                case "tools" -> Tools.run(bootstrap, url, RUN);
                 default -> throw new IllegalArgumentException("no check " + check);
             }
             System.out.printf("java check %s passed in %d ms%n", check, (System.nanoTime() - started) / 1_000_000);

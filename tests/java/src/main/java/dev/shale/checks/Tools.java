@@ -1,0 +1,101 @@
+package dev.shale.checks;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.*;
+
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.utils.internals.Exit;
+
+/**
+ * Kafka's own command-line tools (kafka-topics, kafka-consumer-groups),
+ * run in this JVM through their main classes, with their output compared
+ * with what Shale's HTTP API says.
+ */
+final class Tools {
+    /** The code of a tool's last call of Kafka's Exit (which would end the JVM). */
+    static volatile int exitCode;
+
+    interface Main { void run(String[] args) throws Exception; }
+
+    /** Runs a tool; its standard output, or a failure if it exits non-zero. */
+    static String tool(String name, Main main, String... args) throws Exception {
+        PrintStream out = System.out;
+        ByteArrayOutputStream captured = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(captured, true, StandardCharsets.UTF_8));
+        exitCode = 0;
+        try {
+            main.run(args);
+        } finally {
+            System.setOut(out);
+        }
+        int code = exitCode;
+        String text = captured.toString(StandardCharsets.UTF_8);
+        System.out.println("$ " + name + " " + String.join(" ", args) + "\n" + text.strip());
+        Checks.check(code == 0, name + " exited " + code + ": " + text);
+        return text;
+    }
+
+    static String topics(String bootstrap, String... args) throws Exception {
+        List<String> all = new ArrayList<>(List.of("--bootstrap-server", bootstrap));
+        all.addAll(List.of(args));
+        return tool("kafka-topics", org.apache.kafka.tools.TopicCommand::main, all.toArray(String[]::new));
+    }
+
+    static String groups(String bootstrap, String... args) throws Exception {
+        List<String> all = new ArrayList<>(List.of("--bootstrap-server", bootstrap));
+        all.addAll(List.of(args));
+        return tool("kafka-consumer-groups", org.apache.kafka.tools.consumer.group.ConsumerGroupCommand::main,
+                all.toArray(String[]::new));
+    }
+
+    static void run(String bootstrap, String url, String run) throws Exception {
+        Exit.setExitProcedure((code, message) -> exitCode = code);
+        String topic = "tools-" + run, group = "tools-" + run;
+        topics(bootstrap, "--create", "--topic", topic, "--partitions", "2");
+        Checks.check(topics(bootstrap, "--list").lines().anyMatch(topic::equals), "kafka-topics --list shows the topic");
+        Checks.check(topics(bootstrap, "--describe", "--topic", topic).contains("PartitionCount: 2"),
+                "kafka-topics --describe shows 2 partitions");
+        topics(bootstrap, "--alter", "--topic", topic, "--partitions", "4");
+        String described = Checks.http("GET", "/v1/topics/" + topic, null);
+        Checks.check(described.split("\"partition\":").length - 1 == 4, "HTTP shows 4 partitions after --alter: " + described);
+
+        // a group that read everything and committed
+        try (KafkaProducer<String, String> p = Checks.producer()) {
+            for (int i = 0; i < 40; i++) p.send(new ProducerRecord<>(topic, i % 4, null, "t" + i));
+        }
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(Checks.props("group.id", group,
+                "auto.offset.reset", "earliest", "key.deserializer", StringDeserializer.class.getName(),
+                "value.deserializer", StringDeserializer.class.getName()))) {
+            c.subscribe(List.of(topic));
+            int read = 0;
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (read < 40 && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(300))) read++;
+            }
+            Checks.check(read == 40, "the group read " + read + " of 40");
+            c.commitSync();
+        }
+        Checks.check(groups(bootstrap, "--list").lines().anyMatch(group::equals), "kafka-consumer-groups --list shows the group");
+        String lag = groups(bootstrap, "--describe", "--group", group);
+        long rows = lag.lines().filter(l -> l.startsWith(group) && l.contains(topic)).count();
+        Checks.check(rows == 4, "--describe shows 4 partitions: " + lag);
+        Checks.check(lag.lines().filter(l -> l.startsWith(group)).allMatch(l -> l.split("\\s+")[5].equals("0")),
+                "--describe shows no lag: " + lag);
+        Checks.check(Checks.http("GET", "/v1/groups/" + group, null).contains("\"total_lag\":0"), "HTTP agrees: no lag");
+        groups(bootstrap, "--reset-offsets", "--group", group, "--topic", topic, "--to-earliest", "--execute");
+        String offsets = Checks.http("GET", "/v1/groups/" + group + "/offsets", null);
+        Checks.check(!offsets.contains("\"offset\":1"), "HTTP shows the offsets reset to 0: " + offsets);
+        Checks.check(Checks.http("GET", "/v1/groups/" + group, null).contains("\"total_lag\":40"), "HTTP shows a lag of 40");
+        groups(bootstrap, "--delete", "--group", group);
+        Checks.check(!groups(bootstrap, "--list").lines().anyMatch(group::equals), "the group is gone");
+        topics(bootstrap, "--delete", "--topic", topic);
+        Checks.check(!topics(bootstrap, "--list").lines().anyMatch(topic::equals), "the topic is gone");
+    }
+}
