@@ -94,7 +94,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         // streams tell their clients to reconnect, then end, before the drain
         closing.cancel();
     };
-    let kafka = args.kafka.start(state.clone(), &args.auth, limits.tls.clone()).await?;
+    let kafka = args.kafka.start(state.clone(), &args.auth, &limits).await?;
     serve(listener, router(state), &limits, shutdown).await?;
     if let Some(kafka) = kafka {
         kafka.abort();

@@ -439,7 +439,7 @@ impl KafkaArgs {
         &self,
         state: std::sync::Arc<shale_gateway::AppState>,
         auth: &AuthArgs,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        limits: &shale_gateway::serve::ServeLimits,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         use shale_gateway::auth::AuthMode;
         use std::io::Write;
@@ -468,7 +468,7 @@ impl KafkaArgs {
                 (addr.ip().to_string(), addr.port())
             }
         };
-        let protocol = match (state.auth.mode() == AuthMode::Tokens, tls.is_some()) {
+        let protocol = match (state.auth.mode() == AuthMode::Tokens, limits.tls.is_some()) {
             (false, false) => "PLAINTEXT",
             (false, true) => "SSL",
             (true, false) => "SASL_PLAINTEXT",
@@ -477,8 +477,8 @@ impl KafkaArgs {
         tracing::info!(%addr, %host, port, protocol, "kafka listener started");
         // after the line that names the HTTP URL; stdout may be closed by then
         let _ = writeln!(std::io::stdout(), "shale kafka listening on {addr} ({protocol})");
-        let config = shale_gateway::kafka::KafkaConfig { host, port };
+        let config = shale_gateway::kafka::KafkaConfig { host, port, limits: limits.clone() };
         let closing = state.closing.clone();
-        Ok(Some(tokio::spawn(shale_gateway::kafka::serve(listener, state, config, tls, closing))))
+        Ok(Some(tokio::spawn(shale_gateway::kafka::serve(listener, state, config, closing))))
     }
 }

@@ -285,3 +285,40 @@ async fn a_kafka_listener_off_loopback_needs_auth() -> anyhow::Result<()> {
     ensure!(stderr.contains("--kafka-listen") && stderr.contains("--auth"), "no reason given: {stderr}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_frame_is_closed_and_idle_connections_do_not_stop_producers() -> anyhow::Result<()> {
+    eprintln!("local disk only: this is about connections, not the store");
+    rlimit::increase_nofile_limit(4096)?;
+    let dir = tempfile::tempdir()?;
+    let shale =
+        Shale::start(dir.path(), &Backend::Local, "kafka-hostage", &["--kafka-listen=127.0.0.1:0", "--body-timeout-ms=1000"])
+            .await?;
+    let kafka = kafka_address(&dir.path().join("shale.log")).await?;
+    // two bytes of a frame's length, then nothing: closed once the frame timeout passes
+    let mut half = tokio::net::TcpStream::connect(&kafka).await?;
+    half.write_all(&[0, 0]).await?;
+    let started = std::time::Instant::now();
+    let mut rest = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), half.read(&mut rest)).await;
+    ensure!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a half-sent frame kept its connection: {read:?}");
+    ensure!(started.elapsed() < Duration::from_secs(5), "closed only after {:?}", started.elapsed());
+    // 1 000 idle connections, then a producer is still served
+    let mut idle = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(&kafka).await?);
+    }
+    let kcat = client("SHALE_KCAT")?;
+    let http = shale.client();
+    http.create_topic("busy", 1).await?;
+    let mut produce = Command::new(&kcat);
+    produce.args(["-b", &kafka, "-P", "-t", "busy", "-K:"]).stdin(std::process::Stdio::piped());
+    let mut child = produce.kill_on_drop(true).spawn()?;
+    child.stdin.take().context("stdin")?.write_all(b"k:v1\nk:v2\n").await?;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    ensure!(status.success(), "kcat -P failed beside 1000 idle connections: {status}");
+    let (status, fetched) = http.fetch("busy", 0, "offset=0").await?;
+    ensure!(status == 200 && fetched["records"].as_array().map(Vec::len) == Some(2), "fetched {fetched}");
+    drop(idle);
+    Ok(())
+}

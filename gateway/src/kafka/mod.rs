@@ -22,6 +22,7 @@ mod requests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
@@ -30,20 +31,25 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use shale_controller_client::auth::Principal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::auth::AuthMode;
+use crate::serve::ServeLimits;
 
 pub use requests::SUPPORTED;
 
-/// Where clients are told to connect: this gateway's Kafka address.
+/// Where clients are told to connect (this gateway's Kafka address), and
+/// the limits HTTP connections have too: TLS, the connection cap, the idle
+/// timeout, and the header timeout for TLS handshakes.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     pub host: String,
     pub port: u16,
+    pub limits: ServeLimits,
 }
 
 /// The node id every gateway answers as.
@@ -82,29 +88,19 @@ enum Outcome {
     Close(BytesMut),
 }
 
-/// Accepts Kafka connections until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    config: KafkaConfig,
-    tls: Option<TlsAcceptor>,
-    shutdown: CancellationToken,
-) {
+/// Accepts Kafka connections until `shutdown` is cancelled: at most
+/// `--max-connections` at once (more wait in the backlog), each closed when
+/// idle for `--idle-timeout-ms` with nothing in flight, or when a frame it
+/// started does not arrive whole within `--body-timeout-ms`.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, config: KafkaConfig, shutdown: CancellationToken) {
     let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener, &slots) => accepted,
             () = shutdown.cancelled() => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka listener: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let Some((stream, peer, slot)) = accepted else { continue };
         let principal = (state.auth.mode() == AuthMode::Off).then(|| Arc::new(Principal::anonymous()));
         let session = Session {
             state: state.clone(),
@@ -114,15 +110,14 @@ pub async fn serve(
             token: None,
             sasl_ready: false,
         };
-        let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            match tls {
+            let _slot = slot;
+            match session.config.limits.tls.clone() {
                 None => session.run(stream, shutdown).await,
                 Some(acceptor) => {
                     let handshake =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
-                            .await;
+                        tokio::time::timeout(session.config.limits.header_timeout, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(stream)) => session.run(stream, shutdown).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "kafka tls handshake failed"),
@@ -131,6 +126,22 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// Waits for a free connection slot, then for a client.
+async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer, slot))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka listener: accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
     }
 }
 
@@ -148,19 +159,28 @@ impl Session {
         let (reader, mut writer) = tokio::io::split(stream);
         let (frames_tx, mut frames) = tokio::sync::mpsc::channel(PIPELINE);
         let peer = self.peer;
-        let reading = tokio::spawn(read_frames(reader, max_frame, peer, frames_tx));
+        let frame_timeout = self.state.config.body_timeout;
+        let reading = tokio::spawn(read_frames(reader, max_frame, frame_timeout, peer, frames_tx));
         let _reading = tokio_util::task::AbortOnDropHandle::new(reading);
+        let idle_timeout = self.config.limits.idle_timeout;
+        let mut idle_since = Instant::now();
         let mut pending = FuturesOrdered::new();
         loop {
             tokio::select! {
                 done = pending.next(), if !pending.is_empty() => {
                     let Some(outcome) = done else { continue };
+                    idle_since = Instant::now();
                     if !write(&mut writer, outcome).await {
                         return;
                     }
                 }
+                () = tokio::time::sleep_until(idle_since + idle_timeout), if pending.is_empty() => {
+                    tracing::debug!(%peer, "kafka connection idle: closing");
+                    return;
+                }
                 frame = frames.recv(), if pending.len() < PIPELINE => {
                     let Some(frame) = frame else { break };
+                    idle_since = Instant::now();
                     let key = frame.slice(0..2).get_i16();
                     let sasl = key == ApiKey::SaslHandshake as i16 || key == ApiKey::SaslAuthenticate as i16;
                     if self.principal.is_none() || sasl {
@@ -233,22 +253,42 @@ impl Session {
     }
 }
 
-/// Reads length-prefixed frames into `frames` until the connection ends or
-/// sends a frame of a size no request has.
+/// Reads length-prefixed frames into `frames` until the connection ends,
+/// sends a frame of a size no request has, or takes longer than
+/// `frame_timeout` to send a frame it started.
 async fn read_frames<R: AsyncRead + Unpin>(
     mut reader: R,
     max_frame: usize,
+    frame_timeout: Duration,
     peer: SocketAddr,
     frames: tokio::sync::mpsc::Sender<Bytes>,
 ) {
     loop {
-        let Ok(len) = reader.read_i32().await else { return };
-        let Some(len) = usize::try_from(len).ok().filter(|n| (8..=max_frame).contains(n)) else {
-            tracing::debug!(%peer, len, "kafka frame of a size no request has: closing");
+        let mut len = [0u8; 4];
+        // the wait for a frame's first byte is the session's idle timeout
+        if reader.read_exact(&mut len[..1]).await.is_err() {
             return;
+        }
+        let rest = async {
+            reader.read_exact(&mut len[1..]).await.ok()?;
+            let n = usize::try_from(i32::from_be_bytes(len)).ok().filter(|n| (8..=max_frame).contains(n));
+            let Some(n) = n else {
+                tracing::debug!(%peer, len = i32::from_be_bytes(len), "kafka frame of a size no request has: closing");
+                return None;
+            };
+            let mut frame = BytesMut::zeroed(n);
+            reader.read_exact(&mut frame).await.ok()?;
+            Some(frame.freeze())
         };
-        let mut frame = BytesMut::zeroed(len);
-        if reader.read_exact(&mut frame).await.is_err() || frames.send(frame.freeze()).await.is_err() {
+        let frame = match tokio::time::timeout(frame_timeout, rest).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "kafka frame not received whole in time: closing");
+                return;
+            }
+        };
+        if frames.send(frame).await.is_err() {
             return;
         }
     }
