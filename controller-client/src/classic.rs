@@ -61,9 +61,15 @@ pub struct ClassicSync {
 pub enum ClassicRequest {
     Join(ClassicJoin),
     Sync(ClassicSync),
-    Heartbeat { member_id: String, instance_id: Option<String>, generation: i32 },
+    Heartbeat {
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+    },
     /// Members leave, by member id (or, empty, by instance id).
-    Leave { members: Vec<(String, Option<String>)> },
+    Leave {
+        members: Vec<(String, Option<String>)>,
+    },
 }
 
 /// A member as the leader sees it in its join answer.
@@ -105,7 +111,11 @@ pub enum ClassicAnswer {
         /// leader gets them.
         members: Vec<ClassicMemberMeta>,
     },
-    Synced { protocol_type: String, protocol: String, assignment: Vec<u8> },
+    Synced {
+        protocol_type: String,
+        protocol: String,
+        assignment: Vec<u8>,
+    },
     Done,
     /// Per member of a Leave, in order: None if it left.
     Left(Vec<Option<ClassicError>>),

@@ -83,7 +83,9 @@ impl ErrorCode {
                 (404, false)
             }
             MethodNotAllowed => (405, false),
-            TopicExists | TokenExists | StaleMember | GroupNotEmpty | InconsistentGroupProtocol => (409, false),
+            TopicExists | TokenExists | StaleMember | GroupNotEmpty | InconsistentGroupProtocol => {
+                (409, false)
+            }
             RecordTooLarge | RequestTooLarge => (413, false),
             OffsetMismatch => (412, false),
             OffsetOutOfRange => (416, false),

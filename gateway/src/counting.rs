@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
+use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
 };

@@ -108,7 +108,10 @@ async fn the_java_client_and_kafkas_tools_work_against_shale() -> anyhow::Result
         .args(["round_trip", "cooperative_group", "tools"]);
     let out = run(java, "the Java client and Kafka's tools").await?;
     for check in ["round_trip", "cooperative_group", "tools"] {
-        ensure!(out.contains(&format!("java check {check} passed")), "{check} did not report passing:\n{out}");
+        ensure!(
+            out.contains(&format!("java check {check} passed")),
+            "{check} did not report passing:\n{out}"
+        );
     }
     Ok(())
 }
@@ -291,9 +294,13 @@ async fn a_half_sent_frame_is_closed_and_idle_connections_do_not_stop_producers(
     eprintln!("local disk only: this is about connections, not the store");
     rlimit::increase_nofile_limit(4096)?;
     let dir = tempfile::tempdir()?;
-    let shale =
-        Shale::start(dir.path(), &Backend::Local, "kafka-hostage", &["--kafka-listen=127.0.0.1:0", "--body-timeout-ms=1000"])
-            .await?;
+    let shale = Shale::start(
+        dir.path(),
+        &Backend::Local,
+        "kafka-hostage",
+        &["--kafka-listen=127.0.0.1:0", "--body-timeout-ms=1000"],
+    )
+    .await?;
     let kafka = kafka_address(&dir.path().join("shale.log")).await?;
     // two bytes of a frame's length, then nothing: closed once the frame timeout passes
     let mut half = tokio::net::TcpStream::connect(&kafka).await?;

@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use shale_controller_client::classic::{
-    ClassicAnswer, ClassicError, ClassicRequest, ClassicInfo, ClassicJoin, ClassicMemberInfo, ClassicMemberMeta,
-    ClassicProtocol, ClassicSync, INITIAL_REBALANCE_DELAY_MS, MAX_MEMBER_BYTES, MAX_MEMBERS, MAX_PROTOCOLS,
-    MAX_REBALANCE_TIMEOUT_MS, MIN_REBALANCE_TIMEOUT_MS,
+    ClassicAnswer, ClassicError, ClassicInfo, ClassicJoin, ClassicMemberInfo, ClassicMemberMeta,
+    ClassicProtocol, ClassicRequest, ClassicSync, INITIAL_REBALANCE_DELAY_MS, MAX_MEMBER_BYTES, MAX_MEMBERS,
+    MAX_PROTOCOLS, MAX_REBALANCE_TIMEOUT_MS, MIN_REBALANCE_TIMEOUT_MS,
 };
 use shale_controller_client::group::{self, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS};
 
@@ -33,9 +33,14 @@ pub enum Phase {
     #[default]
     Empty,
     /// Members are joining; the round ends by `deadline_ms` at the latest.
-    Joining { deadline_ms: i64, initial: bool },
+    Joining {
+        deadline_ms: i64,
+        initial: bool,
+    },
     /// Waiting for the leader's assignment until `deadline_ms`.
-    Syncing { deadline_ms: i64 },
+    Syncing {
+        deadline_ms: i64,
+    },
     Stable,
 }
 
@@ -328,7 +333,8 @@ impl ClassicGroup {
             return ClassicAnswer::Refused(ClassicError::InvalidRequest);
         }
         for (id, m) in &mut self.members {
-            m.assignment = sync.assignments.iter().find(|(to, _)| to == id).map(|(_, a)| a.clone()).unwrap_or_default();
+            m.assignment =
+                sync.assignments.iter().find(|(to, _)| to == id).map(|(_, a)| a.clone()).unwrap_or_default();
         }
         self.phase = Phase::Stable;
         self.synced(&sync.member_id)
@@ -342,7 +348,12 @@ impl ClassicGroup {
         }
     }
 
-    fn check_generation(&self, member_id: &str, instance: Option<&str>, generation: i32) -> Result<(), ClassicError> {
+    fn check_generation(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ClassicError> {
         self.check_member(member_id, instance)?;
         if generation != self.generation { Err(ClassicError::IllegalGeneration) } else { Ok(()) }
     }

@@ -119,18 +119,27 @@ impl Session {
     ) -> Response {
         let mut described = Vec::with_capacity(request.groups.len());
         for group in request.groups {
-            let answer = DescribedGroup::default().with_group_id(group.clone()).with_authorized_operations(i32::MIN);
+            let answer =
+                DescribedGroup::default().with_group_id(group.clone()).with_authorized_operations(i32::MIN);
             let found = match validate_id("a group id", group.0.as_str()) {
                 Err(_) => Err(errors::INVALID_GROUP_ID),
-                Ok(()) => self.state.controller.describe_group(group.0.as_str()).await.map_err(ApiError::from).map_err(
-                    |e| if e.code == ErrorCode::GroupNotFound { NONE } else { errors::group_code(&e) },
-                ),
+                Ok(()) => self
+                    .state
+                    .controller
+                    .describe_group(group.0.as_str())
+                    .await
+                    .map_err(ApiError::from)
+                    .map_err(
+                        |e| if e.code == ErrorCode::GroupNotFound { NONE } else { errors::group_code(&e) },
+                    ),
             };
             let answer = match found {
                 // Kafka describes a group it does not know as Dead
                 Err(NONE) => answer.with_group_state(text("Dead")),
                 Err(code) => answer.with_error_code(code),
-                Ok(g) if !visible(principal, &g) => answer.with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+                Ok(g) if !visible(principal, &g) => {
+                    answer.with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                }
                 Ok(g) => describe(&g, answer),
             };
             described.push(answer);
@@ -138,7 +147,11 @@ impl Session {
         Response::DescribeGroups(DescribeGroupsResponse::default().with_groups(described))
     }
 
-    pub(super) async fn delete_groups(&self, principal: &Principal, request: DeleteGroupsRequest) -> Response {
+    pub(super) async fn delete_groups(
+        &self,
+        principal: &Principal,
+        request: DeleteGroupsRequest,
+    ) -> Response {
         let mut results = Vec::with_capacity(request.groups_names.len());
         for group in request.groups_names {
             let code = if validate_id("a group id", group.0.as_str()).is_err() {
@@ -190,13 +203,20 @@ impl Session {
         let name = TopicName::new(topic.name.0.to_string()).map_err(|e| fail(e.into()))?;
         require(principal, Operation::Admin, name.as_str()).map_err(fail)?;
         if topic.assignments.is_some() {
-            return Err((errors::INVALID_REQUEST, "replica assignments do not apply: the object store replicates".into()));
+            return Err((
+                errors::INVALID_REQUEST,
+                "replica assignments do not apply: the object store replicates".into(),
+            ));
         }
-        let count = u32::try_from(topic.count).map_err(|_| (errors::INVALID_PARTITIONS, "a negative count".into()))?;
+        let count = u32::try_from(topic.count)
+            .map_err(|_| (errors::INVALID_PARTITIONS, "a negative count".into()))?;
         let info = self.state.controller.describe_topic(&name).await.map_err(|e| fail(e.into()))?;
         if count <= info.partitions.len() as u32 {
             let has = info.partitions.len();
-            return Err((errors::INVALID_PARTITIONS, format!("topic {name} has {has} partitions; it can only grow")));
+            return Err((
+                errors::INVALID_PARTITIONS,
+                format!("topic {name} has {has} partitions; it can only grow"),
+            ));
         }
         if validate_only {
             return Ok(());
@@ -213,8 +233,15 @@ impl Session {
         let mut responses = Vec::with_capacity(request.resources.len());
         for resource in request.resources {
             let patch = incremental_patch(&resource.configs);
-            let (code, message) =
-                self.alter(principal, resource.resource_type, resource.resource_name.as_str(), patch, request.validate_only).await;
+            let (code, message) = self
+                .alter(
+                    principal,
+                    resource.resource_type,
+                    resource.resource_name.as_str(),
+                    patch,
+                    request.validate_only,
+                )
+                .await;
             responses.push(
                 incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(resource.resource_type)
@@ -223,22 +250,36 @@ impl Session {
                     .with_error_message(message.map(text)),
             );
         }
-        Response::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses))
+        Response::IncrementalAlterConfigs(
+            IncrementalAlterConfigsResponse::default().with_responses(responses),
+        )
     }
 
     /// The legacy AlterConfigs: the configs given replace all the topic's.
-    pub(super) async fn alter_configs(&self, principal: &Principal, request: AlterConfigsRequest) -> Response {
+    pub(super) async fn alter_configs(
+        &self,
+        principal: &Principal,
+        request: AlterConfigsRequest,
+    ) -> Response {
         let mut responses = Vec::with_capacity(request.resources.len());
         for resource in request.resources {
-            let given = resource.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())));
+            let given =
+                resource.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())));
             let patch = topic_config(given).map(|set| {
                 let mut all: Map<String, Value> =
                     SHALE_KEYS.iter().map(|(_, key)| ((*key).to_owned(), Value::Null)).collect();
                 all.extend(set);
                 all
             });
-            let (code, message) =
-                self.alter(principal, resource.resource_type, resource.resource_name.as_str(), patch, request.validate_only).await;
+            let (code, message) = self
+                .alter(
+                    principal,
+                    resource.resource_type,
+                    resource.resource_name.as_str(),
+                    patch,
+                    request.validate_only,
+                )
+                .await;
             responses.push(
                 alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(resource.resource_type)
@@ -260,7 +301,10 @@ impl Session {
         validate_only: bool,
     ) -> (i16, Option<String>) {
         if resource_type != TOPIC_RESOURCE {
-            return (errors::INVALID_REQUEST, Some("only topic configs can be changed; brokers have none".into()));
+            return (
+                errors::INVALID_REQUEST,
+                Some("only topic configs can be changed; brokers have none".into()),
+            );
         }
         let patch = match patch {
             Ok(p) => p,
@@ -321,7 +365,10 @@ fn incremental_patch(
     let mut patch = Map::new();
     for c in configs {
         match c.config_operation {
-            OP_SET => patch.extend(topic_config(std::iter::once((c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))))?),
+            OP_SET => patch.extend(topic_config(std::iter::once((
+                c.name.as_str(),
+                c.value.as_ref().map(|v| v.as_str()),
+            )))?),
             OP_DELETE => match SHALE_KEYS.iter().find(|(kafka, _)| *kafka == c.name.as_str()) {
                 Some((_, key)) => {
                     patch.insert((*key).to_owned(), Value::Null);

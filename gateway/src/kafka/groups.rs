@@ -190,7 +190,14 @@ impl Session {
         // the round ends by the rebalance timeout; a little more for the last ask
         let wait = Duration::from_millis(rebalance_timeout_ms.saturating_add(5_000));
         match self.classic_until_done(&group, ClassicRequest::Join(join), wait).await {
-            Ok(Some(ClassicAnswer::Joined { generation, protocol_type, protocol, leader, member_id, members })) => {
+            Ok(Some(ClassicAnswer::Joined {
+                generation,
+                protocol_type,
+                protocol,
+                leader,
+                member_id,
+                members,
+            })) => {
                 let members = members
                     .into_iter()
                     .map(|m| {
@@ -284,7 +291,11 @@ impl Session {
     pub(super) async fn leave_group(&self, request: LeaveGroupRequest, version: i16) -> Response {
         let group = request.group_id.0.to_string();
         let members: Vec<(String, Option<String>)> = if version >= 3 {
-            request.members.iter().map(|m| (m.member_id.to_string(), optional_text(&m.group_instance_id))).collect()
+            request
+                .members
+                .iter()
+                .map(|m| (m.member_id.to_string(), optional_text(&m.group_instance_id)))
+                .collect()
         } else {
             vec![(request.member_id.to_string(), None)]
         };
@@ -405,7 +416,9 @@ impl Session {
     /// ILLEGAL_GENERATION.
     async fn stale_generation_code(&self, group: &str) -> i16 {
         match self.state.controller.describe_group(group).await {
-            Ok(g) if g.classic.as_ref().is_some_and(|c| c.state == "CompletingRebalance") => REBALANCE_IN_PROGRESS,
+            Ok(g) if g.classic.as_ref().is_some_and(|c| c.state == "CompletingRebalance") => {
+                REBALANCE_IN_PROGRESS
+            }
             _ => errors::ILLEGAL_GENERATION,
         }
     }

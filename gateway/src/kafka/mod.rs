@@ -92,7 +92,12 @@ enum Outcome {
 /// `--max-connections` at once (more wait in the backlog), each closed when
 /// idle for `--idle-timeout-ms` with nothing in flight, or when a frame it
 /// started does not arrive whole within `--body-timeout-ms`.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, config: KafkaConfig, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    config: KafkaConfig,
+    shutdown: CancellationToken,
+) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
     loop {
@@ -117,7 +122,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, config: KafkaCon
                 None => session.run(stream, shutdown).await,
                 Some(acceptor) => {
                     let handshake =
-                        tokio::time::timeout(session.config.limits.header_timeout, acceptor.accept(stream)).await;
+                        tokio::time::timeout(session.config.limits.header_timeout, acceptor.accept(stream))
+                            .await;
                     match handshake {
                         Ok(Ok(stream)) => session.run(stream, shutdown).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "kafka tls handshake failed"),
@@ -130,7 +136,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, config: KafkaCon
 }
 
 /// Waits for a free connection slot, then for a client.
-async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     let slot = slots.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
         Ok((stream, peer)) => {

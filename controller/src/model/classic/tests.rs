@@ -102,7 +102,10 @@ fn protocols_must_be_shared_and_types_equal() {
     connect.protocol_type = "connect".into();
     assert_eq!(g.join(&connect, 1), ClassicAnswer::Refused(ClassicError::InconsistentGroupProtocol));
     // refusals are answered from the state, costing no log entry
-    assert_eq!(g.join_step(&other), Step::Answer(ClassicAnswer::Refused(ClassicError::InconsistentGroupProtocol)));
+    assert_eq!(
+        g.join_step(&other),
+        Step::Answer(ClassicAnswer::Refused(ClassicError::InconsistentGroupProtocol))
+    );
     // an id handed out with MEMBER_ID_REQUIRED joins as a new member
     let mut pending = join_of("z", &[("range", b"")]);
     pending.fresh = false;
