@@ -50,12 +50,16 @@ public final class Checks {
     }
 
     static String http(String method, String path, String body) throws Exception {
+        HttpResponse<String> r = send(method, path, body);
+        check(r.statusCode() < 300, method + " " + path + " answered " + r.statusCode() + ": " + r.body());
+        return r.body();
+    }
+
+    static HttpResponse<String> send(String method, String path, String body) throws Exception {
         HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(url + path)).timeout(Duration.ofSeconds(30));
         b = body == null ? b.method(method, HttpRequest.BodyPublishers.noBody())
                 : b.header("content-type", "application/json").method(method, HttpRequest.BodyPublishers.ofString(body));
-        HttpResponse<String> r = HTTP.send(b.build(), HttpResponse.BodyHandlers.ofString());
-        check(r.statusCode() < 300, method + " " + path + " answered " + r.statusCode() + ": " + r.body());
-        return r.body();
+        return HTTP.send(b.build(), HttpResponse.BodyHandlers.ofString());
     }
 
     static Properties props(Object... kv) {
@@ -184,6 +188,11 @@ public final class Checks {
         }
         waitFor("three members holding 2 partitions each", 60_000,
                 () -> members.stream().allMatch(m -> m.owned.size() == 2));
+        // an HTTP member cannot split a group of Kafka members: a clear refusal
+        HttpResponse<String> mixed = send("PUT", "/v1/groups/" + group + "/members/http-1",
+                "{\"topics\": [\"" + topic + "\"]}");
+        check(mixed.statusCode() == 409 && mixed.body().contains("inconsistent_group_protocol"),
+                "an HTTP join of a Kafka group answered " + mixed.statusCode() + ": " + mixed.body());
         Member leaving = members.get(0);
         leaving.stop.set(true);
         waitFor("two members holding 3 partitions each", 60_000,
