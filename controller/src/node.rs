@@ -524,9 +524,7 @@ impl ControllerNode {
                 .members
                 .iter()
                 .filter(|(id, m)| {
-                    let seen =
-                        sessions.get(&(group.clone(), (*id).clone())).copied().unwrap_or(leading_since_ms);
-                    now_ms.saturating_sub(seen) > m.session_timeout_ms as i64
+                    silent(&sessions, group, id, m.session_timeout_ms, now_ms, leading_since_ms)
                 })
                 .map(|(id, m)| (id.clone(), Some(m.epoch)))
                 .collect();
@@ -536,6 +534,20 @@ impl ControllerNode {
         }
         expired
     }
+}
+
+/// Whether a member was last heard from (or, if never since this node
+/// leads, `leading_since_ms`) more than `session_timeout_ms` before `now_ms`.
+fn silent(
+    sessions: &HashMap<(String, String), i64>,
+    group: &str,
+    member: &str,
+    session_timeout_ms: u64,
+    now_ms: i64,
+    leading_since_ms: i64,
+) -> bool {
+    let seen = sessions.get(&(group.to_owned(), member.to_owned())).copied().unwrap_or(leading_since_ms);
+    now_ms.saturating_sub(seen) > session_timeout_ms as i64
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ControllerError {

@@ -170,10 +170,12 @@ async fn serve_connection<S>(
     }
 }
 
-type Accepted = (TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePermit);
+/// A client's connection, its address, and the slot it holds.
+pub type Accepted = (TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePermit);
 
-/// Waits for a free connection slot, then for a client.
-async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> Option<Accepted> {
+/// Waits for a free connection slot, then for a client (HTTP and Kafka
+/// listeners alike).
+pub async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> Option<Accepted> {
     let slot = slots.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
         Ok((stream, peer)) => {

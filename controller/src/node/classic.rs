@@ -10,7 +10,7 @@ use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::client::replies;
 use tokio::time::Instant;
 
-use super::{ControllerNode, lock};
+use super::{ControllerNode, lock, silent};
 use crate::model::ClassicStep;
 use crate::types::Command;
 
@@ -59,9 +59,7 @@ impl ControllerNode {
     }
 
     /// Per classic group with something due: the members whose session
-    /// ended (last heard from, or if never since this node leads,
-    /// `leading_since_ms`, more than their session timeout ago), or a
-    /// round's deadline that passed.
+    /// ended ([`silent`]), or a round's deadline that passed.
     pub(super) fn classic_due(&self, now_ms: i64, leading_since_ms: i64) -> Vec<(String, Vec<String>)> {
         let state = self.shared.read();
         let sessions = lock(&self.sessions);
@@ -72,9 +70,7 @@ impl ControllerNode {
                 .members
                 .iter()
                 .filter(|(id, m)| {
-                    let seen =
-                        sessions.get(&(group.clone(), (*id).clone())).copied().unwrap_or(leading_since_ms);
-                    now_ms.saturating_sub(seen) > m.session_timeout_ms as i64
+                    silent(&sessions, group, id, m.session_timeout_ms, now_ms, leading_since_ms)
                 })
                 .map(|(id, _)| id.clone())
                 .collect();

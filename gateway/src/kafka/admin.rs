@@ -14,6 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use serde_json::{Map, Value};
 use shale_controller_client::auth::{Operation, Principal};
+use shale_controller_client::classic::ClassicInfo;
 use shale_controller_client::group::{GroupInfo, MemberInfo, validate_id};
 use shale_core::{ErrorCode, TopicName};
 
@@ -40,9 +41,15 @@ fn visible(principal: &Principal, g: &GroupInfo) -> bool {
         .all(|t| principal.allows(Operation::Describe, t.as_str()))
 }
 
+/// The group's classic side, when that is what Kafka should see: it has
+/// members, or the group has no server-side ones.
+fn classic_side(g: &GroupInfo) -> Option<&ClassicInfo> {
+    g.classic.as_ref().filter(|c| !c.members.is_empty() || g.members.is_empty())
+}
+
 /// Kafka's view of a group: (protocol type, state, group type).
 fn kafka_kind(g: &GroupInfo) -> (String, String, &'static str) {
-    match g.classic.as_ref().filter(|c| !c.members.is_empty() || g.members.is_empty()) {
+    match classic_side(g) {
         Some(c) => (c.protocol_type.clone(), c.state.clone(), "classic"),
         None => {
             // server-side assignment (HTTP members, KIP-848's consumer groups)
@@ -123,24 +130,22 @@ impl Session {
                 DescribedGroup::default().with_group_id(group.clone()).with_authorized_operations(i32::MIN);
             let found = match validate_id("a group id", group.0.as_str()) {
                 Err(_) => Err(errors::INVALID_GROUP_ID),
-                Ok(()) => self
-                    .state
-                    .controller
-                    .describe_group(group.0.as_str())
-                    .await
-                    .map_err(ApiError::from)
-                    .map_err(
-                        |e| if e.code == ErrorCode::GroupNotFound { NONE } else { errors::group_code(&e) },
-                    ),
+                Ok(()) => match self.state.controller.describe_group(group.0.as_str()).await {
+                    Ok(g) => Ok(Some(g)),
+                    Err(e) => match ApiError::from(e) {
+                        e if e.code == ErrorCode::GroupNotFound => Ok(None),
+                        e => Err(errors::group_code(&e)),
+                    },
+                },
             };
             let answer = match found {
                 // Kafka describes a group it does not know as Dead
-                Err(NONE) => answer.with_group_state(text("Dead")),
+                Ok(None) => answer.with_group_state(text("Dead")),
                 Err(code) => answer.with_error_code(code),
-                Ok(g) if !visible(principal, &g) => {
+                Ok(Some(g)) if !visible(principal, &g) => {
                     answer.with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
                 }
-                Ok(g) => describe(&g, answer),
+                Ok(Some(g)) => describe(&g, answer),
             };
             described.push(answer);
         }
@@ -230,26 +235,22 @@ impl Session {
         principal: &Principal,
         request: IncrementalAlterConfigsRequest,
     ) -> Response {
-        let mut responses = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let patch = incremental_patch(&resource.configs);
-            let (code, message) = self
-                .alter(
-                    principal,
-                    resource.resource_type,
-                    resource.resource_name.as_str(),
-                    patch,
-                    request.validate_only,
-                )
-                .await;
-            responses.push(
+        let patches = request.resources.into_iter().map(|r| {
+            let patch = incremental_patch(&r.configs);
+            (r.resource_type, r.resource_name, patch)
+        });
+        let responses = self
+            .alter_all(principal, patches, request.validate_only)
+            .await
+            .into_iter()
+            .map(|(resource_type, resource_name, code, message)| {
                 incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(resource.resource_type)
-                    .with_resource_name(resource.resource_name)
+                    .with_resource_type(resource_type)
+                    .with_resource_name(resource_name)
                     .with_error_code(code)
-                    .with_error_message(message.map(text)),
-            );
-        }
+                    .with_error_message(message.map(text))
+            })
+            .collect();
         Response::IncrementalAlterConfigs(
             IncrementalAlterConfigsResponse::default().with_responses(responses),
         )
@@ -261,34 +262,46 @@ impl Session {
         principal: &Principal,
         request: AlterConfigsRequest,
     ) -> Response {
-        let mut responses = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let given =
-                resource.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())));
+        let patches = request.resources.into_iter().map(|r| {
+            let given = r.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())));
             let patch = topic_config(given).map(|set| {
                 let mut all: Map<String, Value> =
                     SHALE_KEYS.iter().map(|(_, key)| ((*key).to_owned(), Value::Null)).collect();
                 all.extend(set);
                 all
             });
-            let (code, message) = self
-                .alter(
-                    principal,
-                    resource.resource_type,
-                    resource.resource_name.as_str(),
-                    patch,
-                    request.validate_only,
-                )
-                .await;
-            responses.push(
+            (r.resource_type, r.resource_name, patch)
+        });
+        let responses = self
+            .alter_all(principal, patches, request.validate_only)
+            .await
+            .into_iter()
+            .map(|(resource_type, resource_name, code, message)| {
                 alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(resource.resource_type)
-                    .with_resource_name(resource.resource_name)
+                    .with_resource_type(resource_type)
+                    .with_resource_name(resource_name)
                     .with_error_code(code)
-                    .with_error_message(message.map(text)),
-            );
-        }
+                    .with_error_message(message.map(text))
+            })
+            .collect();
         Response::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+    }
+
+    /// Applies each resource's patch in turn: per resource, its type and
+    /// name, the error code and message.
+    async fn alter_all(
+        &self,
+        principal: &Principal,
+        patches: impl Iterator<Item = (i8, StrBytes, Result<Map<String, Value>, String>)>,
+        validate_only: bool,
+    ) -> Vec<(i8, StrBytes, i16, Option<String>)> {
+        let mut outcomes = Vec::new();
+        for (resource_type, name, patch) in patches {
+            let (code, message) =
+                self.alter(principal, resource_type, name.as_str(), patch, validate_only).await;
+            outcomes.push((resource_type, name, code, message));
+        }
+        outcomes
     }
 
     /// Applies a config patch to a topic: the error code and message.
@@ -384,8 +397,7 @@ fn incremental_patch(
 /// A group as DescribeGroups shows it.
 fn describe(g: &GroupInfo, answer: DescribedGroup) -> DescribedGroup {
     let (protocol_type, state, _) = kafka_kind(g);
-    let classic = g.classic.as_ref().filter(|c| !c.members.is_empty() || g.members.is_empty());
-    let (protocol, members) = match classic {
+    let (protocol, members) = match classic_side(g) {
         Some(c) => (
             c.protocol.clone(),
             c.members

@@ -31,14 +31,14 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use shale_controller_client::auth::Principal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::auth::AuthMode;
-use crate::serve::ServeLimits;
+use crate::serve::{ServeLimits, accept};
 
 pub use requests::SUPPORTED;
 
@@ -132,25 +132,6 @@ pub async fn serve(
                 }
             }
         });
-    }
-}
-
-/// Waits for a free connection slot, then for a client.
-async fn accept(
-    listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
-    let slot = slots.clone().acquire_owned().await.ok()?;
-    match listener.accept().await {
-        Ok((stream, peer)) => {
-            let _ = stream.set_nodelay(true);
-            Some((stream, peer, slot))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "kafka listener: accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            None
-        }
     }
 }
 

@@ -66,6 +66,26 @@ final class Tools {
         String described = Checks.http("GET", "/v1/topics/" + topic, null);
         Checks.check(described.split("\"partition\":").length - 1 == 4, "HTTP shows 4 partitions after --alter: " + described);
 
+        // topic configs through the Admin API, as kafka-configs sends them
+        try (org.apache.kafka.clients.admin.Admin admin = org.apache.kafka.clients.admin.Admin.create(Checks.props())) {
+            var resource = new org.apache.kafka.common.config.ConfigResource(
+                    org.apache.kafka.common.config.ConfigResource.Type.TOPIC, topic);
+            var set = new org.apache.kafka.clients.admin.AlterConfigOp(
+                    new org.apache.kafka.clients.admin.ConfigEntry("retention.ms", "3600000"),
+                    org.apache.kafka.clients.admin.AlterConfigOp.OpType.SET);
+            admin.incrementalAlterConfigs(Map.of(resource, List.of(set))).all().get();
+            Checks.check(Checks.http("GET", "/v1/topics/" + topic, null).contains("\"retention_ms\":3600000"),
+                    "HTTP shows retention_ms set by IncrementalAlterConfigs");
+            var delete = new org.apache.kafka.clients.admin.AlterConfigOp(
+                    new org.apache.kafka.clients.admin.ConfigEntry("retention.ms", null),
+                    org.apache.kafka.clients.admin.AlterConfigOp.OpType.DELETE);
+            admin.incrementalAlterConfigs(Map.of(resource, List.of(delete))).all().get();
+            Checks.check(!Checks.http("GET", "/v1/topics/" + topic, null).contains("\"retention_ms\":3600000"),
+                    "retention_ms back to its default after DELETE");
+            var cluster = admin.describeCluster();
+            Checks.check(cluster.nodes().get().size() == 1 && cluster.clusterId().get().equals("shale"),
+                    "describeCluster shows one broker of cluster shale");
+        }
         // a group that read everything and committed
         try (KafkaProducer<String, String> p = Checks.producer()) {
             for (int i = 0; i < 40; i++) p.send(new ProducerRecord<>(topic, i % 4, null, "t" + i));
