@@ -1,5 +1,6 @@
 //! Kafka's error codes, and the one table from Shale's errors to them.
 
+use shale_controller_client::classic::ClassicError;
 use shale_core::ErrorCode;
 
 use crate::api::ApiError;
@@ -81,5 +82,19 @@ pub fn group_code(e: &ApiError) -> i16 {
             COORDINATOR_NOT_AVAILABLE
         }
         _ => code(e),
+    }
+}
+
+/// The Kafka error code for a refusal of the classic group protocol.
+pub fn classic_code(e: ClassicError) -> i16 {
+    match e {
+        ClassicError::UnknownMemberId => UNKNOWN_MEMBER_ID,
+        ClassicError::IllegalGeneration => ILLEGAL_GENERATION,
+        ClassicError::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+        ClassicError::InconsistentGroupProtocol => INCONSISTENT_GROUP_PROTOCOL,
+        ClassicError::FencedInstanceId => FENCED_INSTANCE_ID,
+        ClassicError::InvalidSessionTimeout => INVALID_SESSION_TIMEOUT,
+        ClassicError::GroupMaxSizeReached => GROUP_MAX_SIZE_REACHED,
+        ClassicError::InvalidRequest => INVALID_REQUEST,
     }
 }

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::offset_commit_response::{
@@ -23,14 +24,14 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::classic::{
-    ClassicAnswer, ClassicError, ClassicJoin, ClassicProtocol, ClassicRequest, ClassicSync,
+    ClassicAnswer, ClassicJoin, ClassicProtocol, ClassicRequest, ClassicSync,
 };
 use shale_controller_client::group::{CommitOffsets, OffsetCommit, validate_id};
 use shale_core::{ErrorCode, TopicName};
 use tokio::time::Instant;
 
 use super::Session;
-use super::errors::{self, NONE, REBALANCE_IN_PROGRESS};
+use super::errors::{self, NONE, REBALANCE_IN_PROGRESS, classic_code};
 use super::requests::Response;
 use crate::api::{ApiError, require};
 
@@ -45,13 +46,12 @@ fn text(s: impl Into<String>) -> StrBytes {
 
 /// The topics of a consumer protocol subscription (`version` i16, then
 /// the subscription at that version, read at most at the newest known).
-fn subscribed_topics(metadata: &[u8]) -> Result<Vec<String>, String> {
-    let mut buf = bytes::Bytes::copy_from_slice(metadata);
-    if buf.len() < 2 {
+fn subscribed_topics(metadata: &Bytes) -> Result<Vec<String>, String> {
+    let mut buf = metadata.clone();
+    if buf.remaining() < 2 {
         return Err("subscription metadata too short".into());
     }
-    let version = i16::from_be_bytes([buf[0], buf[1]]).clamp(0, 3);
-    bytes::Buf::advance(&mut buf, 2);
+    let version = buf.get_i16().clamp(0, 3);
     let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).map_err(|e| e.to_string())?;
     Ok(subscription.topics.iter().map(|t| t.to_string()).collect())
 }
@@ -65,20 +65,6 @@ fn new_member_id(client_id: &str) -> String {
         .collect();
     let client = if client.is_empty() { "kafka".to_owned() } else { client };
     format!("{client}-{}", ulid::Ulid::new())
-}
-
-/// Kafka's code for a classic refusal.
-fn classic_code(e: ClassicError) -> i16 {
-    match e {
-        ClassicError::UnknownMemberId => errors::UNKNOWN_MEMBER_ID,
-        ClassicError::IllegalGeneration => errors::ILLEGAL_GENERATION,
-        ClassicError::RebalanceInProgress => REBALANCE_IN_PROGRESS,
-        ClassicError::InconsistentGroupProtocol => errors::INCONSISTENT_GROUP_PROTOCOL,
-        ClassicError::FencedInstanceId => errors::FENCED_INSTANCE_ID,
-        ClassicError::InvalidSessionTimeout => errors::INVALID_SESSION_TIMEOUT,
-        ClassicError::GroupMaxSizeReached => errors::GROUP_MAX_SIZE_REACHED,
-        ClassicError::InvalidRequest => errors::INVALID_REQUEST,
-    }
 }
 
 fn optional_text(s: &Option<StrBytes>) -> Option<String> {
