@@ -2,3 +2,4 @@
 //! `shale-lambda` reads the same names from the same environment.
 
 pub use shale_flags::*;
+pub use shale_kafka::KafkaArgs;

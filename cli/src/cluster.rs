@@ -176,10 +176,13 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
         // streams tell their clients to reconnect, then end, before the drain
         closing.cancel();
     };
-    let kafka = args.kafka.start(state.clone(), &args.auth, &limits).await?;
+    let kafka = args.kafka.start(state.clone(), args.auth.insecure_no_auth, &limits).await?;
     serve(listener, router(state), &limits, shutdown).await?;
     if let Some(kafka) = kafka {
-        kafka.abort();
+        // the listener drains as the HTTP server did, within the same timeout
+        if let Err(e) = kafka.await {
+            tracing::warn!(error = %e, "the kafka listener failed");
+        }
     }
     registration.leave().await;
     Ok(())

@@ -76,6 +76,20 @@ impl BufferPermit {
         self.since = at;
         self
     }
+
+    /// Splits off `bytes` of this reservation for a part of the request (a
+    /// partition of a Kafka produce); None when fewer are left.
+    pub fn split(&mut self, bytes: usize) -> Option<BufferPermit> {
+        let bytes = bytes.max(1);
+        let part = self._permit.split(bytes)?;
+        self.bytes -= bytes as i64;
+        Some(BufferPermit {
+            _permit: part,
+            bytes: bytes as i64,
+            metrics: self.metrics.clone(),
+            since: self.since,
+        })
+    }
 }
 
 impl Drop for BufferPermit {

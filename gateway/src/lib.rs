@@ -1,6 +1,8 @@
 //! Shale gateway: the public `/v1` HTTP API.
 //!
 //! - [`api`]: the axum handlers and the JSON error shape.
+//! - [`service`]: the domain operations both protocols share (append, read
+//!   many partitions with a wait, offsets, groups), failing with [`service::ServiceError`].
 //! - [`batcher`]: the write path — gather records of all partitions, flush
 //!   one segment object per batch, commit it, then answer producers.
 //! - [`hedge`]: segment PUTs raced by a second PUT when slower than recent ones.
@@ -22,16 +24,18 @@ pub mod batcher;
 pub mod config;
 pub mod counting;
 pub mod hedge;
-pub mod kafka;
 pub mod metrics;
 pub mod mirror;
 pub mod reader;
 pub mod registry;
 pub mod serve;
+pub mod service;
 pub mod stages;
+pub mod state;
 pub mod tls;
 
-pub use api::{AppState, router};
+pub use api::router;
 pub use config::GatewayConfig;
 pub use metrics::GatewayMetrics;
 pub use serve::serve;
+pub use state::AppState;

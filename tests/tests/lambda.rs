@@ -410,14 +410,20 @@ fn lambda_builds() -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn the_lambda_binary_links_no_raft_server_and_runs_on_al2023() -> anyhow::Result<()> {
+fn the_lambda_binary_links_no_raft_server_nor_kafka_listener_and_runs_on_al2023() -> anyhow::Result<()> {
+    // what only servers link: the Raft server, its store, the Kafka listener
+    // and its protocol crate
+    const SERVER_ONLY: [&str; 4] = ["openraft", "redb", "kafka_protocol", "shale_kafka"];
     // the check works: the server binary does link them
     let server = std::fs::read(shale_tests::process::binary())?;
-    ensure!(server.windows(8).any(|w| w == b"openraft"), "the check cannot see openraft in shale");
+    for server_only in SERVER_ONLY {
+        let found = server.windows(server_only.len()).any(|w| w == server_only.as_bytes());
+        ensure!(found, "the check cannot see {server_only} in shale");
+    }
     for bin in lambda_builds() {
         let bytes = std::fs::read(&bin)
             .with_context(|| format!("{} (cargo build --bin shale-lambda)", bin.display()))?;
-        for server_only in ["openraft", "redb"] {
+        for server_only in SERVER_ONLY {
             let found = bytes.windows(server_only.len()).any(|w| w == server_only.as_bytes());
             ensure!(!found, "{} links {server_only}", bin.display());
         }

@@ -12,6 +12,7 @@ use shale_core::names::InvalidTopicName;
 
 use crate::batcher::ProduceError;
 use crate::reader::ReadError;
+use crate::service::ServiceError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -95,86 +96,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<InvalidTopicName> for ApiError {
-    fn from(e: InvalidTopicName) -> Self {
-        ApiError::new(ErrorCode::InvalidTopicName, e.to_string())
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let ServiceError { code, message, details, retryable, retry_after_secs } = e;
+        ApiError { code, message, details, retry_after_secs, retryable, close: false }
     }
 }
 
-impl From<MetaError> for ApiError {
-    fn from(e: MetaError) -> Self {
-        if let MetaError::OffsetMismatch { expected, actual } = e {
-            return ApiError::new(ErrorCode::OffsetMismatch, e.to_string())
-                .with("expected_offset", expected)
-                .with("next_offset", actual);
-        }
-        let code = match &e {
-            MetaError::OffsetMismatch { .. } | MetaError::Duplicate { .. } => ErrorCode::Internal,
-            MetaError::TopicExists(_) => ErrorCode::TopicExists,
-            MetaError::TopicNotFound(_) => ErrorCode::TopicNotFound,
-            MetaError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
-            MetaError::Invalid(_) => ErrorCode::InvalidRequest,
-            MetaError::TokenExists(_) => ErrorCode::TokenExists,
-            MetaError::TokenNotFound(_) => ErrorCode::TokenNotFound,
-            MetaError::Fenced(_) => ErrorCode::Internal,
-            MetaError::SegmentExpired(_) => ErrorCode::ControllerUnavailable,
-            MetaError::GroupNotFound(_) => ErrorCode::GroupNotFound,
-            MetaError::MemberNotFound { .. } => ErrorCode::MemberNotFound,
-            MetaError::StaleMember(_) => ErrorCode::StaleMember,
-            MetaError::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
-            MetaError::GroupKindMismatch(_) => ErrorCode::InconsistentGroupProtocol,
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
-
-impl From<ControllerError> for ApiError {
-    fn from(e: ControllerError) -> Self {
-        match e {
-            ControllerError::Meta(m) => m.into(),
-            ControllerError::Unavailable(m) => ApiError::new(ErrorCode::ControllerUnavailable, m),
-            e @ ControllerError::NotLeader { .. } => {
-                ApiError::new(ErrorCode::ControllerUnavailable, e.to_string())
+/// Domain errors reach HTTP through [`ServiceError`], the one mapping.
+macro_rules! through_service {
+    ($($error:ty),*) => {$(
+        impl From<$error> for ApiError {
+            fn from(e: $error) -> Self {
+                ServiceError::from(e).into()
             }
-            ControllerError::OutcomeUnknown(m) => ApiError::new(ErrorCode::OutcomeUnknown, m),
         }
-    }
+    )*};
 }
-
-impl From<ProduceError> for ApiError {
-    fn from(e: ProduceError) -> Self {
-        let message = e.to_string();
-        match e {
-            ProduceError::Overloaded { .. } => {
-                let mut err = ApiError::new(ErrorCode::Overloaded, message);
-                err.retry_after_secs = Some(1);
-                err
-            }
-            ProduceError::Storage(_) => ApiError::new(ErrorCode::StorageUnavailable, message),
-            ProduceError::Controller(c) => c.into(),
-            ProduceError::Refused(m) => m.into(),
-            ProduceError::Encode(_) | ProduceError::Stopped => ApiError::new(ErrorCode::Internal, message),
-        }
-    }
-}
-
-impl From<ReadError> for ApiError {
-    fn from(e: ReadError) -> Self {
-        let message = e.to_string();
-        match e {
-            ReadError::OutOfRange { log_start_offset, high_watermark, .. } => {
-                ApiError::new(ErrorCode::OffsetOutOfRange, message)
-                    .with("log_start_offset", log_start_offset)
-                    .with("high_watermark", high_watermark)
-            }
-            ReadError::Controller(c) => c.into(),
-            ReadError::Storage(_) | ReadError::Gone(_) => {
-                ApiError::new(ErrorCode::StorageUnavailable, message)
-            }
-            ReadError::Corrupt { .. } => ApiError::new(ErrorCode::CorruptData, message),
-        }
-    }
-}
+through_service!(InvalidTopicName, MetaError, ControllerError, ProduceError, ReadError);
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {

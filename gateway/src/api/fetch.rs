@@ -21,6 +21,7 @@ use super::produce::parse_partition;
 use super::stream::{self, Turn};
 use super::{ApiError, AppState, require};
 use crate::reader::{FetchRequest, Fetched};
+use crate::service::read::count_out;
 use shale_controller_client::auth::{Operation, Principal};
 
 const DEFAULT_MAX_RECORDS: usize = 1000;
@@ -202,12 +203,6 @@ pub async fn fetch(
         return Ok(([(CONTENT_TYPE, wire::CONTENT_TYPE)], body).into_response());
     }
     Ok(Json(answer(&fetched, q.encoding)?).into_response())
-}
-
-pub fn count_out(state: &AppState, records: &[(Offset, Record)]) {
-    let bytes: usize = records.iter().map(|(_, r)| r.size()).sum();
-    state.metrics.records_out.inc_by(records.len() as u64);
-    state.metrics.bytes_out.inc_by(bytes as u64);
 }
 
 fn answer(fetched: &Fetched, enc: Encoding) -> Result<FetchResponse, ApiError> {

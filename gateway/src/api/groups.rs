@@ -15,15 +15,16 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::group::{
-    self, CommitOffsets, CommittedOffset, DEFAULT_SESSION_TIMEOUT_MS, GroupInfo, MemberAssignment,
-    MemberHeartbeat, MemberInfo, OffsetCommit, TopicPartition,
+    self, CommittedOffset, DEFAULT_SESSION_TIMEOUT_MS, GroupInfo, MemberAssignment, MemberHeartbeat,
+    MemberInfo, OffsetCommit, TopicPartition,
 };
 use shale_core::{ErrorCode, Offset, TopicName};
 
 use super::extract::{ApiPath, Body, json_body};
-use super::offsets::{At, resolve};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState, require};
+use crate::service::groups::{self, GroupId, MemberId};
+use crate::service::offsets::{At, resolve};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -125,7 +126,7 @@ pub fn repeatable(e: impl Into<ApiError>) -> ApiError {
     e
 }
 
-pub fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
+fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
     group::validate_id(what, id).map_err(ApiError::invalid)
 }
 
@@ -179,8 +180,8 @@ pub async fn join(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Json<MemberAssignment>, ApiError> {
-    valid_id("a group id", &group)?;
-    valid_id("a member id", &member)?;
+    let group = GroupId::parse(group)?;
+    let member = MemberId::parse(member)?;
     let req: JoinBody = json_body(&headers, &body)?;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -197,7 +198,7 @@ pub async fn join(
         instance_id: req.instance_id,
         member_epoch: req.member_epoch,
     };
-    Ok(Json(state.controller.group_heartbeat(&group, &member, heartbeat).await.map_err(repeatable)?))
+    Ok(Json(groups::heartbeat(&state, &principal, &group, &member, heartbeat).await.map_err(repeatable)?))
 }
 
 #[utoipa::path(
@@ -216,16 +217,16 @@ pub async fn leave(
     Extension(principal): Extension<Arc<Principal>>,
     ApiPath((group, member)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    valid_id("a group id", &group)?;
-    valid_id("a member id", &member)?;
+    let group = GroupId::parse(group)?;
+    let member = MemberId::parse(member)?;
     // only a principal that may consume what the member reads may end it
-    let g = state.controller.describe_group(&group).await?;
-    if let Some(m) = g.members.iter().find(|m| m.member_id == member) {
+    let g = groups::describe(&state, &group).await?;
+    if let Some(m) = g.members.iter().find(|m| m.member_id == member.as_str()) {
         for topic in &m.topics {
             require(&principal, Operation::Consume, topic.as_str())?;
         }
     }
-    state.controller.leave_group(&group, &member).await.map_err(repeatable)?;
+    groups::leave(&state, &group, &member).await.map_err(repeatable)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -248,18 +249,15 @@ pub async fn commit(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
-    valid_id("a group id", &group)?;
+    let group = GroupId::parse(group)?;
     let req: CommitBody = json_body(&headers, &body)?;
-    for o in &req.offsets {
-        require(&principal, Operation::Consume, o.topic.as_str())?;
-    }
     let member = match (req.member_id, req.member_epoch) {
-        (Some(id), Some(epoch)) => Some((id, epoch)),
+        (Some(id), Some(epoch)) => Some((MemberId::parse(id)?, epoch)),
         (None, None) => None,
         _ => return Err(ApiError::invalid("member_id and member_epoch go together")),
     };
-    let commit = CommitOffsets { member, offsets: req.offsets };
-    state.controller.commit_offsets(&group, commit).await.map_err(repeatable)?;
+    let member = member.as_ref().map(|(m, epoch)| (m, *epoch));
+    groups::commit(&state, &principal, &group, member, req.offsets).await.map_err(repeatable)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -279,8 +277,8 @@ pub async fn offsets(
     Extension(principal): Extension<Arc<Principal>>,
     ApiPath(group): ApiPath<String>,
 ) -> Result<Json<GroupOffsets>, ApiError> {
-    valid_id("a group id", &group)?;
-    let g = state.controller.describe_group(&group).await?;
+    let group = GroupId::parse(group)?;
+    let g = groups::describe(&state, &group).await?;
     require_visible(&principal, &g)?;
     Ok(Json(GroupOffsets { group: g.group, offsets: g.offsets }))
 }
@@ -296,7 +294,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
 ) -> Result<Json<GroupList>, ApiError> {
-    let groups = state.controller.list_groups().await?;
+    let groups = groups::list(&state).await?;
     let mut out = Vec::new();
     for g in groups.iter().filter(|g| visible(&principal, g)) {
         let subscribed = subscribed_partitions(&state, g).await?.len();
@@ -354,8 +352,8 @@ pub async fn describe(
     Extension(principal): Extension<Arc<Principal>>,
     ApiPath(group): ApiPath<String>,
 ) -> Result<Json<GroupDescription>, ApiError> {
-    valid_id("a group id", &group)?;
-    let g = state.controller.describe_group(&group).await?;
+    let group = GroupId::parse(group)?;
+    let g = groups::describe(&state, &group).await?;
     require_visible(&principal, &g)?;
     let bounds = subscribed_partitions(&state, &g).await?;
     let owner: BTreeMap<&TopicPartition, &str> =
@@ -412,14 +410,12 @@ pub async fn reset(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Json<GroupOffsets>, ApiError> {
-    valid_id("a group id", &group)?;
+    let group = GroupId::parse(group)?;
     require_cluster_admin(&principal)?;
     let req: ResetBody = json_body(&headers, &body)?;
-    let existing = match state.controller.describe_group(&group).await {
+    let existing = match groups::describe(&state, &group).await {
         Ok(g) => Some(g),
-        Err(shale_controller_client::ControllerError::Meta(
-            shale_controller_client::MetaError::GroupNotFound(_),
-        )) => None,
+        Err(e) if e.code == ErrorCode::GroupNotFound => None,
         Err(e) => return Err(e.into()),
     };
     if existing.as_ref().is_some_and(|g| !g.members.is_empty()) {
@@ -427,9 +423,9 @@ pub async fn reset(
     }
     let at = match (req.to.as_deref(), req.timestamp_ms, req.offsets) {
         (None, None, Some(offsets)) => {
-            state.controller.reset_offsets(&group, offsets).await?;
-            let g = state.controller.describe_group(&group).await?;
-            return Ok(Json(GroupOffsets { group, offsets: g.offsets }));
+            groups::reset(&state, &group, offsets).await?;
+            let g = groups::describe(&state, &group).await?;
+            return Ok(Json(GroupOffsets { group: group.to_string(), offsets: g.offsets }));
         }
         (Some("earliest"), None, None) => At::Earliest,
         (Some("latest"), None, None) => At::Latest,
@@ -460,9 +456,9 @@ pub async fn reset(
             });
         }
     }
-    state.controller.reset_offsets(&group, offsets).await?;
-    let g = state.controller.describe_group(&group).await?;
-    Ok(Json(GroupOffsets { group, offsets: g.offsets }))
+    groups::reset(&state, &group, offsets).await?;
+    let g = groups::describe(&state, &group).await?;
+    Ok(Json(GroupOffsets { group: group.to_string(), offsets: g.offsets }))
 }
 
 #[utoipa::path(
@@ -481,8 +477,8 @@ pub async fn delete(
     Extension(principal): Extension<Arc<Principal>>,
     ApiPath(group): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    valid_id("a group id", &group)?;
+    let group = GroupId::parse(group)?;
     require_cluster_admin(&principal)?;
-    state.controller.delete_group(&group).await?;
+    groups::delete(&state, &group).await?;
     Ok(StatusCode::NO_CONTENT)
 }

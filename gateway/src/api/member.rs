@@ -24,27 +24,23 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shale_controller_client::auth::{Operation, Principal};
-use shale_controller_client::group::{
-    CommitOffsets, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
-};
-use shale_controller_client::{ControllerError, MetaError};
+use shale_controller_client::group::{MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition};
 use shale_core::{ErrorCode, Offset, TopicName};
-use tokio::task::JoinSet;
 
 use super::encoding::Encoding;
 use super::extract::{ApiPath, ApiQuery};
-use super::fetch::{FetchedRecord, count_out, render};
-use super::groups::{repeatable, valid_id};
+use super::fetch::{FetchedRecord, render};
+use super::groups::repeatable;
 use super::openapi::ErrorBody;
 use super::stream::{self, Turn};
 use super::{ApiError, AppState, require};
-use crate::reader::{FetchRequest, ReadError};
+use crate::reader::{FetchRequest, Fetched};
+use crate::service::groups::{self, GroupId, MemberId};
+use crate::service::read::read_many;
 
 const DEFAULT_MAX_RECORDS: usize = 1000;
 const LIMIT_MAX_RECORDS: usize = 10_000;
 const DEFAULT_MAX_BYTES: usize = 1 << 20;
-/// Partitions read at once for one member.
-const READS_AT_ONCE: usize = 8;
 
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -124,8 +120,8 @@ fn format_cursor(cursor: &Cursor) -> String {
 /// What one call needs beyond the query: who, and how.
 #[derive(Clone)]
 struct Reading {
-    group: String,
-    member: String,
+    group: GroupId,
+    member: MemberId,
     max_records: usize,
     max_bytes: usize,
     wait: Duration,
@@ -152,8 +148,8 @@ pub async fn records(
     ApiQuery(q): ApiQuery<MemberQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    valid_id("a group id", &group)?;
-    valid_id("a member id", &member)?;
+    let group = GroupId::parse(group)?;
+    let member = MemberId::parse(member)?;
     let max_records = q.max_records.unwrap_or(DEFAULT_MAX_RECORDS);
     if max_records == 0 || max_records > LIMIT_MAX_RECORDS {
         return Err(ApiError::invalid(format!("max_records must be between 1 and {LIMIT_MAX_RECORDS}")));
@@ -241,10 +237,9 @@ async fn commit_presented(
             metadata: None,
         });
     }
-    let commit = CommitOffsets { member: Some((reading.member.clone(), epoch)), offsets };
-    match state.controller.commit_offsets(&reading.group, commit).await {
+    match groups::commit(state, principal, &reading.group, Some((&reading.member, epoch)), offsets).await {
         Ok(()) => Ok(true),
-        Err(ControllerError::Meta(MetaError::StaleMember(_))) => Ok(false),
+        Err(e) if e.code == ErrorCode::StaleMember => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -265,7 +260,7 @@ async fn read_page(
     let probe =
         MemberHeartbeat { topics: None, session_timeout_ms: 0, instance_id: None, member_epoch: Some(0) };
     let read = async {
-        let a = state.controller.group_heartbeat(&reading.group, &reading.member, probe).await?;
+        let a = groups::heartbeat(state, principal, &reading.group, &reading.member, probe).await?;
         for p in &a.assignment {
             require(principal, Operation::Consume, p.topic.as_str())?;
         }
@@ -290,7 +285,7 @@ async fn read_page(
     if !a.revoke.is_empty() && epoch.is_none_or(|e| e >= a.member_epoch) {
         let ack =
             MemberHeartbeat { topics: None, session_timeout_ms: 0, instance_id: None, member_epoch: epoch };
-        a = state.controller.group_heartbeat(&reading.group, &reading.member, ack).await?;
+        a = groups::heartbeat(state, principal, &reading.group, &reading.member, ack).await?;
     }
     // revoking partitions stay in the cursor, so the client can commit them
     let mut cursor = positions.clone();
@@ -341,43 +336,24 @@ async fn positions(
     Ok(out)
 }
 
-/// Records of one partition, each rendered as a JSON value, and where the
-/// partition goes on from.
-type PartitionRead = Result<(Vec<Box<RawValue>>, Offset), ReadError>;
-
-/// Reads and renders one partition on a task of its own, so that the
-/// partitions of one member's answer render on every core.
-fn spawn_read(
-    reads: &mut JoinSet<(TopicPartition, Result<PartitionRead, ApiError>)>,
-    state: &Arc<AppState>,
-    request: FetchRequest,
-    tp: TopicPartition,
+/// Renders one partition's records as JSON values, with where it goes on from.
+fn render_all(
+    request: &FetchRequest,
+    fetched: Fetched,
     encoding: Encoding,
-) {
-    let state = state.clone();
-    reads.spawn(async move {
-        let fetched = match state.reader.fetch(&request).await {
-            Ok(f) => f,
-            Err(e) => return (tp, Ok(Err(e))),
+) -> Result<(Vec<Box<RawValue>>, Offset), ApiError> {
+    let mut rendered = Vec::with_capacity(fetched.records.len());
+    for (offset, record) in &fetched.records {
+        let record = MemberRecord {
+            topic: request.topic.clone(),
+            partition: request.partition,
+            record: render(*offset, record, encoding)?,
         };
-        count_out(&state, &fetched.records);
-        let mut rendered = Vec::with_capacity(fetched.records.len());
-        for (offset, record) in &fetched.records {
-            let record = MemberRecord {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                record: match render(*offset, record, encoding) {
-                    Ok(r) => r,
-                    Err(e) => return (tp, Err(e)),
-                },
-            };
-            match serde_json::value::to_raw_value(&record) {
-                Ok(raw) => rendered.push(raw),
-                Err(e) => return (tp, Err(ApiError::new(ErrorCode::Internal, e.to_string()))),
-            }
-        }
-        (tp, Ok(Ok((rendered, fetched.next_offset))))
-    });
+        let raw = serde_json::value::to_raw_value(&record)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        rendered.push(raw);
+    }
+    Ok((rendered, fetched.next_offset))
 }
 
 /// Reads every partition from its position, sharing the limits among them,
@@ -392,50 +368,38 @@ async fn read_all(
 ) -> Result<Vec<Box<RawValue>>, ApiError> {
     let n = positions.len().max(1);
     let (max_records, max_bytes) = ((reading.max_records / n).max(1), (reading.max_bytes / n).max(1));
-    let request = |tp: &TopicPartition, from: Offset| FetchRequest {
-        topic: tp.topic.clone(),
-        partition: tp.partition,
-        from,
-        max_records,
-        max_bytes,
-        wait,
-    };
-    let mut waiting = positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect::<Vec<_>>().into_iter();
-    // a long-poll waits on every partition at once; otherwise a few at a time
-    let at_once = if wait.is_zero() { READS_AT_ONCE } else { usize::MAX };
-    let mut reads = JoinSet::new();
-    for (tp, from) in waiting.by_ref().take(at_once) {
-        spawn_read(&mut reads, state, request(&tp, from), tp, reading.encoding);
-    }
+    let requests: Vec<FetchRequest> = positions
+        .iter()
+        .map(|(tp, from)| FetchRequest {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            from: *from,
+            max_records,
+            max_bytes,
+            wait,
+        })
+        .collect();
+    let asked: Vec<(TopicPartition, Offset)> = positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+    let encoding = reading.encoding;
+    let reads =
+        read_many(state, requests, move |request, fetched| Ok(render_all(request, fetched, encoding))).await;
     let mut out = Vec::new();
-    let mut advanced = Vec::new();
-    while let Some(joined) = reads.join_next().await {
-        let (tp, read) = joined
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a partition read failed: {e}")))?;
-        if let Some((next_tp, from)) = waiting.next() {
-            spawn_read(&mut reads, state, request(&next_tp, from), next_tp, reading.encoding);
-        }
-        let (records, next) = match read? {
-            Ok(r) => r,
+    for ((tp, from), read) in asked.into_iter().zip(reads) {
+        let (records, next) = match read {
+            // cancelled by the long-poll's answer: the position stays
+            None => continue,
+            Some(Ok(rendered)) => rendered?,
             // retention moved the log start past the position: start there
-            Err(ReadError::OutOfRange { log_start_offset, offset, .. }) if offset < log_start_offset => {
-                advanced.push((tp, log_start_offset));
-                continue;
+            Some(Err(e)) if e.code == ErrorCode::OffsetOutOfRange => {
+                match e.offset("log_start_offset").filter(|start| from < *start) {
+                    Some(start) => (Vec::new(), start),
+                    None => return Err(e.into()),
+                }
             }
-            Err(e) => return Err(e.into()),
+            Some(Err(e)) => return Err(e.into()),
         };
-        let got = !records.is_empty();
-        advanced.push((tp, next));
-        out.extend(records);
-        // a long-poll answers as soon as one partition has records
-        if got && !wait.is_zero() {
-            break;
-        }
-    }
-    // dropping the set cancels the reads still waiting
-    drop(reads);
-    for (tp, next) in advanced {
         positions.insert(tp, next);
+        out.extend(records);
     }
     Ok(out)
 }

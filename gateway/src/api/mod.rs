@@ -15,7 +15,6 @@ mod tokens;
 mod topics;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use axum::Router;
@@ -23,77 +22,16 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use object_store::ObjectStore;
-use shale_controller_client::Controller;
 use shale_controller_client::auth::{Operation, Principal};
-use shale_core::{Clock, ErrorCode};
+use shale_core::ErrorCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
 
-use crate::auth::{AuthMode, Authenticator};
-use crate::batcher::{Batcher, BatcherParts};
-use crate::config::GatewayConfig;
-use crate::metrics::{GatewayMetrics, RouteLabels, RouteOnly};
-use crate::reader::{Reader, new_cache};
-
-/// Everything the handlers share.
-pub struct AppState {
-    pub controller: Arc<dyn Controller>,
-    pub batcher: Batcher,
-    pub reader: Reader,
-    pub config: GatewayConfig,
-    pub metrics: Arc<GatewayMetrics>,
-    pub clock: Arc<dyn Clock>,
-    pub auth: Arc<Authenticator>,
-    /// Places for server-sent event streams (`max_streams`).
-    pub streams: Arc<tokio::sync::Semaphore>,
-    /// Cancelled when the gateway starts shutting down: streams tell their
-    /// clients to reconnect, then end.
-    pub closing: tokio_util::sync::CancellationToken,
-    /// Round-robin counter for records with neither key nor partition.
-    sticky: AtomicU32,
-}
-
-impl AppState {
-    /// Builds the state and starts the batcher. Call inside a Tokio runtime.
-    pub fn new(
-        config: GatewayConfig,
-        controller: Arc<dyn Controller>,
-        store: Arc<dyn ObjectStore>,
-        metrics: Arc<GatewayMetrics>,
-        clock: Arc<dyn Clock>,
-        auth: AuthMode,
-    ) -> Arc<Self> {
-        let cache = new_cache(config.cache_bytes);
-        let batcher = Batcher::start(
-            &config,
-            BatcherParts {
-                store: store.clone(),
-                controller: controller.clone(),
-                cache: cache.clone(),
-                metrics: metrics.clone(),
-                clock: clock.clone(),
-            },
-        );
-        let reader = Reader::new(store, controller.clone(), cache, metrics.clone());
-        let auth = Authenticator::new(auth, controller.clone());
-        auth.spawn_refresher();
-        Arc::new(Self {
-            controller,
-            batcher,
-            reader,
-            config: config.clone(),
-            metrics,
-            clock,
-            auth,
-            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
-            closing: tokio_util::sync::CancellationToken::new(),
-            sticky: AtomicU32::new(0),
-        })
-    }
-}
+use crate::metrics::{RouteLabels, RouteOnly};
+use crate::service::authorize;
+pub use crate::state::AppState;
 
 /// The `/v1` routes behind authentication, and the open ones, each built
 /// from its annotated handler so that the router and the document agree.
@@ -156,15 +94,8 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
 }
 
 /// Refuses, with 403, an operation the principal's grants do not allow.
-/// Checked before the topic is looked up, so a principal that may not
-/// describe a topic cannot learn whether it exists.
 pub fn require(principal: &Principal, operation: Operation, topic: &str) -> Result<(), ApiError> {
-    if principal.allows(operation, topic) {
-        return Ok(());
-    }
-    let op =
-        serde_json::to_value(operation).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    Err(ApiError::new(ErrorCode::Forbidden, format!("{} may not {op} topic {topic}", principal.name)))
+    Ok(authorize(principal, operation, topic)?)
 }
 
 /// Counts and times every request by route and status.

@@ -14,6 +14,8 @@ use shale_core::SystemClock;
 use shale_core::store::{MeteredStore, Op};
 use tower::ServiceExt;
 
+use crate::{GatewayConfig, GatewayMetrics};
+
 use super::*;
 
 /// A gateway router on a metered in-memory store and a real controller.

@@ -14,9 +14,11 @@
 //! `docs/KAFKA.md` lists the APIs and how each maps onto Shale.
 
 mod admin;
+mod args;
 mod errors;
 mod groups;
 mod metadata;
+mod offsets;
 mod records;
 mod requests;
 
@@ -35,11 +37,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::api::AppState;
-use crate::auth::AuthMode;
-use crate::serve::{ServeLimits, accept};
+use shale_gateway::AppState;
+use shale_gateway::auth::AuthMode;
+use shale_gateway::batcher::BufferPermit;
+use shale_gateway::serve::{ServeLimits, accept};
 
+pub use args::KafkaArgs;
 pub use requests::SUPPORTED;
 
 /// Where clients are told to connect (this gateway's Kafka address), and
@@ -88,7 +93,8 @@ enum Outcome {
     Close(BytesMut),
 }
 
-/// Accepts Kafka connections until `shutdown` is cancelled: at most
+/// Accepts Kafka connections until `shutdown` is cancelled, then lets each
+/// connection answer what it already read, for up to `drain_timeout`. At most
 /// `--max-connections` at once (more wait in the backlog), each closed when
 /// idle for `--idle-timeout-ms` with nothing in flight, or when a frame it
 /// started does not arrive whole within `--body-timeout-ms`.
@@ -100,10 +106,11 @@ pub async fn serve(
 ) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener, &slots) => accepted,
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
         };
         let Some((stream, peer, slot)) = accepted else { continue };
         let principal = (state.auth.mode() == AuthMode::Off).then(|| Arc::new(Principal::anonymous()));
@@ -116,7 +123,7 @@ pub async fn serve(
             sasl_ready: false,
         };
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             match session.config.limits.tls.clone() {
                 None => session.run(stream, shutdown).await,
@@ -133,6 +140,13 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
+    connections.close();
+    tracing::info!(connections = connections.len(), "draining kafka connections");
+    let drain = config.limits.drain_timeout;
+    if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+        tracing::warn!(timeout_ms = drain.as_millis() as u64, "kafka drain timed out; closing what is left");
+    }
 }
 
 impl Session {
@@ -145,12 +159,11 @@ impl Session {
         stream: S,
         shutdown: CancellationToken,
     ) {
-        let max_frame = self.state.config.max_request_bytes + FRAME_SLACK;
         let (reader, mut writer) = tokio::io::split(stream);
         let (frames_tx, mut frames) = tokio::sync::mpsc::channel(PIPELINE);
         let peer = self.peer;
         let frame_timeout = self.state.config.body_timeout;
-        let reading = tokio::spawn(read_frames(reader, max_frame, frame_timeout, peer, frames_tx));
+        let reading = tokio::spawn(read_frames(reader, self.state.clone(), frame_timeout, peer, frames_tx));
         let _reading = tokio_util::task::AbortOnDropHandle::new(reading);
         let idle_timeout = self.config.limits.idle_timeout;
         let mut idle_since = Instant::now();
@@ -171,7 +184,7 @@ impl Session {
                 frame = frames.recv(), if pending.len() < PIPELINE => {
                     let Some(frame) = frame else { break };
                     idle_since = Instant::now();
-                    let key = frame.slice(0..2).get_i16();
+                    let key = frame.bytes.slice(0..2).get_i16();
                     let sasl = key == ApiKey::SaslHandshake as i16 || key == ApiKey::SaslAuthenticate as i16;
                     if self.principal.is_none() || sasl {
                         while let Some(outcome) = pending.next().await {
@@ -188,10 +201,12 @@ impl Session {
                         pending.push_back(async move { session.handle(frame).await });
                     }
                 }
-                () = shutdown.cancelled() => return,
+                // shutting down: read no more, answer what was asked
+                () = shutdown.cancelled() => break,
             }
         }
-        // the client stopped sending: answer what it already asked
+        // the client stopped sending, or the gateway is shutting down:
+        // answer what it already asked
         while let Some(outcome) = pending.next().await {
             if !write(&mut writer, outcome).await {
                 return;
@@ -201,7 +216,8 @@ impl Session {
 
     /// Decodes, answers and encodes one request; None closes the connection
     /// (a frame that names no API this crate knows, or cannot be decoded).
-    async fn handle(&mut self, mut frame: Bytes) -> Option<Outcome> {
+    async fn handle(&mut self, frame: Frame) -> Option<Outcome> {
+        let Frame { bytes: mut frame, room } = frame;
         let (key, version) = (frame.slice(0..2).get_i16(), frame.slice(2..4).get_i16());
         let correlation_id = frame.slice(4..8).get_i32();
         let Ok(api_key) = ApiKey::try_from(key) else {
@@ -233,7 +249,7 @@ impl Session {
             }
         };
         let started = std::time::Instant::now();
-        let outcome = self.dispatch(&header, request, version).await;
+        let outcome = self.dispatch(&header, request, version, room).await;
         tracing::trace!(?api_key, version, elapsed = ?started.elapsed(), "kafka request");
         match outcome {
             requests::Handled::Answer(r) => answer(r, version),
@@ -243,44 +259,66 @@ impl Session {
     }
 }
 
+/// A request's bytes, and the room they hold in the gateway's buffer from
+/// the moment their length is read: frames waiting in a connection's
+/// pipeline count against admission as HTTP bodies do.
+struct Frame {
+    bytes: Bytes,
+    room: BufferPermit,
+}
+
 /// Reads length-prefixed frames into `frames` until the connection ends,
 /// sends a frame of a size no request has, or takes longer than
-/// `frame_timeout` to send a frame it started.
+/// `frame_timeout` to send a frame it started. Before a frame's body is
+/// read, room for it is reserved in the buffer; while there is none the
+/// connection is not read, which holds its producer back.
 async fn read_frames<R: AsyncRead + Unpin>(
     mut reader: R,
-    max_frame: usize,
+    state: Arc<AppState>,
     frame_timeout: Duration,
     peer: SocketAddr,
-    frames: tokio::sync::mpsc::Sender<Bytes>,
+    frames: tokio::sync::mpsc::Sender<Frame>,
 ) {
+    let max_frame = state.config.max_request_bytes + FRAME_SLACK;
     loop {
         let mut len = [0u8; 4];
         // the wait for a frame's first byte is the session's idle timeout
         if reader.read_exact(&mut len[..1]).await.is_err() {
             return;
         }
-        let rest = async {
+        let size = async {
             reader.read_exact(&mut len[1..]).await.ok()?;
             let n = usize::try_from(i32::from_be_bytes(len)).ok().filter(|n| (8..=max_frame).contains(n));
-            let Some(n) = n else {
+            if n.is_none() {
                 tracing::debug!(%peer, len = i32::from_be_bytes(len), "kafka frame of a size no request has: closing");
-                return None;
-            };
-            let mut frame = BytesMut::zeroed(n);
-            reader.read_exact(&mut frame).await.ok()?;
-            Some(frame.freeze())
+            }
+            n
         };
-        let frame = match tokio::time::timeout(frame_timeout, rest).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
+        let Ok(Some(n)) = tokio::time::timeout(frame_timeout, size).await else { return };
+        let room = reserve(&state, n.min(state.config.max_request_bytes)).await;
+        let mut frame = BytesMut::zeroed(n);
+        match tokio::time::timeout(frame_timeout, reader.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return,
             Err(_) => {
                 tracing::debug!(%peer, "kafka frame not received whole in time: closing");
                 return;
             }
-        };
-        if frames.send(frame).await.is_err() {
+        }
+        if frames.send(Frame { bytes: frame.freeze(), room }).await.is_err() {
             return;
         }
+    }
+}
+
+/// Room for `bytes` in the gateway's buffer, waited for.
+async fn reserve(state: &AppState, bytes: usize) -> BufferPermit {
+    let waited_from = std::time::Instant::now();
+    loop {
+        if let Ok(permit) = state.batcher.reserve(bytes) {
+            return permit.since(waited_from);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

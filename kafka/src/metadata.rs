@@ -21,7 +21,7 @@ use shale_core::TopicName;
 use super::errors::{self, NONE};
 use super::requests::{Handled, Response, error_response};
 use super::{CLUSTER_ID, NODE_ID, Session};
-use crate::api::{ApiError, require};
+use shale_gateway::service::{ServiceError, authorize};
 
 /// Partitions of a topic created without a count (`num_partitions` -1).
 const DEFAULT_PARTITIONS: u32 = 1;
@@ -33,15 +33,15 @@ fn text(s: impl Into<String>) -> StrBytes {
 }
 
 /// The topic called `name`, if the principal may do `operation` on it.
-fn permitted(principal: &Principal, name: &str, operation: Operation) -> Result<TopicName, ApiError> {
+fn permitted(principal: &Principal, name: &str, operation: Operation) -> Result<TopicName, ServiceError> {
     let topic = TopicName::new(name.to_owned())?;
-    require(principal, operation, topic.as_str())?;
+    authorize(principal, operation, topic.as_str())?;
     Ok(topic)
 }
 
 impl Session {
     /// The topic, if the principal may describe it.
-    async fn describe(&self, principal: &Principal, name: &str) -> Result<TopicInfo, ApiError> {
+    async fn describe(&self, principal: &Principal, name: &str) -> Result<TopicInfo, ServiceError> {
         let topic = permitted(principal, name, Operation::Describe)?;
         Ok(self.state.controller.describe_topic(&topic).await?)
     }
@@ -151,9 +151,9 @@ impl Session {
         topic: &create_topics_request::CreatableTopic,
         validate_only: bool,
     ) -> Result<u32, (i16, String)> {
-        let fail = |e: ApiError| (errors::code(&e), e.message);
+        let fail = |e: ServiceError| (errors::code(&e), e.message);
         let name = TopicName::new(topic.name.0.to_string()).map_err(|e| fail(e.into()))?;
-        require(principal, Operation::Admin, name.as_str()).map_err(fail)?;
+        authorize(principal, Operation::Admin, name.as_str()).map_err(fail)?;
         let partitions = match topic.num_partitions {
             -1 => DEFAULT_PARTITIONS,
             n => u32::try_from(n)
@@ -201,7 +201,7 @@ impl Session {
         let mut results = Vec::with_capacity(names.len());
         for name in names {
             let deleted = match permitted(principal, &name, Operation::Admin) {
-                Ok(t) => self.state.controller.delete_topic(t).await.map_err(ApiError::from),
+                Ok(t) => self.state.controller.delete_topic(t).await.map_err(ServiceError::from),
                 Err(e) => Err(e),
             };
             let (code, message) = match deleted {

@@ -15,14 +15,16 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use serde_json::{Map, Value};
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::classic::ClassicInfo;
-use shale_controller_client::group::{GroupInfo, MemberInfo, validate_id};
+use shale_controller_client::group::{GroupInfo, MemberInfo};
 use shale_core::{ErrorCode, TopicName};
+use shale_gateway::service::groups;
 
 use super::errors::{self, NONE};
+use super::groups::group_id;
 use super::metadata::{TOPIC_RESOURCE, topic_config};
 use super::requests::Response;
 use super::{CLUSTER_ID, NODE_ID, Session};
-use crate::api::{ApiError, require};
+use shale_gateway::service::{ServiceError, authorize};
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -92,10 +94,10 @@ fn versioned<T: Encodable>(message: &T) -> Result<Bytes, String> {
 
 impl Session {
     pub(super) async fn list_groups(&self, principal: &Principal, request: ListGroupsRequest) -> Response {
-        let groups = match self.state.controller.list_groups().await {
+        let groups = match groups::list(&self.state).await {
             Ok(g) => g,
             Err(e) => {
-                let code = errors::group_code(&ApiError::from(e));
+                let code = errors::group_code(&e);
                 return Response::ListGroups(ListGroupsResponse::default().with_error_code(code));
             }
         };
@@ -128,14 +130,12 @@ impl Session {
         for group in request.groups {
             let answer =
                 DescribedGroup::default().with_group_id(group.clone()).with_authorized_operations(i32::MIN);
-            let found = match validate_id("a group id", group.0.as_str()) {
-                Err(_) => Err(errors::INVALID_GROUP_ID),
-                Ok(()) => match self.state.controller.describe_group(group.0.as_str()).await {
+            let found = match group_id(&group) {
+                Err(code) => Err(code),
+                Ok(id) => match groups::describe(&self.state, &id).await {
                     Ok(g) => Ok(Some(g)),
-                    Err(e) => match ApiError::from(e) {
-                        e if e.code == ErrorCode::GroupNotFound => Ok(None),
-                        e => Err(errors::group_code(&e)),
-                    },
+                    Err(e) if e.code == ErrorCode::GroupNotFound => Ok(None),
+                    Err(e) => Err(errors::group_code(&e)),
                 },
             };
             let answer = match found {
@@ -159,15 +159,15 @@ impl Session {
     ) -> Response {
         let mut results = Vec::with_capacity(request.groups_names.len());
         for group in request.groups_names {
-            let code = if validate_id("a group id", group.0.as_str()).is_err() {
-                errors::INVALID_GROUP_ID
-            } else if require(principal, Operation::Admin, "*").is_err() {
-                errors::GROUP_AUTHORIZATION_FAILED
-            } else {
-                match self.state.controller.delete_group(group.0.as_str()).await {
-                    Ok(()) => NONE,
-                    Err(e) => errors::group_code(&ApiError::from(e)),
+            let code = match group_id(&group) {
+                Err(code) => code,
+                Ok(_) if authorize(principal, Operation::Admin, "*").is_err() => {
+                    errors::GROUP_AUTHORIZATION_FAILED
                 }
+                Ok(id) => match groups::delete(&self.state, &id).await {
+                    Ok(()) => NONE,
+                    Err(e) => errors::group_code(&e),
+                },
             };
             results.push(DeletableGroupResult::default().with_group_id(group).with_error_code(code));
         }
@@ -204,9 +204,9 @@ impl Session {
         topic: &create_partitions_request::CreatePartitionsTopic,
         validate_only: bool,
     ) -> Result<(), (i16, String)> {
-        let fail = |e: ApiError| (errors::code(&e), e.message);
+        let fail = |e: ServiceError| (errors::code(&e), e.message);
         let name = TopicName::new(topic.name.0.to_string()).map_err(|e| fail(e.into()))?;
-        require(principal, Operation::Admin, name.as_str()).map_err(fail)?;
+        authorize(principal, Operation::Admin, name.as_str()).map_err(fail)?;
         if topic.assignments.is_some() {
             return Err((
                 errors::INVALID_REQUEST,
@@ -323,12 +323,12 @@ impl Session {
             Ok(p) => p,
             Err(message) => return (errors::INVALID_CONFIG, Some(message)),
         };
-        let fail = |e: ApiError| (errors::code(&e), Some(e.message));
-        let topic = match TopicName::new(name.to_owned()).map_err(ApiError::from) {
+        let fail = |e: ServiceError| (errors::code(&e), Some(e.message));
+        let topic = match TopicName::new(name.to_owned()).map_err(ServiceError::from) {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
-        if let Err(e) = require(principal, Operation::Admin, topic.as_str()) {
+        if let Err(e) = authorize(principal, Operation::Admin, topic.as_str()) {
             return fail(e);
         }
         if validate_only {

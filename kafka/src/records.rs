@@ -13,8 +13,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
@@ -30,16 +28,17 @@ use kafka_protocol::records::{
 };
 use shale_controller_client::auth::{Operation, Principal};
 use shale_core::wire::ProduceRecord;
-use shale_core::{Header, Offset, PartitionId, Record, TopicName};
+use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
 
 use super::Session;
-use super::errors::{self, NONE, OFFSET_OUT_OF_RANGE, UNSUPPORTED_VERSION};
+use super::errors::{self, NONE, UNSUPPORTED_VERSION};
 use super::requests::{Handled, Response};
-use crate::api::offsets::{At, resolve};
-use crate::api::produce::append_records;
-use crate::api::{ApiError, require};
-use crate::batcher::{BufferPermit, RequestGuard};
-use crate::reader::{FetchRequest as ReadRequest, ReadError};
+use shale_gateway::batcher::{BufferPermit, RequestGuard};
+use shale_gateway::reader::{FetchRequest as ReadRequest, Fetched};
+use shale_gateway::service::append::append;
+use shale_gateway::service::offsets::{At, resolve};
+use shale_gateway::service::read::read_many;
+use shale_gateway::service::{ServiceError, authorize};
 
 /// A partition's records as a producer sent them, and who sent them.
 #[derive(Debug)]
@@ -119,7 +118,14 @@ fn partition_id(index: i32) -> Option<PartitionId> {
 }
 
 impl Session {
-    pub(super) async fn produce(&self, principal: &Principal, request: ProduceRequest) -> Handled {
+    /// Appends every partition's batches, each under its share of the
+    /// frame's room in the buffer.
+    pub(super) async fn produce(
+        &self,
+        principal: &Principal,
+        request: ProduceRequest,
+        mut room: BufferPermit,
+    ) -> Handled {
         let timeout =
             Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).clamp(1_000, 120_000));
         if request.transactional_id.is_some() {
@@ -132,14 +138,23 @@ impl Session {
         let mut topics = Vec::with_capacity(request.topic_data.len());
         for topic in request.topic_data {
             let name = topic.name.0.to_string();
-            let writes = topic.partition_data.into_iter().map(|p| {
+            let shares: Vec<_> = topic
+                .partition_data
+                .into_iter()
+                .map(|p| {
+                    let share = room.split(p.records.as_ref().map_or(0, Bytes::len));
+                    (p, share)
+                })
+                .collect();
+            let writes = shares.into_iter().map(|(p, share)| {
                 let name = name.clone();
                 async move {
-                    let (code, base_offset, message) =
-                        match self.produce_partition(principal, &name, p.index, p.records, timeout).await {
-                            Ok(base) => (NONE, base as i64, None),
-                            Err(e) => (errors::code(&e), -1, Some(StrBytes::from_string(e.message))),
-                        };
+                    let produced =
+                        self.produce_partition(principal, &name, p.index, p.records, share, timeout);
+                    let (code, base_offset, message) = match produced.await {
+                        Ok(base) => (NONE, base as i64, None),
+                        Err(e) => (errors::code(&e), -1, Some(StrBytes::from_string(e.message))),
+                    };
                     PartitionProduceResponse::default()
                         .with_index(p.index)
                         .with_error_code(code)
@@ -166,37 +181,41 @@ impl Session {
         topic: &str,
         index: i32,
         records: Option<Bytes>,
+        share: Option<BufferPermit>,
         timeout: Duration,
-    ) -> Result<Offset, ApiError> {
+    ) -> Result<Offset, ServiceError> {
         let topic = TopicName::new(topic.to_owned())?;
-        require(principal, Operation::Produce, topic.as_str())?;
-        let partition = partition_id(index).ok_or_else(|| ApiError::invalid(format!("partition {index}")))?;
+        authorize(principal, Operation::Produce, topic.as_str())?;
+        let partition =
+            partition_id(index).ok_or_else(|| ServiceError::invalid(format!("partition {index}")))?;
         let bytes = records.unwrap_or_default();
-        let produced = decode_batches(bytes.clone()).map_err(ApiError::invalid)?;
+        let produced = decode_batches(bytes.clone()).map_err(ServiceError::invalid)?;
         if produced.records.is_empty() {
-            return Err(ApiError::invalid("the batch holds no records"));
+            return Err(ServiceError::invalid("the batch holds no records"));
         }
-        let waited_from = std::time::Instant::now();
-        let permit = self.reserve(bytes.len(), timeout).await?.since(waited_from);
+        let permit = match share {
+            Some(permit) => permit,
+            None => self.reserve(bytes.len(), timeout).await?,
+        };
         let guard = produced.producer.map(|(id, epoch, sequence)| RequestGuard {
             idempotency_key: Some(format!("kafka:{id}:{epoch}:{partition}:{sequence}")),
             expected_offset: None,
         });
-        let append = append_records(&self.state, topic, Some(partition), produced.records, guard, permit);
+        let append = append(&self.state, topic, Some(partition), produced.records, guard, permit);
         let acked = tokio::time::timeout(timeout, append).await.map_err(|_| {
-            ApiError::new(shale_core::ErrorCode::RequestTimeout, "the commit took longer than timeout_ms")
+            ServiceError::new(shale_core::ErrorCode::RequestTimeout, "the commit took longer than timeout_ms")
         })??;
-        acked.first().map(|(_, o)| *o).ok_or_else(|| ApiError::invalid("nothing was written"))
+        acked.first().map(|(_, o)| *o).ok_or_else(|| ServiceError::invalid("nothing was written"))
     }
 
     /// Room in the gateway's buffer, waited for up to `timeout` (a Kafka
     /// producer has no way to be told to back off but an error).
-    async fn reserve(&self, bytes: usize, timeout: Duration) -> Result<BufferPermit, ApiError> {
+    async fn reserve(&self, bytes: usize, timeout: Duration) -> Result<BufferPermit, ServiceError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match self.state.batcher.reserve(bytes) {
                 Ok(permit) => return Ok(permit),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(ApiError::from(e)),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(ServiceError::from(e)),
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
@@ -266,95 +285,48 @@ impl Session {
         )
     }
 
-    /// Every asked partition read once, at once.
+    /// Every asked partition read once, at once, each encoded as a Kafka
+    /// batch on a task of its own.
     async fn fetch_all(
         &self,
         principal: &Principal,
         wanted: &[Wanted],
         wait: Duration,
     ) -> Vec<PartitionAnswer> {
-        let reads = wanted.iter().map(|(topic, partition, from, max)| {
-            self.fetch_partition(principal, topic.as_ref(), *partition, *from, *max, wait)
-        });
-        futures::future::join_all(reads).await
+        let mut answers = vec![PartitionAnswer::empty(); wanted.len()];
+        let mut asked = Vec::with_capacity(wanted.len());
+        let mut requests = Vec::with_capacity(wanted.len());
+        for (i, w) in wanted.iter().enumerate() {
+            match read_request(principal, w, wait) {
+                Ok(request) => {
+                    asked.push(i);
+                    requests.push(request);
+                }
+                Err(code) => answers[i].error_code = code,
+            }
+        }
+        let reads = read_many(&self.state, requests, |request, fetched| Ok(encoded(request, fetched))).await;
+        for (i, read) in asked.into_iter().zip(reads) {
+            answers[i] = match read {
+                // cancelled once another partition had records
+                None => PartitionAnswer::empty(),
+                Some(Ok(answer)) => answer,
+                Some(Err(e)) => refused(&e),
+            };
+        }
+        answers
     }
 
     /// Waits until one of the partitions has a record past its asked
     /// offset, or `max_wait` passes.
     async fn wait_for_records(&self, principal: &Principal, wanted: &[Wanted], max_wait: Duration) {
-        let mut waits: FuturesUnordered<_> = wanted
-            .iter()
-            .map(|(topic, partition, from, _)| {
-                self.fetch_partition(principal, topic.as_ref(), *partition, *from, 1, max_wait)
-            })
-            .collect();
-        let deadline = tokio::time::sleep(max_wait);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                next = waits.next() => match next {
-                    Some(a) if a.bytes > 0 => return,
-                    Some(_) => {}
-                    None => {
-                        // every partition answered at once with nothing (errors): wait out the time
-                        (&mut deadline).await;
-                        return;
-                    }
-                },
-                () = &mut deadline => return,
-            }
+        let started = tokio::time::Instant::now();
+        let probes: Vec<Wanted> = wanted.iter().map(|(t, p, from, _)| (t.clone(), *p, *from, 1)).collect();
+        let answers = self.fetch_all(principal, &probes, max_wait).await;
+        if answers.iter().all(|a| a.bytes == 0) {
+            // every partition answered at once with nothing (errors): wait out the time
+            tokio::time::sleep_until(started + max_wait).await;
         }
-    }
-
-    async fn fetch_partition(
-        &self,
-        principal: &Principal,
-        topic: Option<&TopicName>,
-        partition: i32,
-        from: Offset,
-        max_bytes: usize,
-        wait: Duration,
-    ) -> PartitionAnswer {
-        let mut answer = PartitionAnswer::empty();
-        let Some(topic) = topic else {
-            answer.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
-            return answer;
-        };
-        if require(principal, Operation::Consume, topic.as_str()).is_err() {
-            answer.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
-            return answer;
-        }
-        let Some(p) = partition_id(partition) else {
-            answer.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
-            return answer;
-        };
-        let read =
-            ReadRequest { topic: topic.clone(), partition: p, from, max_records: 100_000, max_bytes, wait };
-        match self.state.reader.fetch(&read).await {
-            Ok(f) => {
-                answer.high_watermark = f.high_watermark as i64;
-                answer.log_start_offset = f.log_start_offset as i64;
-                if !f.records.is_empty() {
-                    match encode_batch(&f.records) {
-                        Ok(bytes) => {
-                            answer.bytes = bytes.len();
-                            answer.records = Some(bytes);
-                        }
-                        Err(e) => {
-                            tracing::warn!(%topic, partition, error = %e, "encoding a kafka fetch batch failed");
-                            answer.error_code = errors::UNKNOWN_SERVER_ERROR;
-                        }
-                    }
-                }
-            }
-            Err(ReadError::OutOfRange { log_start_offset, high_watermark, .. }) => {
-                answer.error_code = OFFSET_OUT_OF_RANGE;
-                answer.high_watermark = high_watermark as i64;
-                answer.log_start_offset = log_start_offset as i64;
-            }
-            Err(e) => answer.error_code = errors::code(&ApiError::from(e)),
-        }
-        answer
     }
 
     pub(super) async fn list_offsets(&self, principal: &Principal, request: ListOffsetsRequest) -> Response {
@@ -392,7 +364,7 @@ impl Session {
         timestamp: i64,
     ) -> Result<(i64, i64), i16> {
         let topic = TopicName::new(topic.to_owned()).map_err(|e| errors::code(&e.into()))?;
-        require(principal, Operation::Describe, topic.as_str()).map_err(|e| errors::code(&e))?;
+        authorize(principal, Operation::Describe, topic.as_str()).map_err(|e| errors::code(&e))?;
         let p = partition_id(partition).ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
         let at = match timestamp {
             -2 => At::Earliest,
@@ -429,6 +401,58 @@ pub(super) fn produce_error(request: &ProduceRequest, code: i16) -> ProduceRespo
         })
         .collect();
     ProduceResponse::default().with_responses(topics)
+}
+
+/// The read a fetch's partition asks for, or the error code that refuses it.
+fn read_request(principal: &Principal, wanted: &Wanted, wait: Duration) -> Result<ReadRequest, i16> {
+    let (topic, partition, from, max_bytes) = wanted;
+    let topic = topic.as_ref().ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+    authorize(principal, Operation::Consume, topic.as_str())
+        .map_err(|_| errors::TOPIC_AUTHORIZATION_FAILED)?;
+    let partition = partition_id(*partition).ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+    Ok(ReadRequest {
+        topic: topic.clone(),
+        partition,
+        from: *from,
+        max_records: 100_000,
+        max_bytes: *max_bytes,
+        wait,
+    })
+}
+
+/// A partition's records as one Kafka batch, with its bounds.
+fn encoded(request: &ReadRequest, fetched: Fetched) -> PartitionAnswer {
+    let mut answer = PartitionAnswer::empty();
+    answer.high_watermark = fetched.high_watermark as i64;
+    answer.log_start_offset = fetched.log_start_offset as i64;
+    if fetched.records.is_empty() {
+        return answer;
+    }
+    match encode_batch(&fetched.records) {
+        Ok(bytes) => {
+            answer.bytes = bytes.len();
+            answer.records = Some(bytes);
+        }
+        Err(e) => {
+            let (topic, partition) = (&request.topic, request.partition);
+            tracing::warn!(%topic, partition, error = %e, "encoding a kafka fetch batch failed");
+            answer.error_code = errors::UNKNOWN_SERVER_ERROR;
+        }
+    }
+    answer
+}
+
+/// A partition's answer to a read that failed; an offset out of range
+/// carries the bounds, so the client can reset.
+fn refused(e: &ServiceError) -> PartitionAnswer {
+    let mut answer = PartitionAnswer::empty();
+    answer.error_code = errors::code(e);
+    if e.code == ErrorCode::OffsetOutOfRange {
+        let bound = |key| e.offset(key).map_or(-1, |o| o as i64);
+        answer.high_watermark = bound("high_watermark");
+        answer.log_start_offset = bound("log_start_offset");
+    }
+    answer
 }
 
 /// A partition a fetch asks for: its topic (None: not a valid name), index,

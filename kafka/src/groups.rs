@@ -14,33 +14,28 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
-};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::classic::{
     ClassicAnswer, ClassicJoin, ClassicProtocol, ClassicRequest, ClassicSync,
 };
-use shale_controller_client::group::{CommitOffsets, OffsetCommit, validate_id};
-use shale_core::{ErrorCode, TopicName};
+use shale_controller_client::group::validate_id;
+use shale_core::TopicName;
 use tokio::time::Instant;
 
 use super::Session;
 use super::errors::{self, NONE, REBALANCE_IN_PROGRESS, classic_code};
 use super::requests::Response;
-use crate::api::{ApiError, require};
+use shale_gateway::service::authorize;
+use shale_gateway::service::groups::{self, GroupId, MemberId};
 
 /// The consumers' protocol type, whose subscriptions name topics.
 const CONSUMER: &str = "consumer";
 /// Longest a SyncGroup waits for the leader's assignment.
 const SYNC_WAIT: Duration = Duration::from_secs(60);
 
-fn text(s: impl Into<String>) -> StrBytes {
+pub(crate) fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
@@ -67,7 +62,12 @@ fn new_member_id(client_id: &str) -> String {
     format!("{client}-{}", ulid::Ulid::new())
 }
 
-fn optional_text(s: &Option<StrBytes>) -> Option<String> {
+/// A group id from the wire, parsed once; INVALID_GROUP_ID if it cannot be one.
+pub(crate) fn group_id(id: &kafka_protocol::messages::GroupId) -> Result<GroupId, i16> {
+    GroupId::parse(id.0.as_str()).map_err(|_| errors::INVALID_GROUP_ID)
+}
+
+pub(crate) fn optional_text(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
 
@@ -76,18 +76,15 @@ impl Session {
     /// over (then None).
     async fn classic_until_done(
         &self,
-        group: &str,
+        group: &GroupId,
         request: ClassicRequest,
         wait: Duration,
     ) -> Result<Option<ClassicAnswer>, i16> {
         let deadline = Instant::now() + wait;
         loop {
-            let answer = self
-                .state
-                .controller
-                .classic_group(group, request.clone())
+            let answer = groups::classic(&self.state, group, request.clone())
                 .await
-                .map_err(|e| errors::group_code(&ApiError::from(e)))?;
+                .map_err(|e| errors::group_code(&e))?;
             if answer != ClassicAnswer::Pending {
                 return Ok(Some(answer));
             }
@@ -107,10 +104,10 @@ impl Session {
         let fail = |code: i16| {
             Response::JoinGroup(JoinGroupResponse::default().with_error_code(code).with_generation_id(-1))
         };
-        let group = request.group_id.0.to_string();
-        if validate_id("a group id", &group).is_err() {
-            return fail(errors::INVALID_GROUP_ID);
-        }
+        let group = match group_id(&request.group_id) {
+            Ok(g) => g,
+            Err(code) => return fail(code),
+        };
         let instance_id = optional_text(&request.group_instance_id);
         if instance_id.as_ref().is_some_and(|i| validate_id("an instance id", i).is_err()) {
             return fail(errors::INVALID_REQUEST);
@@ -129,9 +126,7 @@ impl Session {
                 );
             }
         }
-        if validate_id("a member id", &member_id).is_err() {
-            return fail(errors::UNKNOWN_MEMBER_ID);
-        }
+        let Ok(member_id) = MemberId::parse(member_id) else { return fail(errors::UNKNOWN_MEMBER_ID) };
         let protocol_type = request.protocol_type.to_string();
         if protocol_type == CONSUMER {
             // a consumer may only join for topics it may read
@@ -145,7 +140,7 @@ impl Session {
                 };
                 for t in topics {
                     let Ok(name) = TopicName::new(t) else { return fail(errors::INVALID_TOPIC_EXCEPTION) };
-                    if require(principal, Operation::Consume, name.as_str()).is_err() {
+                    if authorize(principal, Operation::Consume, name.as_str()).is_err() {
                         return fail(errors::TOPIC_AUTHORIZATION_FAILED);
                     }
                 }
@@ -159,7 +154,7 @@ impl Session {
             session_timeout_ms
         };
         let join = ClassicJoin {
-            member_id: member_id.clone(),
+            member_id: member_id.to_string(),
             fresh,
             instance_id,
             protocol_type,
@@ -216,10 +211,10 @@ impl Session {
 
     pub(super) async fn sync_group(&self, request: SyncGroupRequest) -> Response {
         let fail = |code: i16| Response::SyncGroup(SyncGroupResponse::default().with_error_code(code));
-        let group = request.group_id.0.to_string();
-        if validate_id("a group id", &group).is_err() {
-            return fail(errors::INVALID_GROUP_ID);
-        }
+        let group = match group_id(&request.group_id) {
+            Ok(g) => g,
+            Err(code) => return fail(code),
+        };
         let sync = ClassicSync {
             member_id: request.member_id.to_string(),
             instance_id: optional_text(&request.group_instance_id),
@@ -256,26 +251,23 @@ impl Session {
     }
 
     pub(super) async fn heartbeat(&self, request: HeartbeatRequest) -> Response {
-        let group = request.group_id.0.to_string();
         let heartbeat = ClassicRequest::Heartbeat {
             member_id: request.member_id.to_string(),
             instance_id: optional_text(&request.group_instance_id),
             generation: request.generation_id,
         };
-        let code = if validate_id("a group id", &group).is_err() {
-            errors::INVALID_GROUP_ID
-        } else {
-            match self.state.controller.classic_group(&group, heartbeat).await {
+        let code = match group_id(&request.group_id) {
+            Err(code) => code,
+            Ok(group) => match groups::classic(&self.state, &group, heartbeat).await {
                 Ok(ClassicAnswer::Refused(e)) => classic_code(e),
                 Ok(_) => NONE,
-                Err(e) => errors::group_code(&ApiError::from(e)),
-            }
+                Err(e) => errors::group_code(&e),
+            },
         };
         Response::Heartbeat(HeartbeatResponse::default().with_error_code(code))
     }
 
     pub(super) async fn leave_group(&self, request: LeaveGroupRequest, version: i16) -> Response {
-        let group = request.group_id.0.to_string();
         let members: Vec<(String, Option<String>)> = if version >= 3 {
             request
                 .members
@@ -285,18 +277,19 @@ impl Session {
         } else {
             vec![(request.member_id.to_string(), None)]
         };
-        let outcomes = if validate_id("a group id", &group).is_err() {
-            Err(errors::INVALID_GROUP_ID)
-        } else {
-            let leave = ClassicRequest::Leave { members: members.clone() };
-            match self.state.controller.classic_group(&group, leave).await {
-                Ok(ClassicAnswer::Left(outcomes)) => Ok(outcomes),
-                Ok(ClassicAnswer::Refused(e)) => Err(classic_code(e)),
-                Ok(other) => {
-                    tracing::warn!(?other, "kafka leave: unexpected controller answer");
-                    Err(errors::UNKNOWN_SERVER_ERROR)
+        let outcomes = match group_id(&request.group_id) {
+            Err(code) => Err(code),
+            Ok(group) => {
+                let leave = ClassicRequest::Leave { members: members.clone() };
+                match groups::classic(&self.state, &group, leave).await {
+                    Ok(ClassicAnswer::Left(outcomes)) => Ok(outcomes),
+                    Ok(ClassicAnswer::Refused(e)) => Err(classic_code(e)),
+                    Ok(other) => {
+                        tracing::warn!(?other, "kafka leave: unexpected controller answer");
+                        Err(errors::UNKNOWN_SERVER_ERROR)
+                    }
+                    Err(e) => Err(errors::group_code(&e)),
                 }
-                Err(e) => Err(errors::group_code(&ApiError::from(e))),
             }
         };
         let response = match outcomes {
@@ -318,163 +311,5 @@ impl Session {
             ),
         };
         Response::LeaveGroup(response)
-    }
-
-    pub(super) async fn offset_commit(
-        &self,
-        principal: &Principal,
-        request: OffsetCommitRequest,
-    ) -> Response {
-        let group = request.group_id.0.to_string();
-        let mut offsets = Vec::new();
-        let mut refused: Vec<(String, i32, i16)> = Vec::new();
-        for t in &request.topics {
-            let name = t.name.0.to_string();
-            for p in &t.partitions {
-                let checked = TopicName::new(name.clone()).map_err(ApiError::from).and_then(|topic| {
-                    require(principal, Operation::Consume, topic.as_str())?;
-                    let partition =
-                        u32::try_from(p.partition_index).map_err(|_| ApiError::invalid("partition"))?;
-                    let offset =
-                        u64::try_from(p.committed_offset).map_err(|_| ApiError::invalid("offset"))?;
-                    let metadata =
-                        p.committed_metadata.as_ref().map(|m| m.to_string()).filter(|m| !m.is_empty());
-                    Ok(OffsetCommit { topic, partition, offset, metadata })
-                });
-                match checked {
-                    Ok(o) => offsets.push(o),
-                    Err(e) => refused.push((name.clone(), p.partition_index, errors::code(&e))),
-                }
-            }
-        }
-        let code = if offsets.is_empty() { NONE } else { self.commit(&group, &request, offsets).await };
-        let topics = request
-            .topics
-            .iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let own = refused
-                            .iter()
-                            .find(|(n, i, _)| n == t.name.0.as_str() && *i == p.partition_index)
-                            .map_or(code, |(_, _, c)| *c);
-                        OffsetCommitResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(own)
-                    })
-                    .collect();
-                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
-            })
-            .collect();
-        Response::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
-    }
-
-    /// Commits as the member at the generation it presents; the controller
-    /// refuses a stale one, so a member that missed a rebalance cannot
-    /// overwrite another's progress. Without a member (generation -1, a
-    /// client that assigns its own partitions), the group must have no live
-    /// members, as in Kafka.
-    async fn commit(&self, group: &str, request: &OffsetCommitRequest, offsets: Vec<OffsetCommit>) -> i16 {
-        if validate_id("a group id", group).is_err() {
-            return errors::INVALID_GROUP_ID;
-        }
-        let member_id = request.member_id.to_string();
-        let generation = request.generation_id_or_member_epoch;
-        let member = (generation >= 0 || !member_id.is_empty())
-            .then(|| (member_id, u64::try_from(generation).unwrap_or(u64::MAX)));
-        let by_member = member.is_some();
-        match self.state.controller.commit_offsets(group, CommitOffsets { member, offsets }).await {
-            Ok(()) => NONE,
-            Err(e) => match ApiError::from(e) {
-                e if e.code == ErrorCode::StaleMember => self.stale_generation_code(group).await,
-                e if by_member && matches!(e.code, ErrorCode::GroupNotFound | ErrorCode::MemberNotFound) => {
-                    errors::UNKNOWN_MEMBER_ID
-                }
-                e => errors::group_code(&e),
-            },
-        }
-    }
-
-    /// Kafka's answer to a commit at a generation not current:
-    /// REBALANCE_IN_PROGRESS while the leader's assignment is awaited, else
-    /// ILLEGAL_GENERATION.
-    async fn stale_generation_code(&self, group: &str) -> i16 {
-        match self.state.controller.describe_group(group).await {
-            Ok(g) if g.classic.as_ref().is_some_and(|c| c.state == "CompletingRebalance") => {
-                REBALANCE_IN_PROGRESS
-            }
-            _ => errors::ILLEGAL_GENERATION,
-        }
-    }
-
-    pub(super) async fn offset_fetch(&self, principal: &Principal, request: OffsetFetchRequest) -> Response {
-        let group = request.group_id.0.to_string();
-        if validate_id("a group id", &group).is_err() {
-            return Response::OffsetFetch(
-                OffsetFetchResponse::default().with_error_code(errors::INVALID_GROUP_ID),
-            );
-        }
-        let offsets = match self.state.controller.describe_group(&group).await {
-            Ok(g) => g.offsets,
-            Err(e) => {
-                let e = ApiError::from(e);
-                if e.code != ErrorCode::GroupNotFound {
-                    return Response::OffsetFetch(
-                        OffsetFetchResponse::default().with_error_code(errors::group_code(&e)),
-                    );
-                }
-                Vec::new()
-            }
-        };
-        // null topics: every committed offset of the group
-        let asked: Vec<(String, Vec<i32>)> = match &request.topics {
-            Some(topics) => {
-                topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
-            }
-            None => {
-                let mut all: Vec<(String, Vec<i32>)> = Vec::new();
-                for o in &offsets {
-                    let index = i32::try_from(o.partition).unwrap_or(i32::MAX);
-                    match all.iter_mut().find(|(t, _)| t == o.topic.as_str()) {
-                        Some((_, p)) => p.push(index),
-                        None => all.push((o.topic.to_string(), vec![index])),
-                    }
-                }
-                all
-            }
-        };
-        let topics = asked
-            .into_iter()
-            .map(|(name, partitions)| {
-                let allowed = principal.allows(Operation::Consume, &name)
-                    || principal.allows(Operation::Describe, &name);
-                let partitions = partitions
-                    .into_iter()
-                    .map(|index| {
-                        let committed = offsets
-                            .iter()
-                            .find(|o| o.topic.as_str() == name && i64::from(o.partition) == i64::from(index));
-                        let answer = OffsetFetchResponsePartition::default()
-                            .with_partition_index(index)
-                            .with_committed_leader_epoch(-1);
-                        match committed {
-                            _ if !allowed => answer
-                                .with_committed_offset(-1)
-                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED),
-                            Some(o) => answer
-                                .with_committed_offset(i64::try_from(o.offset).unwrap_or(i64::MAX))
-                                .with_metadata(Some(text(o.metadata.clone().unwrap_or_default()))),
-                            None => answer.with_committed_offset(-1).with_metadata(Some(text(""))),
-                        }
-                    })
-                    .collect();
-                OffsetFetchResponseTopic::default()
-                    .with_name(kafka_protocol::messages::TopicName(text(name)))
-                    .with_partitions(partitions)
-            })
-            .collect();
-        Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(NONE).with_topics(topics))
     }
 }

@@ -3,7 +3,7 @@
 use shale_controller_client::classic::ClassicError;
 use shale_core::ErrorCode;
 
-use crate::api::ApiError;
+use shale_gateway::service::ServiceError;
 
 pub const NONE: i16 = 0;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -40,7 +40,7 @@ pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
 
 /// The Kafka error code for a Shale error.
-pub fn code(e: &ApiError) -> i16 {
+pub fn code(e: &ServiceError) -> i16 {
     match e.code {
         ErrorCode::InvalidRequest | ErrorCode::InvalidContentType | ErrorCode::InvalidEncoding => {
             INVALID_REQUEST
@@ -75,7 +75,7 @@ pub fn code(e: &ApiError) -> i16 {
 
 /// [`code`] for group requests: a refusal names the group, and an
 /// unavailable controller is an unavailable coordinator.
-pub fn group_code(e: &ApiError) -> i16 {
+pub fn group_code(e: &ServiceError) -> i16 {
     match e.code {
         ErrorCode::Forbidden => GROUP_AUTHORIZATION_FAILED,
         ErrorCode::ControllerUnavailable | ErrorCode::RequestTimeout | ErrorCode::OutcomeUnknown => {

@@ -1,0 +1,189 @@
+//! OffsetCommit, OffsetFetch and OffsetDelete: a group's committed offsets,
+//! fenced by the member's generation (classic) or epoch (KIP-848).
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::*;
+use shale_controller_client::auth::{Operation, Principal};
+use shale_controller_client::group::OffsetCommit;
+use shale_core::{ErrorCode, TopicName};
+use shale_gateway::service::groups::{self, GroupId, MemberId};
+use shale_gateway::service::{ServiceError, authorize};
+
+use super::Session;
+use super::errors::{self, NONE, REBALANCE_IN_PROGRESS};
+use super::groups::{group_id, text};
+use super::requests::Response;
+
+impl Session {
+    pub(super) async fn offset_commit(
+        &self,
+        principal: &Principal,
+        request: OffsetCommitRequest,
+    ) -> Response {
+        let group = group_id(&request.group_id);
+        let mut offsets = Vec::new();
+        let mut refused: Vec<(String, i32, i16)> = Vec::new();
+        for t in &request.topics {
+            let name = t.name.0.to_string();
+            for p in &t.partitions {
+                let checked = TopicName::new(name.clone()).map_err(ServiceError::from).and_then(|topic| {
+                    authorize(principal, Operation::Consume, topic.as_str())?;
+                    let partition =
+                        u32::try_from(p.partition_index).map_err(|_| ServiceError::invalid("partition"))?;
+                    let offset =
+                        u64::try_from(p.committed_offset).map_err(|_| ServiceError::invalid("offset"))?;
+                    let metadata =
+                        p.committed_metadata.as_ref().map(|m| m.to_string()).filter(|m| !m.is_empty());
+                    Ok(OffsetCommit { topic, partition, offset, metadata })
+                });
+                match checked {
+                    Ok(o) => offsets.push(o),
+                    Err(e) => refused.push((name.clone(), p.partition_index, errors::code(&e))),
+                }
+            }
+        }
+        let code = match group {
+            Err(code) => code,
+            Ok(_) if offsets.is_empty() => NONE,
+            Ok(group) => self.commit(principal, &group, &request, offsets).await,
+        };
+        let topics = request
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let own = refused
+                            .iter()
+                            .find(|(n, i, _)| n == t.name.0.as_str() && *i == p.partition_index)
+                            .map_or(code, |(_, _, c)| *c);
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(own)
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+            })
+            .collect();
+        Response::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+    }
+
+    /// Commits as the member at the generation it presents; the controller
+    /// refuses a stale one, so a member that missed a rebalance cannot
+    /// overwrite another's progress. Without a member (generation -1, a
+    /// client that assigns its own partitions), the group must have no live
+    /// members, as in Kafka.
+    async fn commit(
+        &self,
+        principal: &Principal,
+        group: &GroupId,
+        request: &OffsetCommitRequest,
+        offsets: Vec<OffsetCommit>,
+    ) -> i16 {
+        let generation = request.generation_id_or_member_epoch;
+        let member = match request.member_id.as_str() {
+            "" if generation < 0 => None,
+            id => match MemberId::parse(id) {
+                Ok(m) => Some((m, u64::try_from(generation).unwrap_or(u64::MAX))),
+                Err(_) => return errors::UNKNOWN_MEMBER_ID,
+            },
+        };
+        let by_member = member.is_some();
+        let member = member.as_ref().map(|(m, g)| (m, *g));
+        match groups::commit(&self.state, principal, group, member, offsets).await {
+            Ok(()) => NONE,
+            Err(e) => match e {
+                e if e.code == ErrorCode::StaleMember => self.stale_generation_code(group).await,
+                e if by_member && matches!(e.code, ErrorCode::GroupNotFound | ErrorCode::MemberNotFound) => {
+                    errors::UNKNOWN_MEMBER_ID
+                }
+                e => errors::group_code(&e),
+            },
+        }
+    }
+
+    /// Kafka's answer to a commit at a generation not current:
+    /// REBALANCE_IN_PROGRESS while the leader's assignment is awaited, else
+    /// ILLEGAL_GENERATION.
+    async fn stale_generation_code(&self, group: &GroupId) -> i16 {
+        match groups::describe(&self.state, group).await {
+            Ok(g) if g.classic.as_ref().is_some_and(|c| c.state == "CompletingRebalance") => {
+                REBALANCE_IN_PROGRESS
+            }
+            _ => errors::ILLEGAL_GENERATION,
+        }
+    }
+
+    pub(super) async fn offset_fetch(&self, principal: &Principal, request: OffsetFetchRequest) -> Response {
+        let group = match group_id(&request.group_id) {
+            Ok(g) => g,
+            Err(code) => return Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(code)),
+        };
+        let offsets = match groups::describe(&self.state, &group).await {
+            Ok(g) => g.offsets,
+            Err(e) => {
+                if e.code != ErrorCode::GroupNotFound {
+                    return Response::OffsetFetch(
+                        OffsetFetchResponse::default().with_error_code(errors::group_code(&e)),
+                    );
+                }
+                Vec::new()
+            }
+        };
+        // null topics: every committed offset of the group
+        let asked: Vec<(String, Vec<i32>)> = match &request.topics {
+            Some(topics) => {
+                topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
+            }
+            None => {
+                let mut all: Vec<(String, Vec<i32>)> = Vec::new();
+                for o in &offsets {
+                    let index = i32::try_from(o.partition).unwrap_or(i32::MAX);
+                    match all.iter_mut().find(|(t, _)| t == o.topic.as_str()) {
+                        Some((_, p)) => p.push(index),
+                        None => all.push((o.topic.to_string(), vec![index])),
+                    }
+                }
+                all
+            }
+        };
+        let topics = asked
+            .into_iter()
+            .map(|(name, partitions)| {
+                let allowed = principal.allows(Operation::Consume, &name)
+                    || principal.allows(Operation::Describe, &name);
+                let partitions = partitions
+                    .into_iter()
+                    .map(|index| {
+                        let committed = offsets
+                            .iter()
+                            .find(|o| o.topic.as_str() == name && i64::from(o.partition) == i64::from(index));
+                        let answer = OffsetFetchResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_committed_leader_epoch(-1);
+                        match committed {
+                            _ if !allowed => answer
+                                .with_committed_offset(-1)
+                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED),
+                            Some(o) => answer
+                                .with_committed_offset(i64::try_from(o.offset).unwrap_or(i64::MAX))
+                                .with_metadata(Some(text(o.metadata.clone().unwrap_or_default()))),
+                            None => answer.with_committed_offset(-1).with_metadata(Some(text(""))),
+                        }
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default()
+                    .with_name(kafka_protocol::messages::TopicName(text(name)))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(NONE).with_topics(topics))
+    }
+}
