@@ -329,3 +329,43 @@ async fn a_half_sent_frame_is_closed_and_idle_connections_do_not_stop_producers(
     drop(idle);
     Ok(())
 }
+
+/// Fetch v4 of one partition from `offset`, long-polling up to `max_wait_ms`.
+fn fetch_v4(topic: &str, offset: i64, max_wait_ms: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+    body.extend_from_slice(&max_wait_ms.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes()); // min bytes
+    body.extend_from_slice(&(1i32 << 20).to_be_bytes()); // max bytes
+    body.push(0); // isolation level
+    body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    body.extend_from_slice(&i16::try_from(topic.len()).unwrap_or(i16::MAX).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&offset.to_be_bytes());
+    body.extend_from_slice(&(1i32 << 20).to_be_bytes());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_request_in_flight_is_answered_when_the_gateway_drains() -> anyhow::Result<()> {
+    eprintln!("local disk only: this is about shutdown, not the store");
+    let dir = tempfile::tempdir()?;
+    let (mut shale, kafka) = start(dir.path(), &Backend::Local, "kafka-drain").await?;
+    shale.client().create_topic("quiet", 1).await?;
+    let mut stream = tokio::net::TcpStream::connect(&kafka).await?;
+    // a long-poll on an empty partition is in flight when SIGTERM comes
+    stream.write_all(&frame(1, 4, 7, &fetch_v4("quiet", 0, 3000))).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shale.signal("TERM")?;
+    let a = answer(&mut stream).await.context("the fetch in flight was not answered on shutdown")?;
+    ensure!(a[0..4] == 7i32.to_be_bytes(), "correlation id {:?}", &a[0..4]);
+    // then the connection closes, and the process exits
+    let mut rest = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut rest)).await;
+    ensure!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the drained connection stayed open: {read:?}");
+    ensure!(shale.wait_exit(Duration::from_secs(15)).await?, "shale did not exit after draining");
+    ensure!(tokio::net::TcpStream::connect(&kafka).await.is_err(), "the listener still accepts after shutdown");
+    Ok(())
+}
