@@ -150,6 +150,27 @@ pub struct RequestCommit {
     pub expected_offset: Option<Offset>,
     /// The request's records in order, as runs of (chunk index, record count).
     pub runs: Vec<(u32, u32)>,
+    /// An idempotent Kafka producer's batch: its sequence is checked against
+    /// the partition's last one from that producer (one partition only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<ProducerBatch>,
+}
+
+/// A Kafka record batch's producer id, epoch and sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerBatch {
+    pub id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+    pub record_count: u32,
+}
+
+impl ProducerBatch {
+    /// The batch's last sequence: sequences wrap from `i32::MAX` to 0, as Kafka's do.
+    pub fn last_sequence(&self) -> i32 {
+        let last = i64::from(self.first_sequence) + i64::from(self.record_count.max(1)) - 1;
+        i32::try_from(last % (i64::from(i32::MAX) + 1)).unwrap_or(0)
+    }
 }
 
 /// One chunk of a segment being committed.

@@ -169,6 +169,13 @@ pub enum MetaError {
     /// client-side assignment, or Shale's server-side assignment).
     #[error("{0}")]
     GroupKindMismatch(String),
+    /// An idempotent producer's batch does not follow its last one on the
+    /// partition: an earlier batch is missing. Nothing was written.
+    #[error("producer {producer} sent sequence {got} where {expected} was next")]
+    OutOfOrderSequence { producer: i64, expected: i32, got: i32 },
+    /// A batch from an older epoch of a producer than one already seen.
+    #[error("producer {producer} epoch {epoch} is older than its current epoch {current}")]
+    ProducerFenced { producer: i64, epoch: i16, current: i16 },
 }
 
 /// A partition as shown to clients.

@@ -44,6 +44,12 @@ pub enum ErrorCode {
     /// protocol, or Shale's server-side assignment): a group's kind is fixed
     /// by its first member.
     InconsistentGroupProtocol,
+    /// A Kafka idempotent producer's batch skipped a sequence number (an
+    /// earlier batch is missing); nothing was written. Send the missing one first.
+    OutOfOrderSequence,
+    /// A Kafka producer's epoch is older than one already seen: another
+    /// instance with the same producer id took over.
+    ProducerFenced,
     /// A single record exceeds the record size limit.
     RecordTooLarge,
     /// The request body exceeds the request size limit.
@@ -83,9 +89,13 @@ impl ErrorCode {
                 (404, false)
             }
             MethodNotAllowed => (405, false),
-            TopicExists | TokenExists | StaleMember | GroupNotEmpty | InconsistentGroupProtocol => {
-                (409, false)
-            }
+            TopicExists
+            | TokenExists
+            | StaleMember
+            | GroupNotEmpty
+            | InconsistentGroupProtocol
+            | OutOfOrderSequence
+            | ProducerFenced => (409, false),
             RecordTooLarge | RequestTooLarge => (413, false),
             OffsetMismatch => (412, false),
             OffsetOutOfRange => (416, false),
@@ -129,6 +139,8 @@ impl ErrorCode {
             StaleMember => "stale_member",
             GroupNotEmpty => "group_not_empty",
             InconsistentGroupProtocol => "inconsistent_group_protocol",
+            OutOfOrderSequence => "out_of_order_sequence",
+            ProducerFenced => "producer_fenced",
             RecordTooLarge => "record_too_large",
             RequestTooLarge => "request_too_large",
             OffsetOutOfRange => "offset_out_of_range",
@@ -167,6 +179,8 @@ mod tests {
             ErrorCode::StaleMember,
             ErrorCode::GroupNotEmpty,
             ErrorCode::InconsistentGroupProtocol,
+            ErrorCode::OutOfOrderSequence,
+            ErrorCode::ProducerFenced,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

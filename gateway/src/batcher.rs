@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
 use shale_controller_client::RequestCommit;
+use shale_controller_client::command::ProducerBatch;
 use shale_controller_client::{
     ChunkCommit, CommitSegment, Controller, ControllerError, MetaError, SegmentOutcomes,
 };
@@ -104,6 +105,9 @@ impl Drop for BufferPermit {
 pub struct RequestGuard {
     pub idempotency_key: Option<String>,
     pub expected_offset: Option<Offset>,
+    /// A Kafka idempotent producer's batch (one partition): its sequence is
+    /// checked by the controller.
+    pub producer: Option<ProducerBatch>,
 }
 
 struct Append {
@@ -171,6 +175,7 @@ impl Batch {
                 idempotency_key: guard.idempotency_key,
                 expected_offset: guard.expected_offset,
                 runs,
+                producer: guard.producer,
             });
         }
         self.waiters.push(Waiter { reply: append.reply, _permit: append.permit, slots });
@@ -273,13 +278,42 @@ impl Batcher {
         guard: Option<RequestGuard>,
         permit: BufferPermit,
     ) -> Result<Acked, ProduceError> {
+        self.submit(topic, topic_id, records, guard, permit).await?.acked().await
+    }
+
+    /// Queues records of one topic under a reservation. Records queued one
+    /// after the other are committed in that order.
+    pub async fn submit(
+        &self,
+        topic: TopicName,
+        topic_id: u64,
+        records: Vec<PartitionedRecord>,
+        guard: Option<RequestGuard>,
+        permit: BufferPermit,
+    ) -> Result<Queued, ProduceError> {
         let (reply, answer) = oneshot::channel();
         let since = permit.since;
         let append = Append { topic, topic_id, records, guard, permit, reply };
         let arrived = Instant::now();
         self.tx.send(append).await.map_err(|_| ProduceError::Stopped)?;
-        let (acked, flight) = answer.await.map_err(|_| ProduceError::Stopped)??;
-        Stages::new(since, arrived, &flight, Instant::now()).record(&self.metrics, self.log_slow);
+        Ok(Queued { answer, since, arrived, metrics: self.metrics.clone(), log_slow: self.log_slow })
+    }
+}
+
+/// Records in the batcher's queue, awaiting their commit.
+pub struct Queued {
+    answer: oneshot::Receiver<Result<Answer, ProduceError>>,
+    since: Instant,
+    arrived: Instant,
+    metrics: Arc<GatewayMetrics>,
+    log_slow: Duration,
+}
+
+impl Queued {
+    /// Where each record was written, once committed; records the stages.
+    pub async fn acked(self) -> Result<Acked, ProduceError> {
+        let (acked, flight) = self.answer.await.map_err(|_| ProduceError::Stopped)??;
+        Stages::new(self.since, self.arrived, &flight, Instant::now()).record(&self.metrics, self.log_slow);
         Ok(acked)
     }
 }

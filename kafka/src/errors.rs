@@ -32,6 +32,8 @@ pub const INVALID_CONFIG: i16 = 40;
 pub const INVALID_REQUEST: i16 = 42;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -58,6 +60,8 @@ pub fn code(e: &ServiceError) -> i16 {
         ErrorCode::StaleMember => ILLEGAL_GENERATION,
         ErrorCode::GroupNotEmpty => NON_EMPTY_GROUP,
         ErrorCode::InconsistentGroupProtocol => INCONSISTENT_GROUP_PROTOCOL,
+        ErrorCode::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ErrorCode::ProducerFenced => INVALID_PRODUCER_EPOCH,
         ErrorCode::RecordTooLarge | ErrorCode::RequestTooLarge => MESSAGE_TOO_LARGE,
         // retryable: the client tries again, safely with an idempotent producer
         ErrorCode::RequestTimeout | ErrorCode::Overloaded | ErrorCode::OutcomeUnknown => REQUEST_TIMED_OUT,

@@ -34,7 +34,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use shale_controller_client::auth::Principal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -168,6 +168,8 @@ impl Session {
         let idle_timeout = self.config.limits.idle_timeout;
         let mut idle_since = Instant::now();
         let mut pending = FuturesOrdered::new();
+        // produces reach the batcher in the order they arrived
+        let mut last_produce: Option<oneshot::Receiver<()>> = None;
         loop {
             tokio::select! {
                 done = pending.next(), if !pending.is_empty() => {
@@ -186,19 +188,23 @@ impl Session {
                     idle_since = Instant::now();
                     let key = frame.bytes.slice(0..2).get_i16();
                     let sasl = key == ApiKey::SaslHandshake as i16 || key == ApiKey::SaslAuthenticate as i16;
+                    let turn = (key == ApiKey::Produce as i16).then(|| {
+                        let (done, next) = oneshot::channel();
+                        Turn { after: last_produce.replace(next), done }
+                    });
                     if self.principal.is_none() || sasl {
                         while let Some(outcome) = pending.next().await {
                             if !write(&mut writer, outcome).await {
                                 return;
                             }
                         }
-                        let outcome = self.handle(frame).await;
+                        let outcome = self.handle(frame, turn).await;
                         if !write(&mut writer, outcome).await {
                             return;
                         }
                     } else {
                         let mut session = self.clone();
-                        pending.push_back(async move { session.handle(frame).await });
+                        pending.push_back(async move { session.handle(frame, turn).await });
                     }
                 }
                 // shutting down: read no more, answer what was asked
@@ -216,7 +222,7 @@ impl Session {
 
     /// Decodes, answers and encodes one request; None closes the connection
     /// (a frame that names no API this crate knows, or cannot be decoded).
-    async fn handle(&mut self, frame: Frame) -> Option<Outcome> {
+    async fn handle(&mut self, frame: Frame, turn: Option<Turn>) -> Option<Outcome> {
         let Frame { bytes: mut frame, room } = frame;
         let (key, version) = (frame.slice(0..2).get_i16(), frame.slice(2..4).get_i16());
         let correlation_id = frame.slice(4..8).get_i32();
@@ -249,13 +255,38 @@ impl Session {
             }
         };
         let started = std::time::Instant::now();
-        let outcome = self.dispatch(&header, request, version, room).await;
+        let outcome = self.dispatch(&header, request, version, room, turn).await;
         tracing::trace!(?api_key, version, elapsed = ?started.elapsed(), "kafka request");
         match outcome {
             requests::Handled::Answer(r) => answer(r, version),
             requests::Handled::Silent => Some(Outcome::Silent),
             requests::Handled::Close(r) => encode(api_key, version, correlation_id, &r).map(Outcome::Close),
         }
+    }
+}
+
+/// A produce's place in its connection's order: it hands its records to the
+/// batcher after the produce before it did (`after`), then lets the next
+/// one go (`done`, also when dropped). Requests of a connection run at once,
+/// but one partition's batches are committed in the order they were sent,
+/// as Kafka's ordering and idempotent producers' sequences need.
+pub(crate) struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// Waits for the produce before this one to have handed over its records.
+    pub(crate) async fn wait(&mut self) {
+        if let Some(after) = self.after.take() {
+            // a dropped sender (the earlier produce failed early) also ends the wait
+            let _ = after.await;
+        }
+    }
+
+    /// Lets the next produce hand over its records.
+    pub(crate) fn pass(self) {
+        let _ = self.done.send(());
     }
 }
 

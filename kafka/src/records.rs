@@ -27,15 +27,16 @@ use kafka_protocol::records::{
     TimestampType,
 };
 use shale_controller_client::auth::{Operation, Principal};
+use shale_controller_client::command::ProducerBatch;
 use shale_core::wire::ProduceRecord;
 use shale_core::{ErrorCode, Header, Offset, PartitionId, Record, TopicName};
 
-use super::Session;
 use super::errors::{self, NONE, UNSUPPORTED_VERSION};
 use super::requests::{Handled, Response};
+use super::{Session, Turn};
 use shale_gateway::batcher::{BufferPermit, RequestGuard};
 use shale_gateway::reader::{FetchRequest as ReadRequest, Fetched};
-use shale_gateway::service::append::append;
+use shale_gateway::service::append::{Submitted, submit};
 use shale_gateway::service::offsets::{At, resolve};
 use shale_gateway::service::read::read_many;
 use shale_gateway::service::{ServiceError, authorize};
@@ -119,12 +120,14 @@ fn partition_id(index: i32) -> Option<PartitionId> {
 
 impl Session {
     /// Appends every partition's batches, each under its share of the
-    /// frame's room in the buffer.
+    /// frame's room in the buffer. The batches are handed to the batcher in
+    /// the connection's order (`turn`), then their commits are awaited at once.
     pub(super) async fn produce(
         &self,
         principal: &Principal,
         request: ProduceRequest,
         mut room: BufferPermit,
+        turn: Option<Turn>,
     ) -> Handled {
         let timeout =
             Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).clamp(1_000, 120_000));
@@ -134,48 +137,63 @@ impl Session {
                 errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             )));
         }
-        let acks = request.acks;
-        let mut topics = Vec::with_capacity(request.topic_data.len());
-        for topic in request.topic_data {
-            let name = topic.name.0.to_string();
-            let shares: Vec<_> = topic
-                .partition_data
-                .into_iter()
-                .map(|p| {
-                    let share = room.split(p.records.as_ref().map_or(0, Bytes::len));
-                    (p, share)
-                })
-                .collect();
-            let writes = shares.into_iter().map(|(p, share)| {
-                let name = name.clone();
-                async move {
-                    let produced =
-                        self.produce_partition(principal, &name, p.index, p.records, share, timeout);
-                    let (code, base_offset, message) = match produced.await {
-                        Ok(base) => (NONE, base as i64, None),
-                        Err(e) => (errors::code(&e), -1, Some(StrBytes::from_string(e.message))),
-                    };
-                    PartitionProduceResponse::default()
-                        .with_index(p.index)
-                        .with_error_code(code)
-                        .with_base_offset(base_offset)
-                        .with_log_append_time_ms(-1)
-                        .with_error_message(message)
-                }
-            });
-            let partitions = futures::future::join_all(writes).await;
-            topics.push(
-                TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partitions),
-            );
+        let mut turn = turn;
+        if let Some(turn) = turn.as_mut() {
+            turn.wait().await;
         }
-        if acks == 0 {
+        let mut submitted = Vec::new();
+        for topic in &request.topic_data {
+            for p in &topic.partition_data {
+                let share = room.split(p.records.as_ref().map_or(0, Bytes::len));
+                let records = p.records.clone();
+                let name = topic.name.0.as_str();
+                submitted
+                    .push(self.submit_partition(principal, name, p.index, records, share, timeout).await);
+            }
+        }
+        if let Some(turn) = turn {
+            turn.pass();
+        }
+        let commits = submitted.into_iter().map(|s| async move {
+            let acked = tokio::time::timeout(timeout, s?.acked()).await.map_err(|_| {
+                ServiceError::new(ErrorCode::RequestTimeout, "the commit took longer than timeout_ms")
+            })??;
+            acked.first().map(|(_, o)| *o).ok_or_else(|| ServiceError::invalid("nothing was written"))
+        });
+        let mut outcomes = futures::future::join_all(commits).await.into_iter();
+        if request.acks == 0 {
             return Handled::Silent;
         }
+        let topics = request
+            .topic_data
+            .into_iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partition_data
+                    .iter()
+                    .map(|p| {
+                        let outcome =
+                            outcomes.next().unwrap_or_else(|| Err(ServiceError::invalid("unanswered")));
+                        let (code, base_offset, message) = match outcome {
+                            Ok(base) => (NONE, base as i64, None),
+                            Err(e) => (errors::code(&e), -1, Some(StrBytes::from_string(e.message))),
+                        };
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(code)
+                            .with_base_offset(base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_error_message(message)
+                    })
+                    .collect();
+                TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partitions)
+            })
+            .collect();
         Handled::Answer(Response::Produce(ProduceResponse::default().with_responses(topics)))
     }
 
-    /// Appends one partition's batches; answers the first record's offset.
-    async fn produce_partition(
+    /// Validates one partition's batches and hands them to the batcher.
+    async fn submit_partition(
         &self,
         principal: &Principal,
         topic: &str,
@@ -183,7 +201,7 @@ impl Session {
         records: Option<Bytes>,
         share: Option<BufferPermit>,
         timeout: Duration,
-    ) -> Result<Offset, ServiceError> {
+    ) -> Result<Submitted, ServiceError> {
         let topic = TopicName::new(topic.to_owned())?;
         authorize(principal, Operation::Produce, topic.as_str())?;
         let partition =
@@ -197,15 +215,13 @@ impl Session {
             Some(permit) => permit,
             None => self.reserve(bytes.len(), timeout).await?,
         };
-        let guard = produced.producer.map(|(id, epoch, sequence)| RequestGuard {
-            idempotency_key: Some(format!("kafka:{id}:{epoch}:{partition}:{sequence}")),
+        let record_count = u32::try_from(produced.records.len()).unwrap_or(u32::MAX);
+        let guard = produced.producer.map(|(id, epoch, first_sequence)| RequestGuard {
+            idempotency_key: Some(format!("kafka:{id}:{epoch}:{partition}:{first_sequence}")),
             expected_offset: None,
+            producer: Some(ProducerBatch { id, epoch, first_sequence, record_count }),
         });
-        let append = append(&self.state, topic, Some(partition), produced.records, guard, permit);
-        let acked = tokio::time::timeout(timeout, append).await.map_err(|_| {
-            ServiceError::new(shale_core::ErrorCode::RequestTimeout, "the commit took longer than timeout_ms")
-        })??;
-        acked.first().map(|(_, o)| *o).ok_or_else(|| ServiceError::invalid("nothing was written"))
+        submit(&self.state, topic, Some(partition), produced.records, guard, permit).await
     }
 
     /// Room in the gateway's buffer, waited for up to `timeout` (a Kafka

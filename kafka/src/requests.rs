@@ -6,8 +6,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use shale_gateway::batcher::BufferPermit;
 
-use super::Session;
 use super::errors::{INVALID_REQUEST, UNSUPPORTED_VERSION};
+use super::{Session, Turn};
 
 pub use kafka_protocol::messages::RequestKind as Request;
 pub use kafka_protocol::messages::ResponseKind as Response;
@@ -167,6 +167,7 @@ impl Session {
         request: Request,
         version: i16,
         room: BufferPermit,
+        turn: Option<Turn>,
     ) -> Handled {
         if let Some(token) = &self.token {
             // a token revoked since the connection authenticated ends it
@@ -200,7 +201,7 @@ impl Session {
             Request::SaslHandshake(r) => self.sasl_handshake(&r),
             Request::SaslAuthenticate(r) => self.sasl_authenticate(&r).await,
             Request::Metadata(r) => Handled::Answer(self.metadata(&principal, r, version).await),
-            Request::Produce(r) => self.produce(&principal, r, room).await,
+            Request::Produce(r) => self.produce(&principal, r, room, turn).await,
             Request::Fetch(r) => Handled::Answer(self.fetch(&principal, r).await),
             Request::ListOffsets(r) => Handled::Answer(self.list_offsets(&principal, r).await),
             Request::FindCoordinator(r) => Handled::Answer(self.find_coordinator(r, version)),

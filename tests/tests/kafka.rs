@@ -366,6 +366,98 @@ async fn a_kafka_request_in_flight_is_answered_when_the_gateway_drains() -> anyh
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut rest)).await;
     ensure!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the drained connection stayed open: {read:?}");
     ensure!(shale.wait_exit(Duration::from_secs(15)).await?, "shale did not exit after draining");
-    ensure!(tokio::net::TcpStream::connect(&kafka).await.is_err(), "the listener still accepts after shutdown");
+    ensure!(
+        tokio::net::TcpStream::connect(&kafka).await.is_err(),
+        "the listener still accepts after shutdown"
+    );
+    Ok(())
+}
+
+/// Produce v7 of one batch of `count` records from an idempotent producer;
+/// answers the partition's error code and base offset.
+async fn produce_idempotent(
+    stream: &mut tokio::net::TcpStream,
+    correlation: i32,
+    (producer, epoch, sequence): (i64, i16, i32),
+    count: usize,
+) -> anyhow::Result<(i16, i64)> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: sequence + i as i32,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("{sequence}.{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut batch, records.iter(), &options)?;
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(batch.freeze()));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("seq")))
+        .with_partition_data(vec![partition]);
+    let request =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![topic]);
+    let mut body = bytes::BytesMut::new();
+    request.encode(&mut body, 7)?;
+    stream.write_all(&frame(0, 7, correlation, &body)).await?;
+    let a = answer(stream).await?;
+    ensure!(a[0..4] == correlation.to_be_bytes(), "correlation id {:?}", &a[0..4]);
+    let mut rest = bytes::Bytes::copy_from_slice(&a[4..]);
+    let response = ProduceResponse::decode(&mut rest, 7)?;
+    let p = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .context("no partition in the produce answer")?;
+    Ok((p.error_code, p.base_offset))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producers_sequences_are_checked_as_kafka_checks_them() -> anyhow::Result<()> {
+    eprintln!("local disk only: sequence checks are the controller's, whatever the store");
+    let dir = tempfile::tempdir()?;
+    let (shale, kafka) = start(dir.path(), &Backend::Local, "kafka-seq").await?;
+    shale.client().create_topic("seq", 1).await?;
+    let mut s = tokio::net::TcpStream::connect(&kafka).await?;
+    const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    const INVALID_PRODUCER_EPOCH: i16 = 47;
+    ensure!(produce_idempotent(&mut s, 1, (1000, 0, 0), 2).await? == (0, 0), "the first batch");
+    // a gap: sequence 2 is next, 5 is refused and nothing is written
+    let gap = produce_idempotent(&mut s, 2, (1000, 0, 5), 1).await?;
+    ensure!(gap.0 == OUT_OF_ORDER_SEQUENCE_NUMBER, "a sequence gap answered {gap:?}");
+    ensure!(produce_idempotent(&mut s, 3, (1000, 0, 2), 1).await? == (0, 2), "the next batch");
+    // a retry of the first batch: its original offset, nothing written
+    ensure!(produce_idempotent(&mut s, 4, (1000, 0, 0), 2).await? == (0, 0), "a retried batch");
+    // a new epoch starts at sequence 0; the old epoch is fenced
+    let restart = produce_idempotent(&mut s, 5, (1000, 1, 3), 1).await?;
+    ensure!(restart.0 == OUT_OF_ORDER_SEQUENCE_NUMBER, "a new epoch not at 0 answered {restart:?}");
+    ensure!(produce_idempotent(&mut s, 6, (1000, 1, 0), 1).await? == (0, 3), "the new epoch's first batch");
+    let zombie = produce_idempotent(&mut s, 7, (1000, 0, 3), 1).await?;
+    ensure!(zombie.0 == INVALID_PRODUCER_EPOCH, "the old epoch answered {zombie:?}");
+    // HTTP sees exactly the four records appended, in order
+    let (status, fetched) = shale.client().fetch("seq", 0, "offset=0").await?;
+    let values: Vec<String> = fetched["records"]
+        .as_array()
+        .context("records")?
+        .iter()
+        .filter_map(|r| r["value"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(status == 200 && values == ["0.0", "0.1", "2.0", "0.0"], "fetched {values:?}");
     Ok(())
 }

@@ -20,6 +20,7 @@ mod compaction;
 mod groups;
 mod idempotency;
 mod leadership;
+mod producers;
 mod retention;
 pub use classic::{ClassicGroup, Step as ClassicStep};
 pub use groups::{Committed, GroupState, MemberState};
@@ -46,6 +47,9 @@ pub struct PartitionState {
     /// Bumped whenever the compactor changes; a swap must name it.
     #[serde(default)]
     pub compactor_epoch: u64,
+    /// Idempotent Kafka producers' last sequence numbers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub producers: producers::Producers,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -319,6 +323,7 @@ impl Metadata {
                 }
             }
         }
+        self.check_sequences(commit, &mut refused, &twin_of);
         let mut results = Vec::with_capacity(commit.chunks.len());
         for chunk in &commit.chunks {
             let request = chunk.request.map(|r| r as usize).filter(|r| *r < refused.len());
@@ -338,6 +343,7 @@ impl Metadata {
             results.push(result);
         }
         self.remember_keys(commit, &refused, &twin_of, &results);
+        self.remember_sequences(commit, &refused, &twin_of);
         // twins get what their first got: its offsets, or its refusal
         for (i, first) in twin_of.iter().enumerate() {
             let Some(first) = *first else { continue };
@@ -407,6 +413,59 @@ impl Metadata {
         );
         p.high_watermark += u64::from(chunk.record_count);
         Ok(base)
+    }
+
+    /// Refuses idempotent producers' batches that do not follow their last
+    /// one on the partition, in request order: a batch follows one earlier
+    /// in the same commit as it follows one already appended.
+    fn check_sequences(
+        &self,
+        commit: &CommitSegment,
+        refused: &mut [Option<MetaError>],
+        twin_of: &[Option<usize>],
+    ) {
+        let mut pending: BTreeMap<(TopicName, PartitionId, i64), producers::ProducerEntry> = BTreeMap::new();
+        for (i, r) in commit.requests.iter().enumerate() {
+            let Some(batch) = r.producer.as_ref().filter(|_| refused[i].is_none() && twin_of[i].is_none())
+            else {
+                continue;
+            };
+            let Some(chunk) = r.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)) else {
+                continue;
+            };
+            let slot = (chunk.topic.clone(), chunk.partition, batch.id);
+            let known = || {
+                let topic = self.topics.get(&chunk.topic)?;
+                topic.partitions.get(chunk.partition as usize)?.producers.get(&batch.id).copied()
+            };
+            let last = pending.get(&slot).copied().or_else(known);
+            match producers::follows(last.as_ref(), batch, commit.committed_ms) {
+                Ok(()) => {
+                    pending.insert(slot, producers::entry(batch, commit.committed_ms));
+                }
+                Err(e) => refused[i] = Some(e),
+            }
+        }
+    }
+
+    /// Remembers the last sequence of every producer batch committed whole.
+    fn remember_sequences(
+        &mut self,
+        commit: &CommitSegment,
+        refused: &[Option<MetaError>],
+        twin_of: &[Option<usize>],
+    ) {
+        for ((r, verdict), twin) in commit.requests.iter().zip(refused).zip(twin_of) {
+            let Some(batch) = r.producer.as_ref().filter(|_| verdict.is_none() && twin.is_none()) else {
+                continue;
+            };
+            let Some(chunk) = r.runs.first().and_then(|(c, _)| commit.chunks.get(*c as usize)) else {
+                continue;
+            };
+            if let Ok((_, p)) = self.partition_mut(&chunk.topic, chunk.partition) {
+                producers::record(&mut p.producers, batch, commit.committed_ms);
+            }
+        }
     }
 
     /// Remembers the offsets of every keyed request committed whole.

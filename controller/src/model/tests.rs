@@ -127,7 +127,12 @@ fn owned(mut c: ChunkCommit) -> ChunkCommit {
 }
 
 fn keyed(key: &str, runs: Vec<(u32, u32)>) -> crate::types::RequestCommit {
-    crate::types::RequestCommit { idempotency_key: Some(key.into()), expected_offset: None, runs }
+    crate::types::RequestCommit {
+        idempotency_key: Some(key.into()),
+        expected_offset: None,
+        runs,
+        producer: None,
+    }
 }
 
 #[test]
@@ -177,6 +182,7 @@ fn an_expected_offset_guards_the_append() {
         idempotency_key: None,
         expected_offset: Some(expected),
         runs: vec![(0, 2)],
+        producer: None,
     };
     assert_eq!(commit_request(&mut m, 1, vec![owned(chunk("t", id, 0, 2))], conditional(0)), vec![Ok(0)]);
     assert_eq!(

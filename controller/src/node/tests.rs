@@ -221,6 +221,7 @@ async fn the_idempotency_window_runs_on_the_leaders_clock_not_the_gateways() {
             idempotency_key: Some("k".into()),
             expected_offset: None,
             runs: vec![(0, 2)],
+            producer: None,
         }];
         c
     };

@@ -123,7 +123,7 @@ pub async fn produce(
             "expected_offset needs a single partition: POST …/partitions/{p}/records",
         ));
     }
-    let guard = key.map(|k| RequestGuard { idempotency_key: Some(k), expected_offset: None });
+    let guard = key.map(|k| RequestGuard { idempotency_key: Some(k), ..RequestGuard::default() });
     Ok(append(&state, topic, None, produce.records, guard, permit).await.map(answer)?)
 }
 
@@ -164,8 +164,11 @@ pub async fn produce_to_partition(
         }
         (q, b) => q.or(b),
     };
-    let guard = (key.is_some() || expected_offset.is_some())
-        .then_some(RequestGuard { idempotency_key: key, expected_offset });
+    let guard = (key.is_some() || expected_offset.is_some()).then_some(RequestGuard {
+        idempotency_key: key,
+        expected_offset,
+        producer: None,
+    });
     Ok(append(&state, topic, Some(partition), produce.records, guard, permit).await.map(answer)?)
 }
 

@@ -1,6 +1,7 @@
 //! Append: partition choice (Kafka's partitioner for keys, round robin
 //! for neither key nor partition), validation, and the outcome-unknown rule.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shale_core::partitioner::partition_for_key;
@@ -9,7 +10,8 @@ use shale_core::wire::ProduceRecord;
 use shale_core::{ErrorCode, PartitionId, Record, TopicName};
 
 use super::ServiceError;
-use crate::batcher::{Acked, BufferPermit, PartitionedRecord, RequestGuard};
+use crate::batcher::{Acked, BufferPermit, PartitionedRecord, Queued, RequestGuard};
+use crate::metrics::GatewayMetrics;
 use crate::state::AppState;
 
 /// Validates the records (partition, key on compacted topics, timestamp,
@@ -22,6 +24,47 @@ pub async fn append(
     guard: Option<RequestGuard>,
     permit: BufferPermit,
 ) -> Result<Acked, ServiceError> {
+    submit(state, topic, fixed, records, guard, permit).await?.acked().await
+}
+
+/// Records validated and queued in the batcher, in the order submitted;
+/// [`Submitted::acked`] waits for their commit.
+pub struct Submitted {
+    queued: Queued,
+    keyed: bool,
+    count: u64,
+    bytes: u64,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl Submitted {
+    /// Where each record was written, once durable.
+    pub async fn acked(self) -> Result<Acked, ServiceError> {
+        let keyed = self.keyed;
+        let acked = self.queued.acked().await.map_err(|e| {
+            let mut e = ServiceError::from(e);
+            if keyed && e.code == ErrorCode::OutcomeUnknown {
+                // the idempotency key makes the retry safe
+                e.retryable = Some(true);
+            }
+            e
+        })?;
+        self.metrics.records_in.inc_by(self.count);
+        self.metrics.bytes_in.inc_by(self.bytes);
+        Ok(acked)
+    }
+}
+
+/// [`append`] up to the batcher's queue: requests submitted one after the
+/// other are committed in that order (a Kafka connection's produces).
+pub async fn submit(
+    state: &AppState,
+    topic: TopicName,
+    fixed: Option<PartitionId>,
+    records: Vec<ProduceRecord>,
+    guard: Option<RequestGuard>,
+    permit: BufferPermit,
+) -> Result<Submitted, ServiceError> {
     let info = state.controller.describe_topic(&topic).await?;
     let partitions = info.partitions.len() as PartitionId;
     let missing = |p: PartitionId| {
@@ -77,15 +120,6 @@ pub async fn append(
     let count = batch.len() as u64;
     let bytes: usize = batch.iter().map(|r| r.record.size()).sum();
     let keyed = guard.as_ref().is_some_and(|g| g.idempotency_key.is_some());
-    let acked = state.batcher.append(topic, info.id, batch, guard, permit).await.map_err(|e| {
-        let mut e = ServiceError::from(e);
-        if keyed && e.code == ErrorCode::OutcomeUnknown {
-            // the idempotency key makes the retry safe
-            e.retryable = Some(true);
-        }
-        e
-    })?;
-    state.metrics.records_in.inc_by(count);
-    state.metrics.bytes_in.inc_by(bytes as u64);
-    Ok(acked)
+    let queued = state.batcher.submit(topic, info.id, batch, guard, permit).await?;
+    Ok(Submitted { queued, keyed, count, bytes: bytes as u64, metrics: state.metrics.clone() })
 }

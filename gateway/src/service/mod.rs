@@ -98,6 +98,8 @@ impl From<MetaError> for ServiceError {
             MetaError::StaleMember(_) => ErrorCode::StaleMember,
             MetaError::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
             MetaError::GroupKindMismatch(_) => ErrorCode::InconsistentGroupProtocol,
+            MetaError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            MetaError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
         };
         ServiceError::new(code, e.to_string())
     }
