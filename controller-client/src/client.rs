@@ -9,7 +9,9 @@ use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::auth::{TokenInfo, TokenRecord};
 use crate::command::{CommitSegment, ReplaceRange};
-use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit};
+use crate::group::{
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
+};
 use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 use crate::watch::WatchAnswer;
 
@@ -177,6 +179,22 @@ pub trait Controller: Send + Sync + 'static {
     async fn reset_offsets(&self, group: &str, offsets: Vec<OffsetCommit>) -> Result<(), ControllerError>;
 
     async fn delete_group(&self, group: &str) -> Result<(), ControllerError>;
+
+    /// Forgets a group's committed offsets of these partitions.
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), ControllerError>;
+
+    /// Moves the partition's log start up to `before` (at most its high
+    /// watermark); answers the topic as it is then.
+    async fn delete_records(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<TopicInfo, ControllerError>;
 
     /// Every group, as the leader has applied them.
     async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError>;

@@ -7,7 +7,7 @@ use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::auth::{TokenInfo, TokenRecord};
 use crate::classic::{ClassicAnswer, ClassicRequest};
-use crate::group::{CommitOffsets, MemberAssignment, OffsetCommit};
+use crate::group::{CommitOffsets, MemberAssignment, OffsetCommit, TopicPartition};
 use crate::meta::{ChunkRef, CompactorLease, GatewayLease, MetaError, TopicConfig, TopicInfo};
 
 /// A change to the metadata. Every command carries the timestamps it needs, so
@@ -111,6 +111,20 @@ pub enum Command {
     },
     DeleteGroup {
         group: String,
+    },
+    /// Forgets a group's committed offsets of these partitions (Kafka's
+    /// OffsetDelete).
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<TopicPartition>,
+    },
+    /// Moves a partition's log start up to `before` (Kafka's DeleteRecords):
+    /// records below it are no longer served, and chunks wholly below it
+    /// leave the index, as retention drops them.
+    DeleteRecords {
+        topic: TopicName,
+        partition: PartitionId,
+        before: Offset,
     },
     /// A request of Kafka's classic group protocol (join, the leader's
     /// sync, leave); `now_ms` is the leader's clock.

@@ -22,7 +22,9 @@ use crate::auth::{TokenInfo, TokenRecord};
 use crate::classic::{ClassicAnswer, ClassicRequest};
 use crate::client::{Controller, ControllerError, PartitionRead, SegmentOutcomes};
 use crate::command::{CommitSegment, ReplaceRange};
-use crate::group::{CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit};
+use crate::group::{
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
+};
 use crate::meta::{CompactorLease, GatewayLease, TopicConfig, TopicInfo};
 use crate::secret::ClusterSecret;
 use crate::status::Status;
@@ -421,6 +423,24 @@ impl Controller for RemoteController {
 
     async fn delete_group(&self, group: &str) -> Result<(), ControllerError> {
         self.write(Method::DELETE, &format!("{}/{group}", api::GROUPS), &()).await
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), ControllerError> {
+        self.write(Method::POST, &format!("{}/{group}/offsets/delete", api::GROUPS), &partitions).await
+    }
+
+    async fn delete_records(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<TopicInfo, ControllerError> {
+        let path = format!("{}/{topic}/partitions/{partition}/delete-records", api::TOPICS);
+        self.write(Method::POST, &path, &before).await
     }
 
     async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError> {

@@ -20,13 +20,13 @@ use shale_controller_client::api::{
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::group::{
-    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
 };
 use shale_controller_client::watch::{WatchAnswer, WatchQuery};
 use shale_controller_client::{
     ClusterSecret, CommitSegment, Controller, ControllerError, PartitionRead, ReplaceRange, SegmentOutcomes,
 };
-use shale_core::{Offset, TopicName};
+use shale_core::{Offset, PartitionId, TopicName};
 
 use crate::model::{CompactorLease, GatewayLease, MetaError, TopicInfo};
 use crate::network::{PeerAccess, raft_router};
@@ -76,6 +76,8 @@ pub fn controller_router(node: ControllerNode, peers: PeerAccess) -> Router {
         .route("/api/groups/{group}/offsets", post(commit_offsets))
         .route("/api/groups/{group}/classic", post(classic_group))
         .route("/api/groups/{group}/reset", post(reset_offsets))
+        .route("/api/groups/{group}/offsets/delete", post(delete_offsets))
+        .route("/api/topics/{topic}/partitions/{partition}/delete-records", post(delete_records))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
         .with_state(state);
     let protected = raft_router(node.clone()).merge(api);
@@ -268,6 +270,25 @@ async fn reset_offsets(
 
 async fn delete_group(State(s): State<ApiState>, Path(group): Path<String>) -> ApiResult<()> {
     Json(s.node.delete_group(&group).await)
+}
+
+async fn delete_offsets(
+    State(s): State<ApiState>,
+    Path(group): Path<String>,
+    Json(partitions): Json<Vec<TopicPartition>>,
+) -> ApiResult<()> {
+    Json(s.node.delete_offsets(&group, partitions).await)
+}
+
+async fn delete_records(
+    State(s): State<ApiState>,
+    Path((topic, partition)): Path<(String, PartitionId)>,
+    Json(before): Json<Offset>,
+) -> ApiResult<TopicInfo> {
+    let Ok(name) = TopicName::new(topic.clone()) else {
+        return Json(Err(MetaError::TopicNotFound(topic).into()));
+    };
+    Json(s.node.delete_records(&name, partition, before).await)
 }
 
 async fn list_groups(State(s): State<ApiState>) -> ApiResult<Vec<GroupInfo>> {

@@ -19,6 +19,7 @@ use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::client::replies;
 use shale_controller_client::group::{
     CommitOffsets, GroupInfo, MAX_SESSION_TIMEOUT_MS, MemberAssignment, MemberHeartbeat, OffsetCommit,
+    TopicPartition,
 };
 use shale_controller_client::watch::WatchAnswer;
 use shale_controller_client::{
@@ -762,6 +763,26 @@ impl Controller for ControllerNode {
 
     async fn delete_group(&self, group: &str) -> Result<(), ControllerError> {
         replies::group_changed(self.write(Command::DeleteGroup { group: group.to_owned() }).await?)
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), ControllerError> {
+        replies::group_changed(
+            self.write(Command::DeleteOffsets { group: group.to_owned(), partitions }).await?,
+        )
+    }
+
+    async fn delete_records(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<TopicInfo, ControllerError> {
+        let command = Command::DeleteRecords { topic: topic.clone(), partition, before };
+        replies::topic_updated(self.write(command).await?)
     }
 
     async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::group::{
-    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
 };
 use shale_controller_client::watch::WatchAnswer;
 use shale_controller_client::{
@@ -190,6 +190,25 @@ impl Controller for Counting {
     async fn delete_group(&self, group: &str) -> Result<(), ControllerError> {
         self.count("delete_group");
         self.inner.delete_group(group).await
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), ControllerError> {
+        self.count("delete_offsets");
+        self.inner.delete_offsets(group, partitions).await
+    }
+
+    async fn delete_records(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<TopicInfo, ControllerError> {
+        self.count("delete_records");
+        self.inner.delete_records(topic, partition, before).await
     }
 
     async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError> {

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use shale_controller_client::auth::{TokenInfo, TokenRecord};
 use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::group::{
-    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit,
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition,
 };
 use shale_controller_client::watch::{Change, PartitionMirror, TopicMirror, WatchAnswer};
 use shale_controller_client::{
@@ -444,6 +444,23 @@ impl Controller for Mirror {
 
     async fn delete_group(&self, group: &str) -> Result<(), ControllerError> {
         self.inner.delete_group(group).await
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), ControllerError> {
+        self.inner.delete_offsets(group, partitions).await
+    }
+
+    async fn delete_records(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<TopicInfo, ControllerError> {
+        self.topic_write(topic, self.inner.delete_records(topic, partition, before)).await
     }
 
     async fn list_groups(&self) -> Result<Vec<GroupInfo>, ControllerError> {

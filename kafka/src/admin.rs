@@ -5,34 +5,23 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
-use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use serde_json::{Map, Value};
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::classic::ClassicInfo;
 use shale_controller_client::group::{GroupInfo, MemberInfo};
-use shale_core::{ErrorCode, TopicName};
+use shale_core::ErrorCode;
 use shale_gateway::service::groups;
 
 use super::errors::{self, NONE};
-use super::groups::group_id;
-use super::metadata::{TOPIC_RESOURCE, topic_config};
+use super::groups::{group_id, text};
 use super::requests::Response;
 use super::{CLUSTER_ID, NODE_ID, Session};
-use shale_gateway::service::{ServiceError, authorize};
-
-/// IncrementalAlterConfigs operations.
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-
-fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
+use shale_gateway::service::authorize;
 
 /// Whether the principal may see the group: describe on every topic it touches.
 fn visible(principal: &Principal, g: &GroupInfo) -> bool {
@@ -174,175 +163,6 @@ impl Session {
         Response::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
     }
 
-    /// Partitions are added; records already written stay where they are,
-    /// and new keyed records follow the new count, as in Kafka.
-    pub(super) async fn create_partitions(
-        &self,
-        principal: &Principal,
-        request: CreatePartitionsRequest,
-    ) -> Response {
-        let mut results = Vec::with_capacity(request.topics.len());
-        for topic in request.topics {
-            let outcome = self.grow(principal, &topic, request.validate_only).await;
-            let (code, message) = match outcome {
-                Ok(()) => (NONE, None),
-                Err((code, message)) => (code, Some(text(message))),
-            };
-            results.push(
-                CreatePartitionsTopicResult::default()
-                    .with_name(topic.name)
-                    .with_error_code(code)
-                    .with_error_message(message),
-            );
-        }
-        Response::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
-    }
-
-    async fn grow(
-        &self,
-        principal: &Principal,
-        topic: &create_partitions_request::CreatePartitionsTopic,
-        validate_only: bool,
-    ) -> Result<(), (i16, String)> {
-        let fail = |e: ServiceError| (errors::code(&e), e.message);
-        let name = TopicName::new(topic.name.0.to_string()).map_err(|e| fail(e.into()))?;
-        authorize(principal, Operation::Admin, name.as_str()).map_err(fail)?;
-        if topic.assignments.is_some() {
-            return Err((
-                errors::INVALID_REQUEST,
-                "replica assignments do not apply: the object store replicates".into(),
-            ));
-        }
-        let count = u32::try_from(topic.count)
-            .map_err(|_| (errors::INVALID_PARTITIONS, "a negative count".into()))?;
-        let info = self.state.controller.describe_topic(&name).await.map_err(|e| fail(e.into()))?;
-        if count <= info.partitions.len() as u32 {
-            let has = info.partitions.len();
-            return Err((
-                errors::INVALID_PARTITIONS,
-                format!("topic {name} has {has} partitions; it can only grow"),
-            ));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        self.state.controller.update_topic(name, None, Some(count)).await.map_err(|e| fail(e.into()))?;
-        Ok(())
-    }
-
-    pub(super) async fn incremental_alter_configs(
-        &self,
-        principal: &Principal,
-        request: IncrementalAlterConfigsRequest,
-    ) -> Response {
-        let patches = request.resources.into_iter().map(|r| {
-            let patch = incremental_patch(&r.configs);
-            (r.resource_type, r.resource_name, patch)
-        });
-        let responses = self
-            .alter_all(principal, patches, request.validate_only)
-            .await
-            .into_iter()
-            .map(|(resource_type, resource_name, code, message)| {
-                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(resource_type)
-                    .with_resource_name(resource_name)
-                    .with_error_code(code)
-                    .with_error_message(message.map(text))
-            })
-            .collect();
-        Response::IncrementalAlterConfigs(
-            IncrementalAlterConfigsResponse::default().with_responses(responses),
-        )
-    }
-
-    /// The legacy AlterConfigs: the configs given replace all the topic's.
-    pub(super) async fn alter_configs(
-        &self,
-        principal: &Principal,
-        request: AlterConfigsRequest,
-    ) -> Response {
-        let patches = request.resources.into_iter().map(|r| {
-            let given = r.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())));
-            let patch = topic_config(given).map(|set| {
-                let mut all: Map<String, Value> =
-                    SHALE_KEYS.iter().map(|(_, key)| ((*key).to_owned(), Value::Null)).collect();
-                all.extend(set);
-                all
-            });
-            (r.resource_type, r.resource_name, patch)
-        });
-        let responses = self
-            .alter_all(principal, patches, request.validate_only)
-            .await
-            .into_iter()
-            .map(|(resource_type, resource_name, code, message)| {
-                alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(resource_type)
-                    .with_resource_name(resource_name)
-                    .with_error_code(code)
-                    .with_error_message(message.map(text))
-            })
-            .collect();
-        Response::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
-    }
-
-    /// Applies each resource's patch in turn: per resource, its type and
-    /// name, the error code and message.
-    async fn alter_all(
-        &self,
-        principal: &Principal,
-        patches: impl Iterator<Item = (i8, StrBytes, Result<Map<String, Value>, String>)>,
-        validate_only: bool,
-    ) -> Vec<(i8, StrBytes, i16, Option<String>)> {
-        let mut outcomes = Vec::new();
-        for (resource_type, name, patch) in patches {
-            let (code, message) =
-                self.alter(principal, resource_type, name.as_str(), patch, validate_only).await;
-            outcomes.push((resource_type, name, code, message));
-        }
-        outcomes
-    }
-
-    /// Applies a config patch to a topic: the error code and message.
-    async fn alter(
-        &self,
-        principal: &Principal,
-        resource_type: i8,
-        name: &str,
-        patch: Result<Map<String, Value>, String>,
-        validate_only: bool,
-    ) -> (i16, Option<String>) {
-        if resource_type != TOPIC_RESOURCE {
-            return (
-                errors::INVALID_REQUEST,
-                Some("only topic configs can be changed; brokers have none".into()),
-            );
-        }
-        let patch = match patch {
-            Ok(p) => p,
-            Err(message) => return (errors::INVALID_CONFIG, Some(message)),
-        };
-        let fail = |e: ServiceError| (errors::code(&e), Some(e.message));
-        let topic = match TopicName::new(name.to_owned()).map_err(ServiceError::from) {
-            Ok(t) => t,
-            Err(e) => return fail(e),
-        };
-        if let Err(e) = authorize(principal, Operation::Admin, topic.as_str()) {
-            return fail(e);
-        }
-        if validate_only {
-            return match self.state.controller.describe_topic(&topic).await {
-                Ok(_) => (NONE, None),
-                Err(e) => fail(e.into()),
-            };
-        }
-        match self.state.controller.update_topic(topic, Some(Value::Object(patch)), None).await {
-            Ok(_) => (NONE, None),
-            Err(e) => fail(e.into()),
-        }
-    }
-
     pub(super) fn describe_cluster(&self) -> Response {
         let broker = DescribeClusterBroker::default()
             .with_broker_id(BrokerId(NODE_ID))
@@ -358,40 +178,6 @@ impl Session {
                 .with_cluster_authorized_operations(i32::MIN),
         )
     }
-}
-
-/// Kafka's topic config names and Shale's.
-const SHALE_KEYS: &[(&str, &str)] = &[
-    ("retention.ms", "retention_ms"),
-    ("retention.bytes", "retention_bytes"),
-    ("cleanup.policy", "cleanup_policy"),
-    ("delete.retention.ms", "delete_retention_ms"),
-    ("shale.archive.after.ms", "archive_after_ms"),
-];
-
-/// IncrementalAlterConfigs' operations as a merge patch: SET sets, DELETE
-/// returns the setting to its default; APPEND and SUBTRACT do not apply to
-/// any of Shale's settings.
-fn incremental_patch(
-    configs: &[incremental_alter_configs_request::AlterableConfig],
-) -> Result<Map<String, Value>, String> {
-    let mut patch = Map::new();
-    for c in configs {
-        match c.config_operation {
-            OP_SET => patch.extend(topic_config(std::iter::once((
-                c.name.as_str(),
-                c.value.as_ref().map(|v| v.as_str()),
-            )))?),
-            OP_DELETE => match SHALE_KEYS.iter().find(|(kafka, _)| *kafka == c.name.as_str()) {
-                Some((_, key)) => {
-                    patch.insert((*key).to_owned(), Value::Null);
-                }
-                None => return Err(format!("topic config {} is not supported", c.name.as_str())),
-            },
-            op => return Err(format!("config operation {op} does not apply to {}", c.name.as_str())),
-        }
-    }
-    Ok(patch)
 }
 
 /// A group as DescribeGroups shows it.

@@ -19,6 +19,15 @@ pub struct KafkaArgs {
     /// the listener is bound to).
     #[arg(long, env = "SHALE_KAFKA_ADVERTISE")]
     pub kafka_advertise: Option<String>,
+    /// A Metadata request naming a topic that does not exist creates it,
+    /// with --kafka-default-partitions (Kafka's auto.create.topics.enable).
+    /// Off by default: a typo should not create a topic.
+    #[arg(long, env = "SHALE_KAFKA_AUTO_CREATE_TOPICS")]
+    pub kafka_auto_create_topics: bool,
+    /// Partitions of a topic created over Kafka without a count, or created
+    /// on first use (Kafka's num.partitions).
+    #[arg(long, env = "SHALE_KAFKA_DEFAULT_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub kafka_default_partitions: u32,
 }
 
 impl KafkaArgs {
@@ -65,7 +74,13 @@ impl KafkaArgs {
         tracing::info!(%addr, %host, port, protocol, "kafka listener started");
         // after the line that names the HTTP URL; stdout may be closed by then
         let _ = writeln!(std::io::stdout(), "shale kafka listening on {addr} ({protocol})");
-        let config = crate::KafkaConfig { host, port, limits: limits.clone() };
+        let config = crate::KafkaConfig {
+            host,
+            port,
+            limits: limits.clone(),
+            auto_create_topics: self.kafka_auto_create_topics,
+            default_partitions: self.kafka_default_partitions,
+        };
         let closing = state.closing.clone();
         Ok(Some(tokio::spawn(crate::serve(listener, state, config, closing))))
     }

@@ -41,7 +41,7 @@ pub(crate) fn text(s: impl Into<String>) -> StrBytes {
 
 /// The topics of a consumer protocol subscription (`version` i16, then
 /// the subscription at that version, read at most at the newest known).
-fn subscribed_topics(metadata: &Bytes) -> Result<Vec<String>, String> {
+pub(crate) fn subscribed_topics(metadata: &Bytes) -> Result<Vec<String>, String> {
     let mut buf = metadata.clone();
     if buf.remaining() < 2 {
         return Err("subscription metadata too short".into());

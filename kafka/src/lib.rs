@@ -15,10 +15,12 @@
 
 mod admin;
 mod args;
+mod configs;
 mod errors;
 mod groups;
 mod metadata;
 mod offsets;
+mod partitions;
 mod records;
 mod requests;
 
@@ -55,6 +57,11 @@ pub struct KafkaConfig {
     pub host: String,
     pub port: u16,
     pub limits: ServeLimits,
+    /// Metadata for a topic that does not exist creates it (Kafka's
+    /// `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a count (`num.partitions`).
+    pub default_partitions: u32,
 }
 
 /// The node id every gateway answers as.
@@ -63,7 +70,7 @@ pub const NODE_ID: i32 = 0;
 pub const CLUSTER_ID: &str = "shale";
 /// Longest request frame accepted, over the gateway's request limit: room
 /// for the request's own framing around its records.
-const FRAME_SLACK: usize = 1 << 20;
+pub(crate) const FRAME_SLACK: usize = 1 << 20;
 
 /// Requests of one connection handled at once, answered in order.
 const PIPELINE: usize = 16;

@@ -3,34 +3,23 @@
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use rand::Rng;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use shale_controller_client::TopicInfo;
 use shale_controller_client::auth::{Operation, Principal};
-use shale_core::TopicName;
+use shale_core::{ErrorCode, TopicName};
 
+use super::configs::topic_config;
 use super::errors::{self, NONE};
+use super::groups::text;
 use super::requests::{Handled, Response, error_response};
 use super::{CLUSTER_ID, NODE_ID, Session};
 use shale_gateway::service::{ServiceError, authorize};
-
-/// Partitions of a topic created without a count (`num_partitions` -1).
-const DEFAULT_PARTITIONS: u32 = 1;
-/// DescribeConfigs resource type of a topic.
-pub const TOPIC_RESOURCE: i8 = 2;
-
-fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 /// The topic called `name`, if the principal may do `operation` on it.
 fn permitted(principal: &Principal, name: &str, operation: Operation) -> Result<TopicName, ServiceError> {
@@ -78,8 +67,14 @@ impl Session {
                 Err(e) => tracing::warn!(error = %e, "kafka metadata: listing topics failed"),
             },
             Some(names) => {
+                let create = self.config.auto_create_topics && request.allow_auto_topic_creation;
                 for name in names {
-                    let described = self.describe(principal, &name).await;
+                    let described = match self.describe(principal, &name).await {
+                        Err(e) if create && e.code == ErrorCode::TopicNotFound => {
+                            self.create_on_first_use(principal, &name).await
+                        }
+                        described => described,
+                    };
                     topics.push(match described {
                         Ok(info) => topic_metadata(&info),
                         Err(e) => MetadataResponseTopic::default()
@@ -96,6 +91,30 @@ impl Session {
                 .with_controller_id(BrokerId(NODE_ID))
                 .with_topics(topics),
         )
+    }
+
+    /// Creates a topic a Metadata request names (`--kafka-auto-create-topics`),
+    /// with the default partition count, if the principal may create it.
+    async fn create_on_first_use(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<TopicInfo, ServiceError> {
+        let topic = permitted(principal, name, Operation::Admin)?;
+        let (partitions, now) = (self.config.default_partitions, self.state.clock.now_ms());
+        let created =
+            self.state.controller.create_topic(topic.clone(), partitions, Default::default(), now).await;
+        match created.map_err(ServiceError::from) {
+            Ok(info) => {
+                tracing::info!(%topic, partitions, "topic created on first use over kafka");
+                Ok(info)
+            }
+            // another client created it meanwhile
+            Err(e) if e.code == ErrorCode::TopicExists => {
+                Ok(self.state.controller.describe_topic(&topic).await?)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) fn find_coordinator(&self, request: FindCoordinatorRequest, version: i16) -> Response {
@@ -155,7 +174,7 @@ impl Session {
         let name = TopicName::new(topic.name.0.to_string()).map_err(|e| fail(e.into()))?;
         authorize(principal, Operation::Admin, name.as_str()).map_err(fail)?;
         let partitions = match topic.num_partitions {
-            -1 => DEFAULT_PARTITIONS,
+            -1 => self.config.default_partitions,
             n => u32::try_from(n)
                 .ok()
                 .filter(|n| *n > 0)
@@ -216,45 +235,6 @@ impl Session {
             );
         }
         Response::DeleteTopics(DeleteTopicsResponse::default().with_responses(results))
-    }
-
-    /// Topics' settings under Kafka's names; a broker has none to show.
-    pub(super) async fn describe_configs(
-        &self,
-        principal: &Principal,
-        request: DescribeConfigsRequest,
-    ) -> Response {
-        let mut results = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let mut result = DescribeConfigsResult::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            if resource.resource_type == TOPIC_RESOURCE {
-                let described = self.describe(principal, resource.resource_name.as_str()).await;
-                match described {
-                    Ok(info) => {
-                        let wanted = resource.configuration_keys.as_ref();
-                        let configs = kafka_configs(&info)
-                            .into_iter()
-                            .filter(|(name, _)| wanted.is_none_or(|w| w.iter().any(|k| k.as_str() == *name)))
-                            .map(|(name, value)| {
-                                DescribeConfigsResourceResult::default()
-                                    .with_name(text(name))
-                                    .with_value(Some(text(value)))
-                                    .with_config_source(1)
-                            })
-                            .collect();
-                        result = result.with_configs(configs);
-                    }
-                    Err(e) => {
-                        result =
-                            result.with_error_code(errors::code(&e)).with_error_message(Some(text(e.message)))
-                    }
-                }
-            }
-            results.push(result);
-        }
-        Response::DescribeConfigs(DescribeConfigsResponse::default().with_results(results))
     }
 
     pub(super) fn sasl_handshake(&mut self, request: &SaslHandshakeRequest) -> Handled {
@@ -340,53 +320,4 @@ fn topic_metadata(info: &TopicInfo) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(kafka_protocol::messages::TopicName(text(info.name.to_string()))))
         .with_partitions(partitions)
-}
-
-/// Kafka topic configs as Shale's (a JSON object for the controller).
-/// Replication settings are accepted and ignored (the store replicates);
-/// other unknown names are refused.
-pub fn topic_config<'a>(
-    configs: impl Iterator<Item = (&'a str, Option<&'a str>)>,
-) -> Result<Map<String, Value>, String> {
-    let mut out = Map::new();
-    for (name, value) in configs {
-        let number = |v: Option<&str>| {
-            v.and_then(|v| v.parse::<i64>().ok())
-                .ok_or_else(|| format!("{name} must be an integer, got {v:?}"))
-        };
-        match name {
-            "retention.ms" | "retention.bytes" => {
-                let n = number(value)?;
-                let key = if name == "retention.ms" { "retention_ms" } else { "retention_bytes" };
-                // Kafka's -1 is "no limit"
-                out.insert(key.into(), if n < 0 { Value::Null } else { Value::from(n) });
-            }
-            "delete.retention.ms" => {
-                out.insert("delete_retention_ms".into(), Value::from(number(value)?.max(0)));
-            }
-            "cleanup.policy" => {
-                let v = value.unwrap_or("delete").replace(' ', "");
-                out.insert("cleanup_policy".into(), Value::from(v));
-            }
-            "shale.archive.after.ms" => {
-                out.insert("archive_after_ms".into(), Value::from(number(value)?.max(0)));
-            }
-            "min.insync.replicas" | "unclean.leader.election.enable" | "replication.factor" => {}
-            other => return Err(format!("topic config {other} is not supported")),
-        }
-    }
-    Ok(out)
-}
-
-/// A topic's settings under Kafka's names.
-fn kafka_configs(info: &TopicInfo) -> Vec<(&'static str, String)> {
-    let c = &info.config;
-    let limit = |v: Option<u64>| v.map_or("-1".to_owned(), |v| v.to_string());
-    vec![
-        ("cleanup.policy", c.cleanup_policy.as_str().to_owned()),
-        ("retention.ms", limit(c.retention_ms)),
-        ("retention.bytes", limit(c.retention_bytes)),
-        ("delete.retention.ms", c.delete_retention_ms.to_string()),
-        ("shale.archive.after.ms", c.archive_after_ms.to_string()),
-    ]
 }

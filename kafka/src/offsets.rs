@@ -7,16 +7,22 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::*;
 use shale_controller_client::auth::{Operation, Principal};
-use shale_controller_client::group::OffsetCommit;
+use shale_controller_client::group::{GroupInfo, OffsetCommit, TopicPartition};
 use shale_core::{ErrorCode, TopicName};
 use shale_gateway::service::groups::{self, GroupId, MemberId};
 use shale_gateway::service::{ServiceError, authorize};
 
 use super::Session;
 use super::errors::{self, NONE, REBALANCE_IN_PROGRESS};
-use super::groups::{group_id, text};
+use super::groups::{group_id, subscribed_topics, text};
 use super::requests::Response;
 
 impl Session {
@@ -186,4 +192,73 @@ impl Session {
             .collect();
         Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(NONE).with_topics(topics))
     }
+}
+
+impl Session {
+    /// Forgets a group's offsets of partitions of topics no member of the
+    /// group is subscribed to (those answer GROUP_SUBSCRIBED_TO_TOPIC).
+    pub(super) async fn offset_delete(
+        &self,
+        principal: &Principal,
+        request: OffsetDeleteRequest,
+    ) -> Response {
+        let fail = |code: i16| Response::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code));
+        let group = match group_id(&request.group_id) {
+            Ok(g) => g,
+            Err(code) => return fail(code),
+        };
+        let info = match groups::describe(&self.state, &group).await {
+            Ok(g) => g,
+            Err(e) => return fail(errors::group_code(&e)),
+        };
+        let subscribed = subscribed(&info);
+        let mut deleting = Vec::new();
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for t in &request.topics {
+            let name = t.name.0.as_str();
+            let code = match TopicName::new(name.to_owned()) {
+                Err(_) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Ok(_) if !principal.allows(Operation::Consume, name) => errors::TOPIC_AUTHORIZATION_FAILED,
+                Ok(_) if subscribed.contains(name) => errors::GROUP_SUBSCRIBED_TO_TOPIC,
+                Ok(topic) => {
+                    for p in &t.partitions {
+                        if let Ok(partition) = u32::try_from(p.partition_index) {
+                            deleting.push(TopicPartition { topic: topic.clone(), partition });
+                        }
+                    }
+                    NONE
+                }
+            };
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            topics.push(
+                OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions),
+            );
+        }
+        if !deleting.is_empty()
+            && let Err(e) = groups::delete_offsets(&self.state, &group, deleting).await
+        {
+            return fail(errors::group_code(&e));
+        }
+        Response::OffsetDelete(OffsetDeleteResponse::default().with_error_code(NONE).with_topics(topics))
+    }
+}
+
+/// The topics the group's live members are subscribed to.
+fn subscribed(info: &GroupInfo) -> BTreeSet<String> {
+    let server_side = info.members.iter().flat_map(|m| m.topics.iter().map(|t| t.to_string()));
+    let classic = info
+        .classic
+        .iter()
+        .filter(|c| c.protocol_type == "consumer")
+        .flat_map(|c| &c.members)
+        .flat_map(|m| subscribed_topics(&Bytes::from(m.metadata.clone())).unwrap_or_default());
+    server_side.chain(classic).collect()
 }

@@ -41,6 +41,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {
@@ -224,6 +227,11 @@ impl Session {
                 Handled::Answer(self.incremental_alter_configs(&principal, r).await)
             }
             Request::DescribeCluster(_) => Handled::Answer(self.describe_cluster()),
+            Request::DeleteRecords(r) => Handled::Answer(self.delete_records(&principal, r).await),
+            Request::OffsetForLeaderEpoch(r) => {
+                Handled::Answer(self.offset_for_leader_epoch(&principal, r).await)
+            }
+            Request::OffsetDelete(r) => Handled::Answer(self.offset_delete(&principal, r).await),
             other => {
                 // supports() let it through, so this is a table mistake
                 let key = api_key_of(&other);
@@ -263,6 +271,9 @@ fn api_key_of(request: &Request) -> Option<ApiKey> {
         Request::AlterConfigs(_) => ApiKey::AlterConfigs,
         Request::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
         Request::DescribeCluster(_) => ApiKey::DescribeCluster,
+        Request::DeleteRecords(_) => ApiKey::DeleteRecords,
+        Request::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
+        Request::OffsetDelete(_) => ApiKey::OffsetDelete,
         _ => return None,
     })
 }

@@ -95,6 +95,9 @@ async fn kafka_python_and_kafkajs_round_trip_and_consume_in_groups() -> anyhow::
     Ok(())
 }
 
+/// The checks of `tests/java` run against one `shale dev`, in one JVM.
+const JAVA_CHECKS: [&str; 4] = ["round_trip", "cooperative_group", "tools", "tools_admin"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_java_client_and_kafkas_tools_work_against_shale() -> anyhow::Result<()> {
     eprintln!("local disk only: the store is exercised by the librdkafka test on every backend");
@@ -105,9 +108,9 @@ async fn the_java_client_and_kafkas_tools_work_against_shale() -> anyhow::Result
     let mut java = Command::new("java");
     java.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
         .args(["-cp", &classpath, "dev.shale.checks.Checks", &kafka, &shale.url])
-        .args(["round_trip", "cooperative_group", "tools"]);
+        .args(JAVA_CHECKS);
     let out = run(java, "the Java client and Kafka's tools").await?;
-    for check in ["round_trip", "cooperative_group", "tools"] {
+    for check in JAVA_CHECKS {
         ensure!(
             out.contains(&format!("java check {check} passed")),
             "{check} did not report passing:\n{out}"
@@ -459,5 +462,27 @@ async fn idempotent_producers_sequences_are_checked_as_kafka_checks_them() -> an
         .filter_map(|r| r["value"].as_str().map(str::to_owned))
         .collect();
     ensure!(status == 200 && values == ["0.0", "0.1", "2.0", "0.0"], "fetched {values:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_on_first_use_with_the_flag() -> anyhow::Result<()> {
+    eprintln!("local disk only: auto-creation is the listener's, whatever the store");
+    let kcat = client("SHALE_KCAT")?;
+    let dir = tempfile::tempdir()?;
+    let args = ["--kafka-listen=127.0.0.1:0", "--kafka-auto-create-topics", "--kafka-default-partitions=3"];
+    let shale = Shale::start(dir.path(), &Backend::Local, "kafka-auto", &args).await?;
+    let kafka = kafka_address(&dir.path().join("shale.log")).await?;
+    let mut produce = Command::new(&kcat);
+    produce.args(["-b", &kafka, "-P", "-t", "born", "-p", "2"]).stdin(std::process::Stdio::piped());
+    let mut child = produce.kill_on_drop(true).spawn()?;
+    child.stdin.take().context("stdin")?.write_all(b"first\n").await?;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    ensure!(status.success(), "kcat -P to a new topic failed: {status}");
+    let described = shale.client().get("/v1/topics/born").await?;
+    let partitions = described.1["partitions"].as_array().map(Vec::len);
+    ensure!(described.0 == 200 && partitions == Some(3), "the topic made on first use: {described:?}");
+    let (status, fetched) = shale.client().fetch("born", 2, "offset=0").await?;
+    ensure!(status == 200 && fetched["records"][0]["value"] == "first", "fetched {fetched}");
     Ok(())
 }

@@ -418,6 +418,20 @@ impl Metadata {
         Ok(())
     }
 
+    /// Forgets the group's offsets of these partitions; partitions without
+    /// one are no error, as in Kafka.
+    pub(super) fn delete_offsets(
+        &mut self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<(), MetaError> {
+        let g = self.groups.get_mut(group).ok_or_else(|| MetaError::GroupNotFound(group.to_owned()))?;
+        for tp in partitions {
+            g.offsets.remove(tp);
+        }
+        Ok(())
+    }
+
     pub(super) fn delete_group(&mut self, group: &str) -> Result<(), MetaError> {
         match self.groups.get(group) {
             None => Err(MetaError::GroupNotFound(group.to_owned())),

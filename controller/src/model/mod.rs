@@ -180,6 +180,15 @@ impl Metadata {
                 group_reply(self.reset_offsets(group, offsets, *now_ms))
             }
             Command::DeleteGroup { group } => group_reply(self.delete_group(group)),
+            Command::DeleteOffsets { group, partitions } => {
+                group_reply(self.delete_offsets(group, partitions))
+            }
+            Command::DeleteRecords { topic, partition, before } => {
+                match self.delete_records(topic, *partition, *before) {
+                    Ok(info) => CommandReply::TopicUpdated(info),
+                    Err(e) => CommandReply::Failed(e),
+                }
+            }
             Command::Classic { group, request, now_ms } => {
                 CommandReply::Classic(self.classic(group, request, *now_ms))
             }

@@ -9,7 +9,9 @@
 //! themselves stay until garbage collection finds them unreferenced.
 //! Topics whose `cleanup_policy` is `compact` alone have no retention.
 
-use super::{Metadata, PartitionState, TopicConfig};
+use shale_core::{Offset, PartitionId, TopicName};
+
+use super::{MetaError, Metadata, PartitionState, TopicConfig, TopicInfo};
 
 impl Metadata {
     /// Whether [`Metadata::apply_retention`] at `now_ms` would drop anything.
@@ -39,6 +41,36 @@ impl Metadata {
             }
         }
         dropped
+    }
+}
+
+impl Metadata {
+    /// Moves a partition's log start up to `before` (Kafka's DeleteRecords),
+    /// dropping the chunks wholly below it; never back, never past the high
+    /// watermark.
+    pub(super) fn delete_records(
+        &mut self,
+        topic: &TopicName,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<TopicInfo, MetaError> {
+        let (_, p) = self.partition_mut(topic, partition)?;
+        if before > p.high_watermark {
+            return Err(MetaError::Invalid(format!(
+                "cannot delete records before offset {before}: the high watermark is {}",
+                p.high_watermark
+            )));
+        }
+        let start = p.log_start_offset.max(before);
+        // a chunk goes when the next one (or the high watermark) starts at or below the new start
+        while let Some(end) =
+            p.index.keys().nth(1).copied().or(p.index.first_key_value().map(|_| p.high_watermark))
+            && end <= start
+        {
+            p.index.pop_first();
+        }
+        p.log_start_offset = start;
+        self.topic_info(topic)
     }
 }
 

@@ -468,3 +468,28 @@ fn a_group_commit_applies_like_its_segments_one_after_another() {
         assert_eq!(m.partition(&name("t"), 1).expect("p").high_watermark, 7);
     }
 }
+
+#[test]
+fn delete_records_moves_the_log_start_and_drops_whole_chunks_below_it() {
+    let mut m = Metadata::default();
+    let id = create(&mut m, "t", 1);
+    for _ in 0..3 {
+        commit(&mut m, vec![chunk("t", id, 0, 4)]);
+    }
+    let delete = |m: &mut Metadata, before| {
+        m.apply(&Command::DeleteRecords { topic: name("t"), partition: 0, before })
+    };
+    // into the middle of the second chunk: the first goes, the second stays
+    assert!(matches!(delete(&mut m, 6), CommandReply::TopicUpdated(_)));
+    let p = m.partition(&name("t"), 0).expect("partition");
+    assert_eq!((p.log_start_offset, p.index.keys().copied().collect::<Vec<_>>()), (6, vec![4, 8]));
+    // never back, never past the high watermark
+    delete(&mut m, 2);
+    assert_eq!(log_start(&m, "t"), 6);
+    assert!(matches!(delete(&mut m, 13), CommandReply::Failed(MetaError::Invalid(_))));
+    // up to the high watermark: nothing is left, and offsets go on
+    delete(&mut m, 12);
+    let p = m.partition(&name("t"), 0).expect("partition");
+    assert_eq!((p.log_start_offset, p.index.len()), (12, 0));
+    assert_eq!(commit(&mut m, vec![chunk("t", id, 0, 1)]), vec![Ok(12)]);
+}

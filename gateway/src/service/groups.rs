@@ -5,7 +5,7 @@
 use shale_controller_client::auth::{Operation, Principal};
 use shale_controller_client::classic::{ClassicAnswer, ClassicRequest};
 use shale_controller_client::group::{
-    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit, validate_id,
+    CommitOffsets, GroupInfo, MemberAssignment, MemberHeartbeat, OffsetCommit, TopicPartition, validate_id,
 };
 
 use super::{ServiceError, authorize};
@@ -121,4 +121,13 @@ pub async fn reset(
     offsets: Vec<OffsetCommit>,
 ) -> Result<(), ServiceError> {
     Ok(state.controller.reset_offsets(group.as_str(), offsets).await?)
+}
+
+/// Forgets the group's committed offsets of these partitions.
+pub async fn delete_offsets(
+    state: &AppState,
+    group: &GroupId,
+    partitions: Vec<TopicPartition>,
+) -> Result<(), ServiceError> {
+    Ok(state.controller.delete_offsets(group.as_str(), partitions).await?)
 }

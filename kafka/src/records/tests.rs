@@ -51,12 +51,12 @@ fn kafka_topic_configs_map_onto_shales() {
         ("retention.bytes", Some("-1")),
         ("cleanup.policy", Some("compact")),
     ];
-    let mapped = crate::metadata::topic_config(configs.into_iter()).expect("maps");
+    let mapped = crate::configs::topic_config(configs.into_iter()).expect("maps");
     assert_eq!(mapped["retention_ms"], 60000);
     assert!(mapped["retention_bytes"].is_null());
     assert_eq!(mapped["cleanup_policy"], "compact");
     let unknown = [("segment.bytes", Some("1"))];
-    assert!(crate::metadata::topic_config(unknown.into_iter()).is_err());
+    assert!(crate::configs::topic_config(unknown.into_iter()).is_err());
     let bad = [("retention.ms", Some("soon"))];
-    assert!(crate::metadata::topic_config(bad.into_iter()).is_err());
+    assert!(crate::configs::topic_config(bad.into_iter()).is_err());
 }

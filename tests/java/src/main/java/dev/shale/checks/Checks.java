@@ -38,6 +38,7 @@ public final class Checks {
                 case "round_trip" -> roundTrip();
                 case "cooperative_group" -> cooperativeGroup();
                 case "tools" -> Tools.run(bootstrap, url, RUN);
+                case "tools_admin" -> Tools.admin(bootstrap, RUN);
                 default -> throw new IllegalArgumentException("no check " + check);
             }
             System.out.printf("java check %s passed in %d ms%n", check, (System.nanoTime() - started) / 1_000_000);

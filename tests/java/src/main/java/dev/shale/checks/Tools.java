@@ -55,6 +55,68 @@ final class Tools {
                 all.toArray(String[]::new));
     }
 
+    static String configs(String bootstrap, String... args) throws Exception {
+        List<String> all = new ArrayList<>(List.of("--bootstrap-server", bootstrap));
+        all.addAll(List.of(args));
+        return tool("kafka-configs", org.apache.kafka.tools.ConfigCommand::main, all.toArray(String[]::new));
+    }
+
+    /** kafka-configs, the console producer and consumer, kafka-delete-records and --delete-offsets. */
+    static void admin(String bootstrap, String run) throws Exception {
+        Exit.setExitProcedure((code, message) -> exitCode = code);
+        String topic = "admin-" + run, group = "admin-" + run;
+        topics(bootstrap, "--create", "--topic", topic, "--partitions", "1");
+        configs(bootstrap, "--alter", "--entity-type", "topics", "--entity-name", topic, "--add-config", "retention.ms=7200000");
+        Checks.check(Checks.http("GET", "/v1/topics/" + topic, null).contains("\"retention_ms\":7200000"),
+                "HTTP shows retention_ms set by kafka-configs");
+        String described = configs(bootstrap, "--describe", "--entity-type", "topics", "--entity-name", topic, "--all");
+        Checks.check(described.contains("retention.ms=7200000 sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=7200000, DEFAULT_CONFIG:log.retention.ms=-1}"),
+                "kafka-configs shows retention.ms as set on the topic, with its default: " + described);
+        Checks.check(described.contains("cleanup.policy=delete sensitive=false synonyms={DEFAULT_CONFIG:log.cleanup.policy=delete}"),
+                "kafka-configs shows cleanup.policy at its default: " + described);
+        String broker = configs(bootstrap, "--describe", "--entity-type", "brokers", "--entity-name", "0", "--all");
+        Checks.check(broker.contains("num.partitions=1") && broker.contains("auto.create.topics.enable=false"),
+                "kafka-configs shows the broker's settings: " + broker);
+
+        // the console producer reads lines from standard input; --sync, as its
+        // producer is closed only by a JVM shutdown hook
+        java.io.InputStream in = System.in;
+        System.setIn(new java.io.ByteArrayInputStream("c0\nc1\nc2\nc3\n".getBytes(StandardCharsets.UTF_8)));
+        try {
+            tool("kafka-console-producer", org.apache.kafka.tools.ConsoleProducer::main,
+                    "--bootstrap-server", bootstrap, "--topic", topic, "--sync");
+        } finally {
+            System.setIn(in);
+        }
+        String fetched = Checks.http("GET", "/v1/topics/" + topic + "/partitions/0/records?offset=0", null);
+        Checks.check(fetched.contains("\"c0\"") && fetched.contains("\"c3\""), "HTTP reads the console producer's lines: " + fetched);
+        String consumed = tool("kafka-console-consumer", org.apache.kafka.tools.consumer.ConsoleConsumer::main,
+                "--bootstrap-server", bootstrap, "--topic", topic, "--from-beginning", "--max-messages", "4",
+                "--timeout-ms", "30000", "--group", group);
+        Checks.check(consumed.lines().toList().equals(List.of("c0", "c1", "c2", "c3")),
+                "kafka-console-consumer prints the four lines in order: " + consumed);
+
+        // kafka-consumer-groups --delete-offsets, once the console consumer's group is empty
+        Checks.check(Checks.http("GET", "/v1/groups/" + group + "/offsets", null).contains("\"offset\":4"),
+                "the console consumer committed offset 4");
+        groups(bootstrap, "--delete-offsets", "--group", group, "--topic", topic);
+        Checks.check(!Checks.http("GET", "/v1/groups/" + group + "/offsets", null).contains("\"offset\":4"),
+                "--delete-offsets removed the committed offset");
+
+        // kafka-delete-records moves the log start, as HTTP shows
+        java.nio.file.Path json = java.nio.file.Files.createTempFile("delete-records", ".json");
+        java.nio.file.Files.writeString(json,
+                "{\"partitions\":[{\"topic\":\"" + topic + "\",\"partition\":0,\"offset\":2}],\"version\":1}");
+        String deleted = tool("kafka-delete-records", org.apache.kafka.tools.DeleteRecordsCommand::main,
+                "--bootstrap-server", bootstrap, "--offset-json-file", json.toString());
+        Checks.check(deleted.contains("low_watermark: 2"), "kafka-delete-records reports the new low watermark: " + deleted);
+        Checks.check(Checks.http("GET", "/v1/topics/" + topic, null).contains("\"log_start_offset\":2"),
+                "HTTP shows the log start at 2");
+        Checks.check(Checks.send("GET", "/v1/topics/" + topic + "/partitions/0/records?offset=0", null).statusCode() == 416,
+                "HTTP refuses to read below the log start");
+        topics(bootstrap, "--delete", "--topic", topic);
+    }
+
     static void run(String bootstrap, String url, String run) throws Exception {
         Exit.setExitProcedure((code, message) -> exitCode = code);
         String topic = "tools-" + run, group = "tools-" + run;
