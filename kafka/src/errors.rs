@@ -39,6 +39,9 @@ pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+pub const STALE_MEMBER_EPOCH: i16 = 113;
 pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
 

@@ -62,6 +62,23 @@ fn new_member_id(client_id: &str) -> String {
     format!("{client}-{}", ulid::Ulid::new())
 }
 
+/// A member id from the wire, parsed once. KIP-848 clients name
+/// themselves with a base64 UUID, whose `+` and `/` Shale's ids lack: they
+/// are read as `-` and `_` (the URL-safe alphabet), the same way on every
+/// request, so the member is the same one throughout.
+pub(crate) fn member_id(id: &str) -> Result<MemberId, i16> {
+    let id: String = id
+        .chars()
+        .filter(|c| *c != '=')
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    MemberId::parse(id).map_err(|_| errors::UNKNOWN_MEMBER_ID)
+}
+
 /// A group id from the wire, parsed once; INVALID_GROUP_ID if it cannot be one.
 pub(crate) fn group_id(id: &kafka_protocol::messages::GroupId) -> Result<GroupId, i16> {
     GroupId::parse(id.0.as_str()).map_err(|_| errors::INVALID_GROUP_ID)

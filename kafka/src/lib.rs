@@ -16,6 +16,7 @@
 mod admin;
 mod args;
 mod configs;
+mod consumer;
 mod errors;
 mod groups;
 mod metadata;

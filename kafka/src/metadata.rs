@@ -48,14 +48,19 @@ impl Session {
         request: MetadataRequest,
         version: i16,
     ) -> Response {
-        // v0 asks for every topic with an empty list, later versions with null
-        let names: Option<Vec<String>> = match request.topics {
+        // v0 asks for every topic with an empty list, later versions with null;
+        // since v10 a topic may be asked for by its id (KIP-848 members do)
+        let (names, ids): (Option<Vec<String>>, Vec<uuid::Uuid>) = match request.topics {
             Some(t) if !(version == 0 && t.is_empty()) => {
-                Some(t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect())
+                let ids = t.iter().filter(|t| t.name.is_none()).map(|t| t.topic_id).collect();
+                (Some(t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()), ids)
             }
-            _ => None,
+            _ => (None, Vec::new()),
         };
         let mut topics = Vec::new();
+        if !ids.is_empty() {
+            topics.extend(self.topics_by_id(principal, &ids).await);
+        }
         match names {
             None => match self.state.controller.list_topics().await {
                 Ok(all) => {
@@ -91,6 +96,26 @@ impl Session {
                 .with_controller_id(BrokerId(NODE_ID))
                 .with_topics(topics),
         )
+    }
+
+    /// The topics asked for by id; an id no topic the principal may see has
+    /// answers `UNKNOWN_TOPIC_ID`.
+    async fn topics_by_id(&self, principal: &Principal, ids: &[uuid::Uuid]) -> Vec<MetadataResponseTopic> {
+        let all = self.state.controller.list_topics().await.unwrap_or_default();
+        ids.iter()
+            .map(|id| {
+                let found = all.iter().find(|t| {
+                    super::consumer::topic_uuid(t) == *id
+                        && principal.allows(Operation::Describe, t.name.as_str())
+                });
+                match found {
+                    Some(info) => topic_metadata(info),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(*id)
+                        .with_error_code(errors::UNKNOWN_TOPIC_ID),
+                }
+            })
+            .collect()
     }
 
     /// Creates a topic a Metadata request names (`--kafka-auto-create-topics`),
@@ -319,5 +344,6 @@ fn topic_metadata(info: &TopicInfo) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(kafka_protocol::messages::TopicName(text(info.name.to_string()))))
+        .with_topic_id(super::consumer::topic_uuid(info))
         .with_partitions(partitions)
 }

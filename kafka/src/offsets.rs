@@ -22,7 +22,7 @@ use shale_gateway::service::{ServiceError, authorize};
 
 use super::Session;
 use super::errors::{self, NONE, REBALANCE_IN_PROGRESS};
-use super::groups::{group_id, subscribed_topics, text};
+use super::groups::{group_id, member_id, subscribed_topics, text};
 use super::requests::Response;
 
 impl Session {
@@ -96,17 +96,20 @@ impl Session {
         let generation = request.generation_id_or_member_epoch;
         let member = match request.member_id.as_str() {
             "" if generation < 0 => None,
-            id => match MemberId::parse(id) {
+            id => match member_id(id) {
                 Ok(m) => Some((m, u64::try_from(generation).unwrap_or(u64::MAX))),
-                Err(_) => return errors::UNKNOWN_MEMBER_ID,
+                Err(code) => return code,
             },
         };
         let by_member = member.is_some();
         let member = member.as_ref().map(|(m, g)| (m, *g));
-        match groups::commit(&self.state, principal, group, member, offsets).await {
+        match groups::commit(&self.state, principal, group, member, offsets.clone()).await {
             Ok(()) => NONE,
             Err(e) => match e {
-                e if e.code == ErrorCode::StaleMember => self.stale_generation_code(group).await,
+                e if e.code == ErrorCode::StaleMember => match member {
+                    Some((m, _)) if self.commit_as_owner(principal, group, m, &offsets).await => NONE,
+                    _ => self.stale_generation_code(group).await,
+                },
                 e if by_member && matches!(e.code, ErrorCode::GroupNotFound | ErrorCode::MemberNotFound) => {
                     errors::UNKNOWN_MEMBER_ID
                 }
@@ -115,11 +118,38 @@ impl Session {
         }
     }
 
-    /// Kafka's answer to a commit at a generation not current:
+    /// A KIP-848 member's commit at an epoch the controller has moved past,
+    /// taken at its current epoch if it still owns (or is revoking) every
+    /// partition it commits. Kafka keeps a member's epoch while it revokes;
+    /// Shale moves it when the revocation is announced, so a member
+    /// committing in its revocation callback presents the epoch before.
+    /// A partition that moved on to another member is still refused.
+    async fn commit_as_owner(
+        &self,
+        principal: &Principal,
+        group: &GroupId,
+        member: &MemberId,
+        offsets: &[OffsetCommit],
+    ) -> bool {
+        let Ok(g) = groups::describe(&self.state, group).await else { return false };
+        let Some(m) = g.members.iter().find(|m| m.member_id == member.as_str()) else { return false };
+        let holds = |o: &OffsetCommit| {
+            m.assignment.iter().chain(&m.revoking).any(|p| p.topic == o.topic && p.partition == o.partition)
+        };
+        if !offsets.iter().all(holds) {
+            return false;
+        }
+        let at = Some((member, m.member_epoch));
+        groups::commit(&self.state, principal, group, at, offsets.to_vec()).await.is_ok()
+    }
+
+    /// Kafka's answer to a commit at a generation or epoch not current:
+    /// STALE_MEMBER_EPOCH in a server-side (KIP-848) group; in a classic one
     /// REBALANCE_IN_PROGRESS while the leader's assignment is awaited, else
     /// ILLEGAL_GENERATION.
     async fn stale_generation_code(&self, group: &GroupId) -> i16 {
         match groups::describe(&self.state, group).await {
+            Ok(g) if !g.members.is_empty() => errors::STALE_MEMBER_EPOCH,
             Ok(g) if g.classic.as_ref().is_some_and(|c| c.state == "CompletingRebalance") => {
                 REBALANCE_IN_PROGRESS
             }

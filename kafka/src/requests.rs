@@ -44,6 +44,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {
@@ -154,6 +156,9 @@ pub fn error_response(api_key: ApiKey, code: i16) -> Option<Response> {
         ApiKey::ConsumerGroupHeartbeat => {
             Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::default().with_error_code(code))
         }
+        ApiKey::ConsumerGroupDescribe => {
+            Response::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default())
+        }
         ApiKey::GetTelemetrySubscriptions => Response::GetTelemetrySubscriptions(
             GetTelemetrySubscriptionsResponse::default().with_error_code(code),
         ),
@@ -232,6 +237,12 @@ impl Session {
                 Handled::Answer(self.offset_for_leader_epoch(&principal, r).await)
             }
             Request::OffsetDelete(r) => Handled::Answer(self.offset_delete(&principal, r).await),
+            Request::ConsumerGroupHeartbeat(r) => {
+                Handled::Answer(self.consumer_group_heartbeat(&principal, r).await)
+            }
+            Request::ConsumerGroupDescribe(r) => {
+                Handled::Answer(self.consumer_group_describe(&principal, r).await)
+            }
             other => {
                 // supports() let it through, so this is a table mistake
                 let key = api_key_of(&other);
@@ -274,6 +285,8 @@ fn api_key_of(request: &Request) -> Option<ApiKey> {
         Request::DeleteRecords(_) => ApiKey::DeleteRecords,
         Request::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
         Request::OffsetDelete(_) => ApiKey::OffsetDelete,
+        Request::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
+        Request::ConsumerGroupDescribe(_) => ApiKey::ConsumerGroupDescribe,
         _ => return None,
     })
 }

@@ -146,13 +146,22 @@ def idempotent():
     print("idempotent producer: 200 records, each once")
 
 
-def group_rebalance():
-    """Three members share the partitions; one leaves, one joins; commits resume."""
-    topic, group = "grouped-" + RUN, "g-confluent-" + RUN
+def group_rebalance(kip848=False):
+    """Three members share the partitions; one leaves, one joins; commits resume.
+
+    Under Kafka's classic protocol (the range assignor, run by the leader)
+    or KIP-848's (group.protocol=consumer: Shale's controller assigns)."""
+    kind = "848-" if kip848 else ""
+    topic, group = f"grouped-{kind}{RUN}", f"g-confluent-{kind}{RUN}"
     create_topic(topic, 6)
     produce(topic, [(None, f"r{i}".encode(), [], i % 6) for i in range(60)])
-    settings = {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                "session.timeout.ms": 6000, "heartbeat.interval.ms": 300, "partition.assignment.strategy": "range"}
+    settings = {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    if kip848:
+        # the broker sets sessions and assigns; librdkafka refuses those settings here
+        settings["group.protocol"] = "consumer"
+    else:
+        settings.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 300,
+                         "partition.assignment.strategy": "range"})
     members = [Consumer(conf(**settings)) for _ in range(3)]
     for m in members:
         m.subscribe([topic])
@@ -206,7 +215,8 @@ def group_rebalance():
             got.append(msg)
     c.close()
     assert [m.value() for m in got] == [b"after-restart"], [m.value() for m in got]
-    print("group: 3 members share 6 partitions, rebalance on leave and on join, resume from commits")
+    protocol = "KIP-848" if kip848 else "classic"
+    print(f"group ({protocol}): 3 members share 6 partitions, rebalance on leave and on join, resume from commits")
 
 
 def errors():
@@ -251,7 +261,8 @@ def revoked():
 
 
 CHECKS = {"refused": refused, "revoked": revoked, "round_trips": round_trips, "http_to_kafka": http_to_kafka, "idempotent": idempotent,
-          "group_rebalance": group_rebalance, "errors": errors}
+          "group_rebalance": group_rebalance, "group_rebalance_848": lambda: group_rebalance(kip848=True),
+          "errors": errors}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or CHECKS:

@@ -74,7 +74,14 @@ async fn librdkafka_produces_and_consumes_through_shale_on_every_backend() -> an
     for backend in Backend::all() {
         let dir = tempfile::tempdir()?;
         let (shale, kafka) = start(dir.path(), &backend, "kafka-confluent").await?;
-        let checks = ["round_trips", "http_to_kafka", "idempotent", "group_rebalance", "errors"];
+        let checks = [
+            "round_trips",
+            "http_to_kafka",
+            "idempotent",
+            "group_rebalance",
+            "group_rebalance_848",
+            "errors",
+        ];
         let what = format!("confluent-kafka on {}", backend.name());
         run(python("confluent_client.py", &kafka, &shale.url, &checks)?, &what).await?;
     }
@@ -96,7 +103,8 @@ async fn kafka_python_and_kafkajs_round_trip_and_consume_in_groups() -> anyhow::
 }
 
 /// The checks of `tests/java` run against one `shale dev`, in one JVM.
-const JAVA_CHECKS: [&str; 4] = ["round_trip", "cooperative_group", "tools", "tools_admin"];
+const JAVA_CHECKS: [&str; 5] =
+    ["round_trip", "cooperative_group", "consumer_protocol_group", "tools", "tools_admin"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_java_client_and_kafkas_tools_work_against_shale() -> anyhow::Result<()> {

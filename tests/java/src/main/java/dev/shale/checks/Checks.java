@@ -36,7 +36,8 @@ public final class Checks {
             long started = System.nanoTime();
             switch (check) {
                 case "round_trip" -> roundTrip();
-                case "cooperative_group" -> cooperativeGroup();
+                case "cooperative_group" -> group(false);
+                case "consumer_protocol_group" -> group(true);
                 case "tools" -> Tools.run(bootstrap, url, RUN);
                 case "tools_admin" -> Tools.admin(bootstrap, RUN);
                 default -> throw new IllegalArgumentException("no check " + check);
@@ -126,13 +127,22 @@ public final class Checks {
         final AtomicBoolean stop = new AtomicBoolean();
         volatile Throwable failed;
 
-        Member(String name, String group, String topic) {
+        /** A member of Kafka's classic protocol with the cooperative-sticky assignor, or of KIP-848's. */
+        Member(String name, String group, String topic, boolean kip848) {
             this.name = name;
-            consumer = new KafkaConsumer<>(props("group.id", group, "client.id", name, "auto.offset.reset", "earliest",
-                    "enable.auto.commit", "false", "partition.assignment.strategy", CooperativeStickyAssignor.class.getName(),
-                    "heartbeat.interval.ms", "500", "session.timeout.ms", "10000", "max.poll.records", "20",
+            Properties p = props("group.id", group, "client.id", name, "auto.offset.reset", "earliest",
+                    "enable.auto.commit", "false", "max.poll.records", "20",
                     "key.deserializer", StringDeserializer.class.getName(),
-                    "value.deserializer", StringDeserializer.class.getName()));
+                    "value.deserializer", StringDeserializer.class.getName());
+            if (kip848) {
+                // the broker assigns and sets the session; the client may not
+                p.put("group.protocol", "consumer");
+            } else {
+                p.put("partition.assignment.strategy", CooperativeStickyAssignor.class.getName());
+                p.put("heartbeat.interval.ms", "500");
+                p.put("session.timeout.ms", "10000");
+            }
+            consumer = new KafkaConsumer<>(p);
             consumer.subscribe(List.of(topic), new ConsumerRebalanceListener() {
                 public void onPartitionsRevoked(Collection<TopicPartition> parts) {
                     if (!parts.isEmpty()) revocations.add(new int[] {parts.size(), owned.size()});
@@ -168,14 +178,17 @@ public final class Checks {
     }
 
     /**
-     * Three members with the cooperative-sticky assignor share six
-     * partitions; one leaves and one joins; the assignor's incremental
-     * rebalances relayed by Shale mean a member that stays only gives up
-     * the partitions that move. Every record is read, and a restart of the
-     * group resumes from its commits.
+     * Three members share six partitions; one leaves and one joins. Under
+     * the classic protocol with the cooperative-sticky assignor, Shale
+     * relays the assignor's incremental rebalances; under KIP-848's
+     * (group.protocol=consumer) Shale's controller assigns incrementally
+     * itself. Either way a member that stays only gives up the partitions
+     * that move, every record is read, and a restart of the group resumes
+     * from its commits.
      */
-    static void cooperativeGroup() throws Exception {
-        String topic = "java-coop-" + RUN, group = "java-coop-" + RUN;
+    static void group(boolean kip848) throws Exception {
+        String kind = kip848 ? "java-848-" : "java-coop-";
+        String topic = kind + RUN, group = kind + RUN;
         createTopic(topic, 6);
         try (KafkaProducer<String, String> p = producer()) {
             for (int i = 0; i < 300; i++) p.send(new ProducerRecord<>(topic, i % 6, null, "r" + i));
@@ -183,22 +196,28 @@ public final class Checks {
         ExecutorService pool = Executors.newCachedThreadPool();
         List<Member> members = new ArrayList<>();
         for (String name : List.of("a", "b", "c")) {
-            Member m = new Member(name, group, topic);
+            Member m = new Member(name, group, topic, kip848);
             members.add(m);
             pool.submit(m);
         }
         waitFor("three members holding 2 partitions each", 60_000,
                 () -> members.stream().allMatch(m -> m.owned.size() == 2));
-        // an HTTP member cannot split a group of Kafka members: a clear refusal
-        HttpResponse<String> mixed = send("PUT", "/v1/groups/" + group + "/members/http-1",
-                "{\"topics\": [\"" + topic + "\"]}");
-        check(mixed.statusCode() == 409 && mixed.body().contains("inconsistent_group_protocol"),
-                "an HTTP join of a Kafka group answered " + mixed.statusCode() + ": " + mixed.body());
+        if (kip848) {
+            // the controller holds KIP-848 members as it holds HTTP ones
+            String described = http("GET", "/v1/groups/" + group, null);
+            check(described.split("\"member_id\"").length - 1 == 3, "HTTP shows three members: " + described);
+        } else {
+            // an HTTP member cannot split a group of classic Kafka members: a clear refusal
+            HttpResponse<String> mixed = send("PUT", "/v1/groups/" + group + "/members/http-1",
+                    "{\"topics\": [\"" + topic + "\"]}");
+            check(mixed.statusCode() == 409 && mixed.body().contains("inconsistent_group_protocol"),
+                    "an HTTP join of a Kafka group answered " + mixed.statusCode() + ": " + mixed.body());
+        }
         Member leaving = members.get(0);
         leaving.stop.set(true);
         waitFor("two members holding 3 partitions each", 60_000,
                 () -> members.subList(1, 3).stream().allMatch(m -> m.owned.size() == 3));
-        Member joining = new Member("d", group, topic);
+        Member joining = new Member("d", group, topic, kip848);
         members.add(joining);
         pool.submit(joining);
         waitFor("three members holding 2 partitions each again", 60_000,
@@ -221,7 +240,7 @@ public final class Checks {
         check(pool.awaitTermination(60, TimeUnit.SECONDS), "members closed");
         for (Member m : members) check(m.failed == null, "member " + m.name + " failed: " + m.failed);
         // everything was committed: a restarted member finds nothing to read
-        Member again = new Member("e", group, topic);
+        Member again = new Member("e", group, topic, kip848);
         long deadline = System.currentTimeMillis() + 8_000;
         while (System.currentTimeMillis() < deadline) {
             for (ConsumerRecord<String, String> r : again.consumer.poll(Duration.ofMillis(200))) again.read.add(r.value());
