@@ -18,6 +18,7 @@ mod args;
 mod configs;
 mod consumer;
 mod errors;
+mod fuzz;
 mod groups;
 mod metadata;
 mod offsets;
@@ -33,7 +34,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::Encodable;
 use shale_controller_client::auth::Principal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -48,6 +49,7 @@ use shale_gateway::batcher::BufferPermit;
 use shale_gateway::serve::{ServeLimits, accept};
 
 pub use args::KafkaArgs;
+pub use fuzz::request as fuzz_request;
 pub use requests::SUPPORTED;
 
 /// Where clients are told to connect (this gateway's Kafka address), and
@@ -231,39 +233,39 @@ impl Session {
     /// Decodes, answers and encodes one request; None closes the connection
     /// (a frame that names no API this crate knows, or cannot be decoded).
     async fn handle(&mut self, frame: Frame, turn: Option<Turn>) -> Option<Outcome> {
-        let Frame { bytes: mut frame, room } = frame;
-        let (key, version) = (frame.slice(0..2).get_i16(), frame.slice(2..4).get_i16());
-        let correlation_id = frame.slice(4..8).get_i32();
-        let Ok(api_key) = ApiKey::try_from(key) else {
-            tracing::debug!(peer = %self.peer, key, "kafka request of an unknown API: closing");
-            return None;
-        };
-        let answer = |response: requests::Response, version: i16| {
-            encode(api_key, version, correlation_id, &response).map(Outcome::Answer)
-        };
-        if !requests::supports(api_key, version) {
-            // ApiVersions at a version we lack is answered at v0 with the list,
-            // so the client can pick one; anything else gets UNSUPPORTED_VERSION
-            // at its own version when that can be encoded
-            let (response, at) = requests::unsupported(api_key, version);
-            return at.and_then(|v| answer(response, v));
-        }
-        let header = match RequestHeader::decode(&mut frame, api_key.request_header_version(version)) {
-            Ok(h) => h,
-            Err(e) => {
+        let Frame { bytes, room } = frame;
+        let correlation_of = |request: &RequestHeader| request.correlation_id;
+        let (api_key, version, header, request) = match requests::decode_frame(bytes) {
+            requests::Decoded::Request { api_key, version, header, request } => {
+                (api_key, version, header, request)
+            }
+            requests::Decoded::UnknownApi(key) => {
+                tracing::debug!(peer = %self.peer, key, "kafka request of an unknown API: closing");
+                return None;
+            }
+            requests::Decoded::BadHeader(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "kafka request header malformed: closing");
                 return None;
             }
-        };
-        let request = match requests::Request::decode(api_key, &mut frame, version) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(peer = %self.peer, ?api_key, version, error = %e, "kafka request malformed");
-                return answer(requests::invalid(api_key), version);
+            // ApiVersions at a version we lack is answered at v0 with the list,
+            // so the client can pick one; anything else gets UNSUPPORTED_VERSION
+            // at its own version when that can be encoded
+            requests::Decoded::Unsupported { api_key, version, correlation_id } => {
+                let (response, at) = requests::unsupported(api_key, version);
+                return at.and_then(|v| encode(api_key, v, correlation_id, &response).map(Outcome::Answer));
+            }
+            requests::Decoded::Malformed { api_key, version, correlation_id, error } => {
+                tracing::debug!(peer = %self.peer, ?api_key, version, %error, "kafka request malformed");
+                return encode(api_key, version, correlation_id, &requests::invalid(api_key))
+                    .map(Outcome::Answer);
             }
         };
+        let correlation_id = correlation_of(&header);
+        let answer = |response: requests::Response, version: i16| {
+            encode(api_key, version, correlation_id, &response).map(Outcome::Answer)
+        };
         let started = std::time::Instant::now();
-        let outcome = self.dispatch(&header, request, version, room, turn).await;
+        let outcome = self.dispatch(&header, *request, version, room, turn).await;
         tracing::trace!(?api_key, version, elapsed = ?started.elapsed(), "kafka request");
         match outcome {
             requests::Handled::Answer(r) => answer(r, version),

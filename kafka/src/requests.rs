@@ -1,7 +1,9 @@
 //! Which APIs the listener serves, at which versions, and the dispatch of a
 //! decoded request to its handler.
 
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Decodable;
 use kafka_protocol::protocol::StrBytes;
 
 use shale_gateway::batcher::BufferPermit;
@@ -50,6 +52,57 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED.iter().any(|(k, min, max)| *k == api_key && (*min..=*max).contains(&version))
+}
+
+/// What a request frame (after its length) holds, decoded without I/O.
+pub enum Decoded {
+    /// A key that names no API: the connection closes.
+    UnknownApi(i16),
+    /// An API or version not served: answered with the table.
+    Unsupported {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
+    /// A header that cannot be read: the connection closes.
+    BadHeader(String),
+    /// A body that cannot be read: answered with INVALID_REQUEST.
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        error: String,
+    },
+    Request {
+        api_key: ApiKey,
+        version: i16,
+        header: Box<RequestHeader>,
+        request: Box<Request>,
+    },
+}
+
+/// Decodes a request frame. Never panics, whatever the bytes: the fuzz
+/// target (`fuzz/fuzz_targets/kafka_request.rs`) and a bounded test hold it to that.
+pub fn decode_frame(mut frame: Bytes) -> Decoded {
+    if frame.len() < 8 {
+        return Decoded::BadHeader(format!("a frame of {} bytes", frame.len()));
+    }
+    let (key, version) = (frame.slice(0..2).get_i16(), frame.slice(2..4).get_i16());
+    let correlation_id = frame.slice(4..8).get_i32();
+    let Ok(api_key) = ApiKey::try_from(key) else { return Decoded::UnknownApi(key) };
+    if !supports(api_key, version) {
+        return Decoded::Unsupported { api_key, version, correlation_id };
+    }
+    let header = match RequestHeader::decode(&mut frame, api_key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => return Decoded::BadHeader(e.to_string()),
+    };
+    match Request::decode(api_key, &mut frame, version) {
+        Ok(request) => {
+            Decoded::Request { api_key, version, header: Box::new(header), request: Box::new(request) }
+        }
+        Err(e) => Decoded::Malformed { api_key, version, correlation_id, error: e.to_string() },
+    }
 }
 
 /// What a handler decided.
