@@ -25,6 +25,33 @@ use super::{FRAME_SLACK, NODE_ID, Session};
 pub const TOPIC_RESOURCE: i8 = 2;
 const BROKER_RESOURCE: i8 = 4;
 
+/// Kafka topic configs accepted and ignored, as they name what the object
+/// store or Shale's segments take care of (replication, log segments,
+/// flushing, the cleaner's pacing) or a limit the gateway's flags set
+/// (`max.message.bytes`). Kafka Streams and Connect set several when they
+/// create their internal topics.
+const IGNORED: &[&str] = &[
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "replication.factor",
+    "segment.bytes",
+    "segment.ms",
+    "segment.jitter.ms",
+    "segment.index.bytes",
+    "index.interval.bytes",
+    "flush.messages",
+    "flush.ms",
+    "file.delete.delay.ms",
+    "preallocate",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "message.downconversion.enable",
+    "message.timestamp.type",
+    "compression.type",
+    "max.message.bytes",
+];
+
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -498,7 +525,10 @@ pub fn topic_config<'a>(
             "shale.archive.after.ms" => {
                 out.insert("archive_after_ms".into(), Value::from(number(value)?.max(0)));
             }
-            "min.insync.replicas" | "unclean.leader.election.enable" | "replication.factor" => {}
+            "message.timestamp.type" if value.is_some_and(|v| v != "CreateTime") => {
+                return Err(format!("message.timestamp.type is CreateTime on Shale, not {value:?}"));
+            }
+            name if IGNORED.contains(&name) => {}
             other => return Err(format!("topic config {other} is not supported")),
         }
     }

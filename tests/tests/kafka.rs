@@ -494,3 +494,145 @@ async fn topics_are_created_on_first_use_with_the_flag() -> anyhow::Result<()> {
     ensure!(status == 200 && fetched["records"][0]["value"] == "first", "fetched {fetched}");
     Ok(())
 }
+
+/// Lines of four words from eight, the same for a seed.
+fn lines(seed: u64, count: usize) -> Vec<String> {
+    const WORDS: [&str; 8] = ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "kiwi"];
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut word = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        WORDS[(state % WORDS.len() as u64) as usize]
+    };
+    (0..count).map(|_| (0..4).map(|_| word()).collect::<Vec<_>>().join(" ")).collect()
+}
+
+/// The latest count of each word in `words-out`, read over HTTP.
+async fn word_counts(shale: &Shale) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let mut latest = std::collections::BTreeMap::new();
+    for partition in 0..4 {
+        let mut from = 0;
+        loop {
+            let (status, page) = shale
+                .client()
+                .fetch("words-out", partition, &format!("offset={from}&max_records=5000"))
+                .await?;
+            ensure!(status == 200, "reading words-out: {status} {page}");
+            let records = page["records"].as_array().context("records")?;
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                let (Some(word), Some(count)) = (r["key"].as_str(), r["value"].as_str()) else {
+                    bail!("record {r}")
+                };
+                latest.insert(word.to_owned(), count.parse()?);
+            }
+            from = page["next_offset"].as_u64().context("next_offset")?;
+        }
+    }
+    Ok(latest)
+}
+
+/// Waits until every word's latest count is at least what the input holds
+/// (at least once: never lower), or fails with both.
+async fn counts_reach(shale: &Shale, input: &[String], within: Duration) -> anyhow::Result<()> {
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    for word in input.iter().flat_map(|l| l.split(' ')) {
+        *expected.entry(word.to_owned()).or_default() += 1;
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let counts = word_counts(shale).await?;
+        if expected.iter().all(|(w, n)| counts.get(w).is_some_and(|c| c >= n)) {
+            eprintln!("word counts {counts:?} (input {expected:?})");
+            return Ok(());
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "counts {counts:?} never reached {expected:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One Kafka Streams instance (`tests/java`'s WordCount) in a JVM of its
+/// own, its output in `log`.
+fn word_count(
+    classpath: &str,
+    kafka: &str,
+    state: &Path,
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let out = std::fs::File::create(log)?;
+    let mut java = Command::new("java");
+    java.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+        .args(["-cp", classpath, "dev.shale.checks.WordCount", kafka, "words"])
+        .arg(state)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true);
+    Ok(java.spawn()?)
+}
+
+/// Waits for `needle` to appear `times` times in a log.
+async fn logged(log: &Path, needle: &str, times: usize, within: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= times {
+            return Ok(());
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "no {needle:?} in {}:\n{text}", log.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_streams_word_count_survives_losing_an_instance() -> anyhow::Result<()> {
+    eprintln!("local disk only: Streams exercises the listener; the store is exercised elsewhere");
+    let classpath = client("SHALE_KAFKA_JAVA_CLASSPATH")?;
+    let kcat = client("SHALE_KCAT")?;
+    let dir = tempfile::tempdir()?;
+    let (shale, kafka) = start(dir.path(), &Backend::Local, "kafka-streams").await?;
+    for topic in ["words-in", "words-out"] {
+        shale.client().create_topic(topic, 4).await?;
+    }
+    let logs = [dir.path().join("streams-a.log"), dir.path().join("streams-b.log")];
+    let mut a = word_count(&classpath, &kafka, &dir.path().join("state-a"), &logs[0])?;
+    let _b = word_count(&classpath, &kafka, &dir.path().join("state-b"), &logs[1])?;
+    for log in &logs {
+        logged(log, "streams running", 1, Duration::from_secs(120)).await?;
+    }
+    let produce = |batch: &[String]| {
+        let mut kcat = std::process::Command::new(&kcat);
+        kcat.args(["-b", &kafka, "-P", "-t", "words-in"]).stdin(std::process::Stdio::piped());
+        let input = batch.join("\n") + "\n";
+        async move {
+            let mut child = tokio::process::Command::from(kcat).kill_on_drop(true).spawn()?;
+            child.stdin.take().context("stdin")?.write_all(input.as_bytes()).await?;
+            let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+            ensure!(status.success(), "kcat -P failed: {status}");
+            anyhow::Ok(())
+        }
+    };
+    // both instances count: a store per task, a repartition topic between
+    let mut input = lines(1, 500);
+    produce(&input).await?;
+    counts_reach(&shale, &input, Duration::from_secs(90)).await?;
+    // one is killed; the other takes its tasks and restores their stores
+    // from the changelog, so counts go on from where they were
+    a.start_kill()?;
+    a.wait().await?;
+    let more = lines(2, 500);
+    produce(&more).await?;
+    input.extend(more);
+    counts_reach(&shale, &input, Duration::from_secs(120)).await?;
+    logged(&logs[1], "streams running", 2, Duration::from_secs(10))
+        .await
+        .context("the survivor never rebalanced")?;
+    let topics = shale.client().get("/v1/topics").await?.1.to_string();
+    ensure!(
+        topics.contains("words-counts-changelog") && topics.contains("words-counts-repartition"),
+        "Streams' internal topics: {topics}"
+    );
+    Ok(())
+}
