@@ -60,7 +60,7 @@ if ! command -v kcat >/dev/null; then
   fi
 fi
 export SHALE_KCAT="$(command -v kcat)"
-# Apache Kafka's Java client and tools (tests/java/pom.xml, pinned to 4.4.0)
+# Apache Kafka's Java client, tools, Streams and Connect (tests/java/pom.xml, pinned to 4.4.0)
 # from Maven Central, copied into the cache once per version of the pom; the
 # checks are compiled on each run (seconds) and run on one JVM per suite
 java_cache="$cache/kafka-java"
