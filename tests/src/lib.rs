@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod group;
 pub mod history;
 pub mod infra;
+pub mod kafka;
 pub mod lambda;
 pub mod leader;
 pub mod process;

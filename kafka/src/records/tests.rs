@@ -55,8 +55,13 @@ fn kafka_topic_configs_map_onto_shales() {
     assert_eq!(mapped["retention_ms"], 60000);
     assert!(mapped["retention_bytes"].is_null());
     assert_eq!(mapped["cleanup_policy"], "compact");
-    let unknown = [("segment.bytes", Some("1"))];
+    let unknown = [("remote.storage.enable", Some("true"))];
     assert!(crate::configs::topic_config(unknown.into_iter()).is_err());
+    // what the store or Shale's segments take care of is accepted and ignored
+    let ignored = [("segment.bytes", Some("1")), ("message.timestamp.type", Some("CreateTime"))];
+    assert!(crate::configs::topic_config(ignored.into_iter()).is_ok_and(|m| m.is_empty()));
+    let log_time = [("message.timestamp.type", Some("LogAppendTime"))];
+    assert!(crate::configs::topic_config(log_time.into_iter()).is_err());
     let bad = [("retention.ms", Some("soon"))];
     assert!(crate::configs::topic_config(bad.into_iter()).is_err());
 }
