@@ -38,7 +38,7 @@ use shale_gateway::batcher::{BufferPermit, RequestGuard};
 use shale_gateway::reader::{FetchRequest as ReadRequest, Fetched};
 use shale_gateway::service::append::{Submitted, submit};
 use shale_gateway::service::offsets::{At, resolve};
-use shale_gateway::service::read::read_many;
+use shale_gateway::service::read::{count_out, read_many};
 use shale_gateway::service::{ServiceError, authorize};
 
 /// A partition's records as a producer sent them, and who sent them.
@@ -321,7 +321,15 @@ impl Session {
                 Err(code) => answers[i].error_code = code,
             }
         }
-        let reads = read_many(&self.state, requests, |request, fetched| Ok(encoded(request, fetched))).await;
+        let served = self.state.clone();
+        let reads = read_many(&self.state, requests, move |request, fetched| {
+            // a long-poll's probe (1 byte a partition) only waits: it serves nothing
+            if request.max_bytes > 1 {
+                count_out(&served, &fetched.records);
+            }
+            Ok(encoded(request, fetched))
+        })
+        .await;
         for (i, read) in asked.into_iter().zip(reads) {
             answers[i] = match read {
                 // cancelled once another partition had records

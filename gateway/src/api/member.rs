@@ -36,7 +36,7 @@ use super::stream::{self, Turn};
 use super::{ApiError, AppState, require};
 use crate::reader::{FetchRequest, Fetched};
 use crate::service::groups::{self, GroupId, MemberId};
-use crate::service::read::read_many;
+use crate::service::read::{count_out, read_many};
 
 const DEFAULT_MAX_RECORDS: usize = 1000;
 const LIMIT_MAX_RECORDS: usize = 10_000;
@@ -381,8 +381,12 @@ async fn read_all(
         .collect();
     let asked: Vec<(TopicPartition, Offset)> = positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
     let encoding = reading.encoding;
-    let reads =
-        read_many(state, requests, move |request, fetched| Ok(render_all(request, fetched, encoding))).await;
+    let served = state.clone();
+    let reads = read_many(state, requests, move |request, fetched| {
+        count_out(&served, &fetched.records);
+        Ok(render_all(request, fetched, encoding))
+    })
+    .await;
     let mut out = Vec::new();
     for ((tp, from), read) in asked.into_iter().zip(reads) {
         let (records, next) = match read {

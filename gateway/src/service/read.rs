@@ -45,9 +45,6 @@ where
         reads.spawn(async move {
             let read = state.reader.fetch(&request).await.map_err(ServiceError::from);
             let got = read.as_ref().is_ok_and(|f| !f.records.is_empty());
-            if let Ok(fetched) = &read {
-                count_out(&state, &fetched.records);
-            }
             (i, got, read.and_then(|f| finish(&request, f)))
         });
     };
@@ -71,7 +68,8 @@ where
     answers
 }
 
-/// Counts records and bytes served, for `/metrics`.
+/// Counts records and bytes served, for `/metrics` (a `finish` that serves
+/// what it read calls it).
 pub fn count_out(state: &AppState, records: &[(Offset, Record)]) {
     let bytes: usize = records.iter().map(|(_, r)| r.size()).sum();
     state.metrics.records_out.inc_by(records.len() as u64);
