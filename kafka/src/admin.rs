@@ -24,7 +24,7 @@ use super::{CLUSTER_ID, NODE_ID, Session};
 use shale_gateway::service::authorize;
 
 /// Whether the principal may see the group: describe on every topic it touches.
-fn visible(principal: &Principal, g: &GroupInfo) -> bool {
+pub(crate) fn visible(principal: &Principal, g: &GroupInfo) -> bool {
     g.members
         .iter()
         .flat_map(|m| m.topics.iter())

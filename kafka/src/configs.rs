@@ -272,7 +272,7 @@ impl Session {
                 .with_resource_name(resource.resource_name.clone());
             let name = resource.resource_name.as_str();
             let entries = match resource.resource_type {
-                TOPIC_RESOURCE => match self.topic(principal, name).await {
+                TOPIC_RESOURCE => match self.describe(principal, name).await {
                     Ok(info) => {
                         Ok((topic_entries(&info, self.state.config.max_record_bytes), DYNAMIC_TOPIC_CONFIG))
                     }
@@ -301,13 +301,6 @@ impl Session {
             results.push(result);
         }
         Response::DescribeConfigs(DescribeConfigsResponse::default().with_results(results))
-    }
-
-    /// The topic, if the principal may describe it.
-    async fn topic(&self, principal: &Principal, name: &str) -> Result<TopicInfo, ServiceError> {
-        let topic = TopicName::new(name.to_owned())?;
-        authorize(principal, Operation::Describe, topic.as_str())?;
-        Ok(self.state.controller.describe_topic(&topic).await?)
     }
 
     pub(super) async fn incremental_alter_configs(

@@ -233,14 +233,11 @@ impl Session {
         if g.classic.as_ref().is_some_and(|c| !c.members.is_empty()) {
             return Err((errors::GROUP_ID_NOT_FOUND, format!("group {group} is a classic group")));
         }
-        let topics = g.members.iter().flat_map(|m| &m.topics).chain(g.offsets.iter().map(|o| &o.topic));
-        for topic in topics {
-            if !principal.allows(shale_controller_client::auth::Operation::Describe, topic.as_str()) {
-                return Err((
-                    errors::GROUP_AUTHORIZATION_FAILED,
-                    format!("group {group} touches topic {topic}"),
-                ));
-            }
+        if !super::admin::visible(principal, &g) {
+            return Err((
+                errors::GROUP_AUTHORIZATION_FAILED,
+                format!("group {group} touches a topic not visible"),
+            ));
         }
         Ok(g)
     }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 use shale_controller_client::auth::Principal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -234,7 +234,6 @@ impl Session {
     /// (a frame that names no API this crate knows, or cannot be decoded).
     async fn handle(&mut self, frame: Frame, turn: Option<Turn>) -> Option<Outcome> {
         let Frame { bytes, room } = frame;
-        let correlation_of = |request: &RequestHeader| request.correlation_id;
         let (api_key, version, header, request) = match requests::decode_frame(bytes) {
             requests::Decoded::Request { api_key, version, header, request } => {
                 (api_key, version, header, request)
@@ -260,7 +259,7 @@ impl Session {
                     .map(Outcome::Answer);
             }
         };
-        let correlation_id = correlation_of(&header);
+        let correlation_id = header.correlation_id;
         let answer = |response: requests::Response, version: i16| {
             encode(api_key, version, correlation_id, &response).map(Outcome::Answer)
         };
@@ -336,7 +335,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             n
         };
         let Ok(Some(n)) = tokio::time::timeout(frame_timeout, size).await else { return };
-        let room = reserve(&state, n.min(state.config.max_request_bytes)).await;
+        let Some(room) = reserve(&state, n.min(state.config.max_request_bytes), None).await else { return };
         let mut frame = BytesMut::zeroed(n);
         match tokio::time::timeout(frame_timeout, reader.read_exact(&mut frame)).await {
             Ok(Ok(_)) => {}
@@ -352,12 +351,20 @@ async fn read_frames<R: AsyncRead + Unpin>(
     }
 }
 
-/// Room for `bytes` in the gateway's buffer, waited for.
-async fn reserve(state: &AppState, bytes: usize) -> BufferPermit {
+/// Room for `bytes` in the gateway's buffer, waited for until `deadline`
+/// (None: as long as it takes); None when the deadline passed first.
+pub(crate) async fn reserve(
+    state: &AppState,
+    bytes: usize,
+    deadline: Option<Instant>,
+) -> Option<BufferPermit> {
     let waited_from = std::time::Instant::now();
     loop {
         if let Ok(permit) = state.batcher.reserve(bytes) {
-            return permit.since(waited_from);
+            return Some(permit.since(waited_from));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

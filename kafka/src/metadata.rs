@@ -30,7 +30,11 @@ fn permitted(principal: &Principal, name: &str, operation: Operation) -> Result<
 
 impl Session {
     /// The topic, if the principal may describe it.
-    async fn describe(&self, principal: &Principal, name: &str) -> Result<TopicInfo, ServiceError> {
+    pub(crate) async fn describe(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<TopicInfo, ServiceError> {
         let topic = permitted(principal, name, Operation::Describe)?;
         Ok(self.state.controller.describe_topic(&topic).await?)
     }

@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::*;
 use shale_controller_client::TopicInfo;
 use shale_controller_client::auth::{Operation, Principal};
-use shale_core::{ErrorCode, Offset, PartitionId, TopicName};
+use shale_core::{Offset, PartitionId, TopicName};
 use shale_gateway::service::{ServiceError, authorize};
 
 use super::Session;
@@ -151,13 +151,7 @@ impl Session {
     ) -> Response {
         let mut topics = Vec::with_capacity(request.topics.len());
         for topic in request.topics {
-            let info = match TopicName::new(topic.topic.0.to_string()) {
-                Ok(name) if authorize(principal, Operation::Describe, name.as_str()).is_ok() => {
-                    self.state.controller.describe_topic(&name).await.map_err(ServiceError::from)
-                }
-                Ok(_) => Err(ServiceError::new(ErrorCode::Forbidden, "not allowed")),
-                Err(e) => Err(e.into()),
-            };
+            let info = self.describe(principal, topic.topic.0.as_str()).await;
             let partitions = topic
                 .partitions
                 .iter()

@@ -213,7 +213,13 @@ impl Session {
         }
         let permit = match share {
             Some(permit) => permit,
-            None => self.reserve(bytes.len(), timeout).await?,
+            // more than the frame reserved: wait up to the produce's timeout (a
+            // Kafka producer has no way to be told to back off but an error)
+            None => crate::reserve(&self.state, bytes.len(), Some(tokio::time::Instant::now() + timeout))
+                .await
+                .ok_or_else(|| {
+                    ServiceError::new(ErrorCode::Overloaded, "the gateway's buffer stayed full")
+                })?,
         };
         let record_count = u32::try_from(produced.records.len()).unwrap_or(u32::MAX);
         let guard = produced.producer.map(|(id, epoch, first_sequence)| RequestGuard {
@@ -222,19 +228,6 @@ impl Session {
             producer: Some(ProducerBatch { id, epoch, first_sequence, record_count }),
         });
         submit(&self.state, topic, Some(partition), produced.records, guard, permit).await
-    }
-
-    /// Room in the gateway's buffer, waited for up to `timeout` (a Kafka
-    /// producer has no way to be told to back off but an error).
-    async fn reserve(&self, bytes: usize, timeout: Duration) -> Result<BufferPermit, ServiceError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.state.batcher.reserve(bytes) {
-                Ok(permit) => return Ok(permit),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(ServiceError::from(e)),
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
     }
 
     pub(super) async fn fetch(&self, principal: &Principal, request: FetchRequest) -> Response {
